@@ -1,0 +1,3 @@
+from extauth.cli import main
+
+raise SystemExit(main())

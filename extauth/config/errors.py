@@ -1,0 +1,28 @@
+"""Configuration errors that name the file, the line and the field."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    file: Path
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """One or more problems in a configuration or policy file; every issue is reported, not just the first."""
+
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(str(issue) for issue in issues))
+
+    @classmethod
+    def single(cls, file: Path, message: str, line: int | None = None, field: str = "") -> "ConfigError":
+        return cls([ConfigIssue(file, line, field, message)])

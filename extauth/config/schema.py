@@ -1,0 +1,226 @@
+"""The configuration schema: one YAML file, documented field by field in docs/configuration.md.
+
+Process settings (`server`, `audit`, `logging`) take effect at start; `policy` files are reloadable.
+Relative paths are resolved against the directory of the file that names them.
+"""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+SHARED_SECRET_ALGORITHMS = ("HS256", "HS384", "HS512")
+Algorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "HS256", "HS384", "HS512",
+]
+
+_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = Path(info.context["file"]).parent if info.context and "file" in info.context else Path.cwd()
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+def _header_name(value: str) -> str:
+    lowered = value.lower()
+    if not _HEADER_NAME.match(lowered):
+        raise ValueError(f"{value!r} is not a valid HTTP header name")
+    return lowered
+
+
+def _listen_address(value: str) -> str:
+    ListenAddress.parse(value)
+    return value
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{value!r} must be 1-63 letters, digits, '_', '.', '-', starting with a letter or digit")
+    return value
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+Name = Annotated[str, AfterValidator(_name)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    """`tcp:HOST:PORT` or `unix:PATH`; with N workers each worker gets its own socket (see `for_worker`)."""
+
+    kind: Literal["tcp", "unix"]
+    host: str = ""
+    port: int = 0
+    path: Path | None = None
+
+    @classmethod
+    def parse(cls, text: str, base: Path | None = None) -> "ListenAddress":
+        kind, _, rest = text.partition(":")
+        if kind == "unix" and rest:
+            path = Path(rest)
+            return cls("unix", path=path if path.is_absolute() or base is None else (base / path).resolve())
+        if kind == "tcp":
+            host, _, port = rest.rpartition(":")
+            host = host.strip("[]")
+            if host and port.isdigit() and 0 <= int(port) <= 65535:
+                return cls("tcp", host=host, port=int(port))
+        raise ValueError(f"{text!r} is not 'tcp:HOST:PORT' or 'unix:PATH'")
+
+    def for_worker(self, index: int, workers: int) -> "ListenAddress":
+        """Worker i listens on port+i, or on `name-i.ext`: Envoy keeps one HTTP/2 connection per upstream
+        host, so workers behind one shared socket would not share the load."""
+        if workers == 1:
+            return self
+        if self.kind == "tcp":
+            return ListenAddress("tcp", host=self.host, port=self.port + index if self.port else 0)
+        assert self.path is not None
+        return ListenAddress("unix", path=self.path.with_name(f"{self.path.stem}-{index}{self.path.suffix}"))
+
+    def grpc_target(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"unix:{self.path}" if self.kind == "unix" else f"tcp:{self.grpc_target()}"
+
+
+class ServerConfig(Strict):
+    listen: list[Annotated[str, AfterValidator(_listen_address)]] = Field(
+        default_factory=lambda: ["tcp:127.0.0.1:9001"], min_length=1
+    )
+    workers: int = Field(1, ge=1, le=64)
+    grace_period_seconds: float = Field(5.0, gt=0, le=300)
+    max_concurrent_checks: int = Field(1000, ge=1, le=100_000)
+
+    def addresses(self, base: Path) -> list[ListenAddress]:
+        return [ListenAddress.parse(value, base) for value in self.listen]
+
+
+class JwksConfig(Strict):
+    """Where a provider's verification keys come from: exactly one of `file`, `url`, `oidc_discovery`."""
+
+    file: ConfigPath | None = None
+    url: str | None = None
+    oidc_discovery: bool = False
+    refresh_seconds: float = Field(300.0, ge=5, le=86_400)
+    refetch_cooldown_seconds: float = Field(30.0, ge=0, le=3600)
+    fetch_timeout_seconds: float = Field(5.0, gt=0, le=60)
+    ca_file: ConfigPath | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _https_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> "JwksConfig":
+        chosen = [name for name in ("file", "url") if getattr(self, name)] + (
+            ["oidc_discovery"] if self.oidc_discovery else []
+        )
+        if len(chosen) != 1:
+            raise ValueError(f"set exactly one of file, url, oidc_discovery (got {chosen or 'none'})")
+        return self
+
+
+class JwtProviderConfig(Strict):
+    name: Name
+    issuer: str = Field(min_length=1)
+    audiences: list[str] = Field(min_length=1)
+    algorithms: list[Algorithm] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    jwks: JwksConfig | None = None
+    shared_secret_file: ConfigPath | None = None
+    leeway_seconds: float = Field(30.0, ge=0, le=300)
+    required_claims: list[str] = Field(default_factory=lambda: ["exp", "sub"])
+    roles_claim: str = "roles"
+
+    @model_validator(mode="after")
+    def _keys_match_algorithms(self) -> "JwtProviderConfig":
+        if (self.jwks is None) == (self.shared_secret_file is None):
+            raise ValueError("set exactly one of jwks or shared_secret_file")
+        wanted = SHARED_SECRET_ALGORITHMS if self.shared_secret_file else ASYMMETRIC_ALGORITHMS
+        wrong = [alg for alg in self.algorithms if alg not in wanted]
+        if wrong:
+            kind = "a shared secret" if self.shared_secret_file else "JWKS (asymmetric keys)"
+            raise ValueError(f"algorithms {wrong} cannot be used with {kind}; allowed: {list(wanted)}")
+        return self
+
+
+class TokenSourceConfig(Strict):
+    """Where to find the token: a header (with an optional scheme such as `Bearer`) or a cookie."""
+
+    header: HeaderName | None = None
+    scheme: str | None = None
+    cookie: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> "TokenSourceConfig":
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("set exactly one of header or cookie")
+        if self.scheme is not None and self.header is None:
+            raise ValueError("scheme applies to a header source only")
+        return self
+
+
+class ForwardConfig(Strict):
+    """Identity headers added to the upstream request when a request is allowed."""
+
+    subject_header: HeaderName | None = "x-extauth-subject"
+    issuer_header: HeaderName | None = None
+    claim_headers: dict[HeaderName, str] = Field(default_factory=dict)
+    strip_authorization: bool = True
+    max_header_value_bytes: int = Field(1024, ge=16, le=16_384)
+
+
+class AuthenticationConfig(Strict):
+    providers: list[JwtProviderConfig] = Field(default_factory=list)
+    token_sources: list[TokenSourceConfig] = Field(
+        default_factory=lambda: [TokenSourceConfig(header="authorization", scheme="Bearer")], min_length=1
+    )
+    max_token_bytes: int = Field(8192, ge=256, le=65_536)
+    token_cache_size: int = Field(10_000, ge=0, le=1_000_000)
+    forward: ForwardConfig = Field(default_factory=ForwardConfig)
+
+    @model_validator(mode="after")
+    def _unique_providers(self) -> "AuthenticationConfig":
+        for attribute in ("name", "issuer"):
+            seen: set[str] = set()
+            for provider in self.providers:
+                value = getattr(provider, attribute)
+                if value in seen:
+                    raise ValueError(f"two providers share {attribute} {value!r}")
+                seen.add(value)
+        return self
+
+
+class PolicyConfig(Strict):
+    path: ConfigPath
+
+
+class AuditConfig(Strict):
+    output: Literal["stdout", "stderr"] | ConfigPath = "stdout"
+
+
+class LoggingConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Config(Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
+    policy: PolicyConfig
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)

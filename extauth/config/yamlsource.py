@@ -1,0 +1,127 @@
+"""YAML loading that remembers the line of every value, and pydantic validation that reports it.
+
+PyYAML's composed node tree carries a start mark per node; we build plain Python data from it and keep a
+map from field path (e.g. ``("authentication", "providers", 0, "issuer")``) to line, so a validation
+error can be reported as ``file:line: field: message``.
+"""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+import yaml
+
+from extauth.config.errors import ConfigError, ConfigIssue
+
+FieldPath = tuple[str | int, ...]
+LineMap = dict[FieldPath, int]
+Model = TypeVar("Model", bound=pydantic.BaseModel)
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+
+
+def read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ConfigError.single(path, f"file is {size} bytes; the limit is {MAX_FILE_BYTES}")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError.single(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except OSError as exc:
+        raise ConfigError.single(path, f"cannot read: {exc.strerror}") from None
+
+
+def parse_documents(path: Path, text: str) -> list[tuple[Any, LineMap]]:
+    """Every YAML document in ``text`` as (data, line map); syntax errors carry the offending line."""
+    loader = yaml.SafeLoader(text)
+    documents = []
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            lines: LineMap = {}
+            documents.append((_to_python(loader, node, (), lines, path), lines))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError.single(path, f"invalid YAML: {exc.problem or exc.context}", line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError.single(path, f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return documents
+
+
+def parse_single_document(path: Path, text: str) -> tuple[Any, LineMap]:
+    documents = parse_documents(path, text)
+    if len(documents) != 1:
+        raise ConfigError.single(path, f"expected exactly one YAML document, found {len(documents)}")
+    return documents[0]
+
+
+def _to_python(loader: yaml.SafeLoader, node: yaml.Node, at: FieldPath, lines: LineMap, path: Path) -> Any:
+    lines[at] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise ConfigError.single(
+                    path, f"keys must be strings, got {key!r}", key_node.start_mark.line + 1, _dotted(at)
+                )
+            if key in result:
+                raise ConfigError.single(
+                    path, "duplicate key", key_node.start_mark.line + 1, _dotted((*at, key))
+                )
+            result[key] = _to_python(loader, value_node, (*at, key), lines, path)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(loader, item, (*at, index), lines, path) for index, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def _dotted(at: FieldPath) -> str:
+    out = ""
+    for part in at:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def line_for(lines: LineMap, at: FieldPath) -> int | None:
+    """The line of the deepest known ancestor of ``at`` (a missing field points at its parent mapping)."""
+    for end in range(len(at), -1, -1):
+        if at[:end] in lines:
+            return lines[at[:end]]
+    return None
+
+
+def validate(
+    model: type[Model], data: Any, lines: LineMap, path: Path, context: Mapping[str, Any] | None = None
+) -> Model:
+    """Validate ``data`` against ``model``, reporting every error with file, line and field."""
+    if data is None:
+        data = {}
+    try:
+        return model.model_validate(data, context=dict(context or {}, file=path))
+    except pydantic.ValidationError as exc:
+        issues = []
+        for error in exc.errors(include_url=False):
+            at = _field_path(error["loc"])
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown field"
+            elif error["type"] == "value_error":
+                message = str(error["ctx"]["error"])
+            issues.append(ConfigIssue(path, line_for(lines, at), _dotted(at), message))
+        raise ConfigError(issues) from None
+
+
+def _field_path(loc: tuple[Any, ...]) -> FieldPath:
+    # pydantic inserts union-member and function-validator tags into loc; drop anything that is not a key.
+    return tuple(p for p in loc if isinstance(p, int) or (isinstance(p, str) and not _is_tag(p)))
+
+
+def _is_tag(part: str) -> bool:
+    return part.startswith("function-") or "[" in part

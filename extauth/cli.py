@@ -1,0 +1,123 @@
+"""The `extauth` command line: serve, validate, and the local-development helpers."""
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from extauth.config import ConfigError, load_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="extauth", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the ext_authz gRPC service")
+    serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument("--workers", type=int, help="processes, each on its own socket (overrides server.workers)")
+    serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.set_defaults(run=_serve)
+
+    validate = commands.add_parser("validate", help="check a config file and the policies it names")
+    validate.add_argument("config", type=Path)
+    validate.set_defaults(run=_validate)
+
+    token = commands.add_parser("token", help="mint a development token the local stack trusts")
+    token.add_argument("--sub", required=True, help="subject")
+    token.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE",
+                       help="extra claim; a comma in VALUE makes a list (roles=reader,writer)")
+    token.add_argument("--claim-json", action="append", default=[], metavar="NAME=JSON")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
+    token.add_argument("--key", type=Path, default=Path(".run/certs/jwt-signing.key"))
+    token.add_argument("--issuer")
+    token.add_argument("--audience")
+    token.set_defaults(run=_token)
+
+    certs = commands.add_parser("dev-certs", help="create a local CA, TLS certificates and a JWT signing key")
+    certs.add_argument("directory", type=Path)
+    certs.add_argument("--force", action="store_true", help="replace existing files")
+    certs.set_defaults(run=_dev_certs)
+
+    upstream = commands.add_parser("dev-upstream", help="run the demo TLS upstream that echoes requests")
+    upstream.add_argument("--host", default="127.0.0.1")
+    upstream.add_argument("--port", type=int, default=8444)
+    upstream.add_argument("--certs", type=Path, default=Path(".run/certs"))
+    upstream.set_defaults(run=_dev_upstream)
+
+    stack = commands.add_parser("dev-stack", help="run Envoy + extauth + the demo upstream locally")
+    stack.add_argument("--no-demo", action="store_true", help="do not send the demonstration requests")
+    stack.set_defaults(run=_dev_stack)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    workers = args.workers or config.server.workers
+    if workers > 1 and args.worker_index is None:
+        from extauth.workers import Supervisor
+
+        return Supervisor(args.config, workers, config.server.grace_period_seconds).run()
+    if args.workers:
+        config = config.model_copy(update={"server": config.server.model_copy(update={"workers": workers})})
+    import uvloop
+
+    from extauth import logs
+    from extauth.server import serve
+
+    logs.configure(config.logging.level)
+    return uvloop.run(serve(config, args.config, args.worker_index or 0))
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from extauth.policy.loader import load_policies
+
+    config = load_config(args.config)
+    policies = load_policies(config.policy.path)
+    routes = sum(len(loaded.document.routes) for loaded in policies.documents)
+    print(f"{args.config}: ok ({len(config.authentication.providers)} providers; "
+          f"policy {policies.version}: {len(policies.documents)} documents, {routes} routes)")
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER
+    from extauth.devtools.tokens import mint_token, parse_claim, parse_json_claim
+
+    claims = dict(parse_claim(text) for text in args.claim)
+    claims.update(parse_json_claim(text) for text in args.claim_json)
+    print(mint_token(args.key, subject=args.sub, claims=claims, ttl_seconds=args.ttl,
+                     issuer=args.issuer or DEV_ISSUER, audience=args.audience or DEV_AUDIENCE))
+    return 0
+
+
+def _dev_certs(args: argparse.Namespace) -> int:
+    from extauth.devtools.certs import create_dev_certs
+
+    create_dev_certs(args.directory, force=args.force)
+    print(f"development certificates and signing key in {args.directory}")
+    return 0
+
+
+def _dev_upstream(args: argparse.Namespace) -> int:
+    from extauth.devtools.upstream import serve
+
+    serve(args.host, args.port, args.certs / "upstream.crt", args.certs / "upstream.key")
+    return 0
+
+
+def _dev_stack(args: argparse.Namespace) -> int:
+    from extauth.devstack.stack import run_local_stack
+
+    return run_local_stack(demo=not args.no_demo)

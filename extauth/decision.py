@@ -1,0 +1,45 @@
+"""The outcome of the Check pipeline, before it is rendered as a CheckResponse."""
+
+from dataclasses import dataclass, field
+
+from extauth.identity.principal import Principal
+from extauth.reasons import Reason
+
+_STATUS_BY_REASON = {
+    Reason.OK: 200,
+    Reason.PUBLIC_ROUTE: 200,
+    Reason.NO_MATCHING_ROUTE: 403,
+    Reason.FORBIDDEN: 403,
+    Reason.DENIED_BY_RULE: 403,
+    Reason.KEYS_UNAVAILABLE: 503,
+    Reason.NOT_READY: 503,
+    Reason.INTERNAL_ERROR: 500,
+    Reason.CHECK_CANCELLED: 503,
+}
+
+
+@dataclass(slots=True)
+class Decision:
+    allowed: bool
+    reason: Reason
+    #: Client-safe explanation: goes into the JSON body and `WWW-Authenticate`; never internals or secrets.
+    description: str = ""
+    principal: Principal | None = None
+    #: `policy/route/rule` that decided, or the route alone when no rule did.
+    rule: str | None = None
+    route: str | None = None
+    policy_version: str | None = None
+    upstream_headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        """The HTTP status the client sees; every authentication failure not listed is a 401."""
+        return _STATUS_BY_REASON.get(self.reason, 401)
+
+    @property
+    def is_authentication_failure(self) -> bool:
+        return self.status == 401
+
+    @classmethod
+    def deny(cls, reason: Reason, description: str, **details: object) -> "Decision":
+        return cls(False, reason, description, **details)  # type: ignore[arg-type]

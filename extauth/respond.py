@@ -1,0 +1,116 @@
+"""Respond phase: render a Decision as the CheckResponse Envoy acts on.
+
+Allowed: identity headers for the upstream (sanitised, bounded), removal of client-sent copies of those
+headers so they cannot be spoofed, optional removal of `Authorization`.
+Denied: the HTTP status, a JSON body `{"error", "reason", "request_id"}` and, for 401, an RFC 6750
+`WWW-Authenticate` challenge.
+"""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse, DeniedHttpResponse, OkHttpResponse
+from envoy.type.v3.http_status_pb2 import HttpStatus
+from google.rpc import code_pb2, status_pb2
+
+from extauth.config.schema import ForwardConfig
+from extauth.decision import Decision
+from extauth.identity.principal import Principal
+from extauth.reasons import Reason
+
+_OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+_CONTROL_CHARACTERS = {code: None for code in (*range(0x00, 0x20), 0x7F)}
+_ERROR_BY_STATUS = {401: "unauthorized", 403: "forbidden", 500: "internal_error", 503: "unavailable"}
+
+
+def sanitize_header_value(value: str, max_bytes: int) -> str:
+    """Drop control characters (CR/LF/NUL would split or truncate headers) and cap the UTF-8 length."""
+    cleaned = value.translate(_CONTROL_CHARACTERS).strip()
+    encoded = cleaned.encode()
+    if len(encoded) <= max_bytes:
+        return cleaned
+    return encoded[:max_bytes].decode(errors="ignore")
+
+
+def _header(name: str, value: str) -> HeaderValueOption:
+    return HeaderValueOption(header=HeaderValue(key=name, value=value), append_action=_OVERWRITE)
+
+
+class Responder:
+    def __init__(self, forward: ForwardConfig) -> None:
+        self._forward = forward
+        self._claim_headers = tuple(forward.claim_headers.items())
+        identity_headers = [forward.subject_header, forward.issuer_header, *forward.claim_headers]
+        removed = [name for name in identity_headers if name]
+        if forward.strip_authorization:
+            removed.append("authorization")
+        #: Client-sent copies of identity headers are always removed, so an anonymous (public-route)
+        #: request cannot smuggle `x-extauth-subject: admin` to the upstream.
+        self._headers_to_remove = tuple(removed)
+        self._status_by_code = {status: HttpStatus(code=status) for status in (401, 403, 500, 503)}
+
+    def render(self, decision: Decision, request_id: str) -> CheckResponse:
+        if decision.allowed:
+            return self._allow(decision)
+        return self._deny(decision, request_id)
+
+    def _allow(self, decision: Decision) -> CheckResponse:
+        ok = OkHttpResponse(headers_to_remove=self._headers_to_remove)
+        headers = ok.headers
+        for name, value in self._identity_headers(decision.principal):
+            headers.append(_header(name, value))
+        for name, value in decision.upstream_headers:
+            headers.append(_header(name, self._sanitize(value)))
+        return CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
+
+    def _identity_headers(self, principal: Principal | None) -> list[tuple[str, str]]:
+        if principal is None:
+            return []
+        forward = self._forward
+        headers = []
+        if forward.subject_header:
+            headers.append((forward.subject_header, self._sanitize(principal.subject)))
+        if forward.issuer_header:
+            headers.append((forward.issuer_header, self._sanitize(principal.issuer)))
+        for name, claim in self._claim_headers:
+            value = principal.claims.get(claim)
+            if value is not None:
+                headers.append((name, self._sanitize(_claim_text(value))))
+        return headers
+
+    def _sanitize(self, value: str) -> str:
+        return sanitize_header_value(value, self._forward.max_header_value_bytes)
+
+    def _deny(self, decision: Decision, request_id: str) -> CheckResponse:
+        status = decision.status
+        body = json.dumps(
+            {"error": _ERROR_BY_STATUS.get(status, "denied"), "reason": decision.reason.value,
+             "request_id": request_id},
+            separators=(",", ":"),
+        )
+        denied = DeniedHttpResponse(status=self._status_by_code[status], body=body)
+        denied.headers.append(_header("content-type", "application/json"))
+        if decision.is_authentication_failure:
+            denied.headers.append(_header("www-authenticate", _bearer_challenge(decision)))
+        grpc_code = code_pb2.UNAUTHENTICATED if status == 401 else code_pb2.PERMISSION_DENIED
+        return CheckResponse(status=status_pb2.Status(code=grpc_code), denied_response=denied)
+
+
+def _bearer_challenge(decision: Decision) -> str:
+    """RFC 6750 §3: no error code when no credentials were sent; `invalid_token` when they were bad."""
+    if decision.reason is Reason.MISSING_TOKEN:
+        return 'Bearer realm="extauth"'
+    quoted = sanitize_header_value(decision.description, 256).replace("\\", "\\\\").replace('"', "'")
+    return f'Bearer realm="extauth", error="invalid_token", error_description="{quoted}"'
+
+
+def _claim_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+        return ",".join(value)
+    if isinstance(value, Mapping) or isinstance(value, (list, tuple)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)

@@ -1,0 +1,139 @@
+"""One extauth process: the grpc.aio server with Check, health and reflection, and a graceful stop.
+
+Health is NOT_SERVING until policy and every provider's keys are loaded, so Kubernetes readiness and
+Envoy health checks never route to an instance that would answer 503s; on SIGTERM it turns NOT_SERVING,
+stops accepting, lets in-flight checks finish within the grace period, and exits 0.
+"""
+
+import asyncio
+import signal
+import socket
+from pathlib import Path
+
+import grpc
+import structlog
+from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from extauth.audit.sink import AuditSink, JsonLinesSink
+from extauth.clock import SystemClock
+from extauth.config.schema import Config, ListenAddress
+from extauth.identity.authenticator import Authenticator
+from extauth.pipeline import Pipeline
+from extauth.policy.store import PolicyStore
+from extauth.respond import Responder
+from extauth.servicer import AuthorizationServicer
+
+log = structlog.get_logger("extauth.server")
+
+AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
+_READINESS_POLL_SECONDS = 0.05
+_GRPC_OPTIONS = [
+    # Each worker owns its socket (see ListenAddress.for_worker); never share a port by accident.
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # Envoy keeps its ext_authz connection alive with pings; do not answer them with GOAWAY.
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+]
+
+
+class ExtauthServer:
+    def __init__(self, config: Config, config_path: Path, worker_index: int = 0) -> None:
+        self._config = config
+        self._addresses = [
+            address.for_worker(worker_index, config.server.workers)
+            for address in config.server.addresses(config_path.parent)
+        ]
+        self.instance = f"{socket.gethostname()}/{worker_index}"
+        self.policy = PolicyStore(config.policy.path)
+        self.authenticator = Authenticator(config.authentication, SystemClock())
+        self.audit: AuditSink = JsonLinesSink.open(config.audit.output)
+        pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
+                            self.audit, self.instance)
+        self.health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(options=_GRPC_OPTIONS,
+                                       maximum_concurrent_rpcs=config.server.max_concurrent_checks)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(pipeline), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        reflection.enable_server_reflection(
+            [AUTHORIZATION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
+        )
+        self._readiness: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        for address in self._addresses:
+            _bind(self._server, address)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._server.start()
+        log.info("listening", addresses=[str(address) for address in self._addresses], instance=self.instance,
+                 policy_version=self.policy.engine.version)
+        await self.authenticator.start()
+        self._readiness = asyncio.create_task(self._become_ready())
+
+    async def _become_ready(self) -> None:
+        while not self.authenticator.ready:
+            await asyncio.sleep(_READINESS_POLL_SECONDS)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("ready", instance=self.instance)
+
+    async def _set_health(self, status: int) -> None:
+        for service in ("", AUTHORIZATION_SERVICE):
+            await self.health.set(service, status)
+
+    async def stop(self) -> None:
+        grace = self._config.server.grace_period_seconds
+        log.info("stopping", grace_period_seconds=grace, instance=self.instance)
+        await self.health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+        if self._readiness:
+            self._readiness.cancel()
+        await self.authenticator.stop()
+        self.audit.close()
+        for address in self._addresses:
+            if address.kind == "unix" and address.path is not None:
+                address.path.unlink(missing_ok=True)
+        log.info("stopped", instance=self.instance)
+
+
+def _bind(server: grpc.aio.Server, address: ListenAddress) -> None:
+    if address.kind == "unix":
+        assert address.path is not None
+        address.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_socket(address.path)
+    try:
+        bound = server.add_insecure_port(address.grpc_target())
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {address}: {exc}") from None
+    if address.kind == "tcp" and bound == 0:
+        raise OSError(f"cannot listen on {address}")
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """A socket file left by a dead process is removed; one a live process answers on is an error."""
+    if not path.is_socket():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink(missing_ok=True)
+    else:
+        raise OSError(f"cannot listen on unix:{path}: another process is serving there")
+    finally:
+        probe.close()
+
+
+async def serve(config: Config, config_path: Path, worker_index: int = 0) -> int:
+    """Run until SIGTERM or SIGINT; returns the process exit code."""
+    server = ExtauthServer(config, config_path, worker_index)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await server.start()
+    await stopping.wait()
+    await server.stop()
+    return 0
+

@@ -197,12 +197,13 @@ class AuthenticationConfig(Strict):
     @model_validator(mode="after")
     def _unique_providers(self) -> "AuthenticationConfig":
         for attribute in ("name", "issuer"):
-            seen: set[str] = set()
-            for provider in self.providers:
+            seen: dict[str, int] = {}
+            for index, provider in enumerate(self.providers):
                 value = getattr(provider, attribute)
                 if value in seen:
-                    raise ValueError(f"two providers share {attribute} {value!r}")
-                seen.add(value)
+                    raise ValueError(f"providers[{index}] has the same {attribute} as providers[{seen[value]}]: "
+                                     f"{value!r}")
+                seen[value] = index
         return self
 
 

@@ -1,0 +1,98 @@
+"""Rendering decisions as CheckResponses: statuses, challenges, identity headers, sanitising."""
+
+import json
+from types import MappingProxyType
+
+from google.rpc import code_pb2
+from hypothesis import given
+from hypothesis import strategies as st
+
+from extauth.config.schema import ForwardConfig
+from extauth.decision import Decision
+from extauth.identity.principal import Principal
+from extauth.reasons import Reason
+from extauth.respond import Responder, sanitize_header_value
+
+ALICE = Principal(subject="alice", issuer="https://idp", provider="idp", key_id="k1",
+                  roles=frozenset({"reader"}),
+                  claims=MappingProxyType({"sub": "alice", "roles": ["reader", "auditor"], "tenant": "t1"}),
+                  expires_at=None)
+FORWARD = ForwardConfig(claim_headers={"x-extauth-roles": "roles", "x-extauth-tenant": "tenant"})
+
+
+def headers_of(options) -> dict[str, str]:
+    return {option.header.key: option.header.value for option in options}
+
+
+def test_allow_forwards_identity_and_strips_authorization() -> None:
+    """An allowed request carries subject and chosen claims upstream, and loses its Authorization header."""
+    response = Responder(FORWARD).render(Decision(True, Reason.OK, principal=ALICE), "r1")
+    assert response.status.code == code_pb2.OK
+    assert headers_of(response.ok_response.headers) == {
+        "x-extauth-subject": "alice", "x-extauth-roles": "reader,auditor", "x-extauth-tenant": "t1"}
+    assert "authorization" in response.ok_response.headers_to_remove
+
+
+def test_client_sent_identity_headers_are_removed_even_for_anonymous_requests() -> None:
+    """A public-route request cannot smuggle its own x-extauth-subject to the upstream."""
+    response = Responder(FORWARD).render(Decision(True, Reason.PUBLIC_ROUTE), "r1")
+    assert set(response.ok_response.headers_to_remove) >= {"x-extauth-subject", "x-extauth-roles",
+                                                           "x-extauth-tenant"}
+    assert len(response.ok_response.headers) == 0
+
+
+def test_authorization_kept_when_configured() -> None:
+    """strip_authorization: false leaves the token for upstreams that verify it themselves."""
+    response = Responder(ForwardConfig(strip_authorization=False)).render(Decision(True, Reason.OK, principal=ALICE),
+                                                                          "r1")
+    assert "authorization" not in response.ok_response.headers_to_remove
+
+
+def test_invalid_token_is_401_with_rfc6750_challenge_and_json_body() -> None:
+    """A bad token answers 401, `WWW-Authenticate: Bearer error="invalid_token"` and a JSON body."""
+    decision = Decision.deny(Reason.TOKEN_EXPIRED, "the token has expired")
+    response = Responder(FORWARD).render(decision, "req-42")
+    denied = response.denied_response
+    assert response.status.code == code_pb2.UNAUTHENTICATED and denied.status.code == 401
+    assert headers_of(denied.headers)["www-authenticate"] == (
+        'Bearer realm="extauth", error="invalid_token", error_description="the token has expired"')
+    assert json.loads(denied.body) == {"error": "unauthorized", "reason": "token_expired", "request_id": "req-42"}
+
+
+def test_missing_token_challenge_has_no_error_code() -> None:
+    """RFC 6750 §3.1: a request without credentials gets a bare Bearer challenge."""
+    response = Responder(FORWARD).render(Decision.deny(Reason.MISSING_TOKEN, "credentials are required"), "r")
+    assert headers_of(response.denied_response.headers)["www-authenticate"] == 'Bearer realm="extauth"'
+
+
+def test_forbidden_is_403_without_challenge_or_internals() -> None:
+    """A policy denial is a 403 whose body names the reason code but not the rule or policy internals."""
+    decision = Decision.deny(Reason.FORBIDDEN, "no rule allows this request", rule="p/r/x", route="p/r")
+    response = Responder(FORWARD).render(decision, "r9")
+    assert response.denied_response.status.code == 403
+    assert "www-authenticate" not in headers_of(response.denied_response.headers)
+    assert json.loads(response.denied_response.body) == {"error": "forbidden", "reason": "forbidden",
+                                                         "request_id": "r9"}
+
+
+def test_internal_error_is_500_and_not_ready_is_503() -> None:
+    """Service-side failures are distinguishable from client failures by status."""
+    responder = Responder(FORWARD)
+    assert responder.render(Decision.deny(Reason.INTERNAL_ERROR, "x"), "r").denied_response.status.code == 500
+    assert responder.render(Decision.deny(Reason.NOT_READY, "x"), "r").denied_response.status.code == 503
+
+
+def test_hostile_claim_cannot_inject_headers() -> None:
+    """CR/LF and NUL in a claim are dropped before the value becomes a header."""
+    hostile = Principal(subject="eve\r\nx-admin: true\x00", issuer="i", provider="p", key_id=None,
+                        roles=frozenset(), claims=MappingProxyType({}), expires_at=None)
+    response = Responder(FORWARD).render(Decision(True, Reason.OK, principal=hostile), "r")
+    assert headers_of(response.ok_response.headers)["x-extauth-subject"] == "evex-admin: true"
+
+
+@given(st.text(max_size=3000), st.integers(min_value=16, max_value=2048))
+def test_sanitized_values_never_contain_control_characters_or_exceed_the_bound(value: str, limit: int) -> None:
+    """Whatever a claim holds, the header value has no control characters and fits the byte limit."""
+    cleaned = sanitize_header_value(value, limit)
+    assert len(cleaned.encode()) <= limit
+    assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in cleaned)

@@ -5,6 +5,7 @@ reason `internal_error` (HTTP 500), is logged with its traceback, and is still a
 """
 
 import time
+from collections.abc import Mapping
 from typing import Protocol
 
 import structlog
@@ -26,7 +27,7 @@ class Authenticate(Protocol):
     @property
     def ready(self) -> bool: ...
 
-    async def authenticate(self, headers) -> Principal | None: ...  # noqa: ANN001
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal | None: ...
 
 
 class PolicySource(Protocol):

@@ -9,7 +9,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 
 class Request:
-    __slots__ = ("_http", "_source", "context_extensions", "headers", "_path", "_query")
+    __slots__ = ("_http", "_path", "_query", "_source", "context_extensions", "headers")
 
     def __init__(self, check: CheckRequest) -> None:
         attributes = check.attributes

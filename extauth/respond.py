@@ -111,6 +111,6 @@ def _claim_text(value: Any) -> str:
         return value
     if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         return ",".join(value)
-    if isinstance(value, Mapping) or isinstance(value, (list, tuple)):
+    if isinstance(value, (Mapping, list, tuple)):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)
     return str(value)

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from extauth.config.schema import ListenAddress
 
 
-class ProcessFailed(RuntimeError):
+class ProcessError(RuntimeError):
     """A child exited or never became ready; the message carries the tail of its log."""
 
 
@@ -34,11 +34,11 @@ class ManagedProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ProcessFailed(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+                raise ProcessError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             if ready():
                 return
             time.sleep(0.05)
-        raise ProcessFailed(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+        raise ProcessError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> int:
         if self.process.poll() is None:

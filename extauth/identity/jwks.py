@@ -1,0 +1,319 @@
+"""Verification keys per provider: loaded once, refreshed in the background, looked up per request by dict reads.
+
+Each key carries the algorithms it may verify, decided from its type (and the JWK's own `alg`), so a token
+can never make an RSA public key act as an HMAC secret or a P-384 key verify ES256.
+"""
+
+import asyncio
+import contextlib
+import json
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey, Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from jwt import PyJWK, PyJWTError
+from jwt.algorithms import HMACAlgorithm
+
+from extauth.clock import Clock
+from extauth.config.schema import JwtProviderConfig
+from extauth.identity.http import FetchError, HttpFetcher
+
+log = structlog.get_logger("extauth.jwks")
+
+RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+EC_ALGORITHM_BY_CURVE = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+#: RFC 7518 §3.2: an HMAC key must be at least as long as the hash output.
+HMAC_MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+_PRIVATE_KEY_TYPES = (RSAPrivateKey, EllipticCurvePrivateKey, Ed25519PrivateKey, Ed448PrivateKey)
+
+
+class KeyLoadError(Exception):
+    """Key material could not be read or contained no usable signing key."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    key_id: str | None
+    #: A `cryptography` public key, or the HMAC secret bytes.
+    key: Any
+    algorithms: frozenset[str]
+
+
+class KeySet:
+    """Keys indexed once per load, so request-time lookups are dict reads."""
+
+    def __init__(self, keys: Iterable[VerificationKey]) -> None:
+        self.keys = tuple(keys)
+        self._by_kid: dict[str, VerificationKey] = {}
+        for key in self.keys:
+            if key.key_id is not None:
+                self._by_kid.setdefault(key.key_id, key)
+        candidates: dict[str, list[VerificationKey]] = {}
+        for key in self.keys:
+            for algorithm in key.algorithms:
+                candidates.setdefault(algorithm, []).append(key)
+        self._sole_key_by_algorithm = {alg: keys[0] for alg, keys in candidates.items() if len(keys) == 1}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def find(self, key_id: str | None, algorithm: str) -> VerificationKey | None:
+        """The key named `key_id`; without a kid (or in a set that names no keys) the only key for `algorithm`.
+
+        A kid-named key is returned even if it cannot verify `algorithm`: the caller reports that mismatch
+        rather than an unknown key, which would trigger a pointless refetch.
+        """
+        if key_id is None or not self._by_kid:
+            return self._sole_key_by_algorithm.get(algorithm)
+        return self._by_kid.get(key_id)
+
+
+def parse_jwks(document: bytes) -> tuple[KeySet, int]:
+    """The usable signing keys of a JWKS document and how many were skipped (encryption, unsupported, broken)."""
+    data = _json_object(document, "JWKS")
+    entries = data.get("keys")
+    if not isinstance(entries, list):
+        raise KeyLoadError("JWKS has no 'keys' list")
+    keys = [key for key in map(_signing_key, entries) if key is not None]
+    if not keys:
+        raise KeyLoadError(f"JWKS has no usable signing keys ({len(entries)} skipped)")
+    return KeySet(keys), len(entries) - len(keys)
+
+
+def _signing_key(jwk: object) -> VerificationKey | None:
+    """The key with the algorithms it may verify, or None for anything not a usable public signing key.
+
+    Symmetric (`oct`) JWKs are refused: a JWKS is public, and HMAC secrets come only from `shared_secret_file`.
+    """
+    if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig" or jwk.get("kty") == "oct":
+        return None
+    declared, kid = jwk.get("alg"), jwk.get("kid")
+    if not isinstance(declared, str | None) or not isinstance(kid, str | None):
+        return None
+    try:
+        key = PyJWK(jwk).key
+    except (PyJWTError, TypeError, ValueError):
+        return None
+    if isinstance(key, _PRIVATE_KEY_TYPES):
+        key = key.public_key()
+    algorithms = _algorithms_for(key)
+    if declared is not None:
+        algorithms &= {declared}
+    return VerificationKey(kid, key, algorithms) if algorithms else None
+
+
+def _algorithms_for(key: object) -> frozenset[str]:
+    if isinstance(key, RSAPublicKey):
+        return RSA_ALGORITHMS
+    if isinstance(key, EllipticCurvePublicKey) and key.curve.name in EC_ALGORITHM_BY_CURVE:
+        return frozenset({EC_ALGORITHM_BY_CURVE[key.curve.name]})
+    if isinstance(key, Ed25519PublicKey | Ed448PublicKey):
+        return frozenset({"EdDSA"})
+    return frozenset()
+
+
+def _json_object(document: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(document)
+    except (ValueError, RecursionError) as error:
+        raise KeyLoadError(f"{what} is not valid JSON") from error
+    if not isinstance(data, dict):
+        raise KeyLoadError(f"{what} is not a JSON object")
+    return data
+
+
+def retry_delay(failures: int, refresh_seconds: float) -> float:
+    """Backoff after `failures` consecutive failed refreshes: 1 s, 2 s, 4 s ... but never past the refresh period."""
+    return float(min(refresh_seconds, 2 ** min(failures - 1, 32)))
+
+
+class KeyStore(Protocol):
+    #: None until keys have loaded once; afterwards always the last good set.
+    keys: KeySet | None
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def refetch_for_unknown_kid(self) -> KeySet | None:
+        """The keys after an attempt to learn a kid the current set lacks (rate-limited by the store)."""
+
+
+class SharedSecretStore:
+    """The HMAC secret of a provider configured with `shared_secret_file`; read once at start."""
+
+    def __init__(self, provider: JwtProviderConfig) -> None:
+        assert provider.shared_secret_file is not None
+        self._provider = provider
+        self.keys: KeySet | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.keys is not None
+
+    async def start(self) -> None:
+        path = self._provider.shared_secret_file
+        assert path is not None
+        secret = _read(path, self._provider.name).rstrip(b"\r\n")
+        shortest = max(HMAC_MIN_SECRET_BYTES[alg] for alg in self._provider.algorithms)
+        if len(secret) < shortest:
+            raise KeyLoadError(
+                f"provider {self._provider.name!r}: shared secret in {path} is {len(secret)} bytes; "
+                f"{', '.join(self._provider.algorithms)} need at least {shortest}"
+            )
+        try:
+            HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+        except PyJWTError as error:
+            raise KeyLoadError(f"provider {self._provider.name!r}: {path}: {error}") from error
+        self.keys = KeySet([VerificationKey(None, secret, frozenset(self._provider.algorithms))])
+
+    async def stop(self) -> None:
+        pass
+
+    async def refetch_for_unknown_kid(self) -> KeySet | None:
+        return self.keys
+
+
+class JwksStore:
+    """A provider's JWKS from a file (read once), a URL, or the URL its OIDC discovery document names.
+
+    Remote sets refresh every `refresh_seconds`; when the IdP is down the last good keys keep serving and
+    retries back off. A token naming an unknown kid may trigger one early refetch per cooldown period.
+    """
+
+    def __init__(
+        self,
+        provider: JwtProviderConfig,
+        clock: Clock,
+        fetcher: HttpFetcher,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        assert provider.jwks is not None
+        self._name = provider.name
+        self._issuer = provider.issuer
+        self._config = provider.jwks
+        self._clock = clock
+        self._fetcher = fetcher
+        self._sleep = sleep
+        self.keys: KeySet | None = None
+        self._loaded_at: float | None = None
+        self._last_refetch_at = -math.inf
+        self._inflight: asyncio.Task[bool] | None = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.keys is not None
+
+    async def start(self) -> None:
+        """Load once (a file must load; a remote source may fail and is retried in the background)."""
+        if self._config.file is not None:
+            document = _read(self._config.file, self._name)
+            try:
+                self._install(*parse_jwks(document), source=str(self._config.file))
+            except KeyLoadError as error:
+                raise KeyLoadError(f"provider {self._name!r}: {self._config.file}: {error}") from error
+            return
+        loaded = await self.refresh()
+        self._refresher = asyncio.create_task(self._refresh_forever(0 if loaded else 1))
+
+    async def stop(self) -> None:
+        for task in (self._refresher, self._inflight):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._refresher = self._inflight = None
+
+    async def refresh(self) -> bool:
+        """Fetch the keys now, or join the fetch already running; True if the keys are fresh."""
+        if self._inflight is None:
+            self._inflight = asyncio.create_task(self._refresh_once())
+        return await asyncio.shield(self._inflight)
+
+    async def refetch_for_unknown_kid(self) -> KeySet | None:
+        """Join a running fetch, or start one unless the last unknown-kid refetch is under a cooldown old."""
+        if self._inflight is None:
+            now = self._clock.monotonic()
+            if self._config.file is not None or now - self._last_refetch_at < self._config.refetch_cooldown_seconds:
+                return self.keys
+            self._last_refetch_at = now
+        await self.refresh()
+        return self.keys
+
+    async def _refresh_forever(self, failures: int) -> None:
+        period = self._config.refresh_seconds
+        while True:
+            await self._sleep(retry_delay(failures, period) if failures else period)
+            failures = 0 if await self.refresh() else failures + 1
+
+    async def _refresh_once(self) -> bool:
+        try:
+            async with asyncio.timeout(self._config.fetch_timeout_seconds):
+                url = self._config.url or await self._discover_jwks_uri()
+                keys, skipped = parse_jwks(await self._get(url))
+        except Exception as error:  # no failure may end the refresh loop or drop the good keys
+            log.warning(
+                "jwks_refresh_failed",
+                provider=self._name,
+                error=_describe(error, self._config.fetch_timeout_seconds),
+                seconds_since_last_good=(
+                    None if self._loaded_at is None else round(self._clock.monotonic() - self._loaded_at, 1)
+                ),
+            )
+            return False
+        finally:
+            self._inflight = None
+        self._install(keys, skipped, source=url)
+        return True
+
+    async def _discover_jwks_uri(self) -> str:
+        url = self._issuer.rstrip("/") + "/.well-known/openid-configuration"
+        document = _json_object(await self._get(url), "OIDC discovery document")
+        if document.get("issuer") != self._issuer:
+            raise KeyLoadError(
+                f"discovery document {url} names issuer {document.get('issuer')!r}, expected {self._issuer!r}"
+            )
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
+            raise KeyLoadError(f"discovery document {url} has no http(s) jwks_uri")
+        return jwks_uri
+
+    async def _get(self, url: str) -> bytes:
+        return await self._fetcher.get(url, timeout=self._config.fetch_timeout_seconds, ca_file=self._config.ca_file)
+
+    def _install(self, keys: KeySet, skipped: int, *, source: str) -> None:
+        self.keys = keys
+        self._loaded_at = self._clock.monotonic()
+        log.info("jwks_loaded", provider=self._name, keys=len(keys), skipped=skipped, source=source)
+
+
+def key_store_for(provider: JwtProviderConfig, clock: Clock, fetcher: HttpFetcher) -> KeyStore:
+    if provider.shared_secret_file is not None:
+        return SharedSecretStore(provider)
+    return JwksStore(provider, clock, fetcher)
+
+
+def _read(path: Path, provider: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise KeyLoadError(f"provider {provider!r}: cannot read {path}: {error.strerror or error}") from error
+
+
+def _describe(error: Exception, timeout: float) -> str:
+    if isinstance(error, TimeoutError):
+        return f"timed out after {timeout:g} s"
+    if isinstance(error, FetchError | KeyLoadError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

@@ -1,0 +1,109 @@
+"""Keys, JWKS documents, provider configs and a token minter shared by the identity tests."""
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from extauth.clock import ManualClock
+from extauth.config.schema import JwksConfig, JwtProviderConfig
+
+ISSUER = "https://idp.example"
+AUDIENCE = "api"
+JWKS_URL = "https://idp.example/jwks"
+NOW = ManualClock().now()
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class Keys:
+    rsa: rsa.RSAPrivateKey
+    rsa_other: rsa.RSAPrivateKey
+    ec: ec.EllipticCurvePrivateKey
+    ed: ed25519.Ed25519PrivateKey
+    secret: bytes
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    """One key per family, generated once: RSA generation is the slow part of this suite."""
+    return Keys(
+        rsa=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        rsa_other=rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        ec=ec.generate_private_key(ec.SECP256R1()),
+        ed=ed25519.Ed25519PrivateKey.generate(),
+        secret=b"s" * 32,
+    )
+
+
+def public_jwk(private_key: PrivateKey, kid: str | None, **extra: str) -> dict[str, Any]:
+    public = private_key.public_key()
+    if isinstance(public, rsa.RSAPublicKey):
+        jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
+    elif isinstance(public, ec.EllipticCurvePublicKey):
+        jwk = ECAlgorithm.to_jwk(public, as_dict=True)
+    else:
+        jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
+    if kid is not None:
+        jwk["kid"] = kid
+    return {**jwk, **extra}
+
+
+def jwks_document(*jwks: Mapping[str, Any]) -> bytes:
+    return json.dumps({"keys": list(jwks)}).encode()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+Mint = Callable[..., str]
+
+
+@pytest.fixture
+def mint() -> Mint:
+    """Signs a token with sensible valid claims; keyword arguments override claims, None removes one."""
+
+    def sign(key: PrivateKey | bytes, algorithm: str, kid: str | None = "rsa-1", **overrides: Any) -> str:
+        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "alice", "iat": NOW, "exp": NOW + 600, **overrides}
+        claims = {name: value for name, value in claims.items() if value is not None}
+        headers = {"kid": kid} if kid is not None else None
+        return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
+
+    return sign
+
+
+ProviderFactory = Callable[..., JwtProviderConfig]
+
+
+@pytest.fixture
+def provider() -> ProviderFactory:
+    """A JWKS-by-URL provider config; keyword arguments override fields."""
+
+    def build(**overrides: Any) -> JwtProviderConfig:
+        fields: dict[str, Any] = {
+            "name": "idp",
+            "issuer": ISSUER,
+            "audiences": [AUDIENCE],
+            "algorithms": ["RS256", "PS256", "ES256", "EdDSA"],
+            "jwks": JwksConfig(url=JWKS_URL),
+            **overrides,
+        }
+        return JwtProviderConfig(**fields)
+
+    return build
+
+
+@pytest.fixture
+def secret_file(tmp_path: Path, keys: Keys) -> Path:
+    path = tmp_path / "secret"
+    path.write_bytes(keys.secret + b"\n")
+    return path

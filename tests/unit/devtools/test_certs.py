@@ -32,8 +32,18 @@ def _store(certs: DevCerts) -> Store:
 def test_creates_every_file_with_fixed_names(certs: DevCerts) -> None:
     """All ten files exist under the names the Envoy bootstrap refers to."""
     assert sorted(path.name for path in certs.paths()) == sorted(
-        ["ca.crt", "ca.key", "server.crt", "server.key", "upstream.crt", "upstream.key",
-         "client.crt", "client.key", "jwt-signing.key", "jwks.json"]
+        [
+            "ca.crt",
+            "ca.key",
+            "server.crt",
+            "server.key",
+            "upstream.crt",
+            "upstream.key",
+            "client.crt",
+            "client.key",
+            "jwt-signing.key",
+            "jwks.json",
+        ]
     )
     assert certs.complete()
 
@@ -44,9 +54,7 @@ def test_private_keys_are_owner_only(certs: DevCerts, field: str) -> None:
     assert stat.S_IMODE(getattr(certs, field).stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize(
-    "name", [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-)
+@pytest.mark.parametrize("name", [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
 def test_server_cert_verifies_for_local_names(certs: DevCerts, name: x509.DNSName | x509.IPAddress) -> None:
     """The Envoy server certificate chains to the CA and is valid for localhost and 127.0.0.1."""
     verifier = PolicyBuilder().store(_store(certs)).build_server_verifier(name)

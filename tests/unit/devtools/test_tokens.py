@@ -24,7 +24,10 @@ def _verification_key(certs: DevCerts) -> jwt.PyJWK:
 def _claims_at(token: str, certs: DevCerts) -> dict[str, object]:
     """Signature and audience are checked; time claims are not, since the tokens are minted at a fixed NOW."""
     return jwt.decode(
-        token, _verification_key(certs), algorithms=["RS256"], audience=DEV_AUDIENCE,
+        token,
+        _verification_key(certs),
+        algorithms=["RS256"],
+        audience=DEV_AUDIENCE,
         options={"verify_exp": False, "verify_nbf": False, "verify_iat": False},
     )
 
@@ -32,8 +35,7 @@ def _claims_at(token: str, certs: DevCerts) -> dict[str, object]:
 def test_token_verifies_against_dev_jwks(certs: DevCerts) -> None:
     """A freshly minted token passes full verification with the dev JWKS, issuer and audience."""
     token = mint_token(certs.jwt_signing_key, subject="alice")
-    claims = jwt.decode(token, _verification_key(certs), algorithms=["RS256"], audience=DEV_AUDIENCE,
-                        issuer=DEV_ISSUER)
+    claims = jwt.decode(token, _verification_key(certs), algorithms=["RS256"], audience=DEV_AUDIENCE, issuer=DEV_ISSUER)
     assert claims["sub"] == "alice"
 
 
@@ -60,8 +62,9 @@ def test_every_token_has_a_unique_jti(certs: DevCerts) -> None:
 
 def test_extra_claims_are_added_and_may_override(certs: DevCerts) -> None:
     """Extra claims are included and win over the registered ones, to build deliberately bad tokens."""
-    token = mint_token(certs.jwt_signing_key, subject="alice", now=NOW,
-                       claims={"roles": ["reader"], "aud": [DEV_AUDIENCE, "other"]})
+    token = mint_token(
+        certs.jwt_signing_key, subject="alice", now=NOW, claims={"roles": ["reader"], "aud": [DEV_AUDIENCE, "other"]}
+    )
     claims = _claims_at(token, certs)
     assert claims["roles"] == ["reader"]
     assert claims["aud"] == [DEV_AUDIENCE, "other"]
@@ -107,4 +110,3 @@ def test_parse_json_claim_rejects_bad_json() -> None:
     """Invalid JSON is refused with a message naming the claim."""
     with pytest.raises(ValueError, match="claim 'org'"):
         parse_json_claim("org={not json")
-

@@ -93,7 +93,8 @@ def test_serve_exits_cleanly_on_sigterm(certs: DevCerts) -> None:
         port = probe.port  # a port known to be free once the probe stops
     process = subprocess.Popen(
         [sys.executable, "-c", script, str(port), str(certs.upstream_cert), str(certs.upstream_key)],
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert "listening on" in (process.stderr.readline() if process.stderr else "")

@@ -150,11 +150,16 @@ class KeyStore(Protocol):
 
 
 class SharedSecretStore:
-    """The HMAC secret of a provider configured with `shared_secret_file`; read once at start."""
+    """The HMAC secret of a provider configured with `shared_secret_file`, read once at start.
+
+    A trailing newline (left by `echo` or an editor) is not taken as part of the secret.
+    """
 
     def __init__(self, provider: JwtProviderConfig) -> None:
         assert provider.shared_secret_file is not None
-        self._provider = provider
+        self._name = provider.name
+        self._path = provider.shared_secret_file
+        self._algorithms = frozenset(provider.algorithms)
         self.keys: KeySet | None = None
 
     @property
@@ -162,20 +167,18 @@ class SharedSecretStore:
         return self.keys is not None
 
     async def start(self) -> None:
-        path = self._provider.shared_secret_file
-        assert path is not None
-        secret = _read(path, self._provider.name).rstrip(b"\r\n")
-        shortest = max(HMAC_MIN_SECRET_BYTES[alg] for alg in self._provider.algorithms)
+        secret = _read(self._path, self._name).rstrip(b"\r\n")
+        shortest = max(HMAC_MIN_SECRET_BYTES[alg] for alg in self._algorithms)
         if len(secret) < shortest:
             raise KeyLoadError(
-                f"provider {self._provider.name!r}: shared secret in {path} is {len(secret)} bytes; "
-                f"{', '.join(self._provider.algorithms)} need at least {shortest}"
+                f"provider {self._name!r}: shared secret in {self._path} is {len(secret)} bytes; "
+                f"{', '.join(sorted(self._algorithms))} need at least {shortest}"
             )
         try:
             HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
         except PyJWTError as error:
-            raise KeyLoadError(f"provider {self._provider.name!r}: {path}: {error}") from error
-        self.keys = KeySet([VerificationKey(None, secret, frozenset(self._provider.algorithms))])
+            raise KeyLoadError(f"provider {self._name!r}: {self._path}: {error}") from error
+        self.keys = KeySet([VerificationKey(None, secret, self._algorithms)])
 
     async def stop(self) -> None:
         pass
@@ -259,9 +262,7 @@ class JwksStore:
 
     async def _refresh_once(self) -> bool:
         try:
-            async with asyncio.timeout(self._config.fetch_timeout_seconds):
-                url = self._config.url or await self._discover_jwks_uri()
-                keys, skipped = parse_jwks(await self._get(url))
+            keys, skipped, url = await self._fetch()
         except Exception as error:  # no failure may end the refresh loop or drop the good keys
             log.warning(
                 "jwks_refresh_failed",
@@ -272,10 +273,17 @@ class JwksStore:
                 ),
             )
             return False
+        else:
+            self._install(keys, skipped, source=url)
+            return True
         finally:
             self._inflight = None
-        self._install(keys, skipped, source=url)
-        return True
+
+    async def _fetch(self) -> tuple[KeySet, int, str]:
+        async with asyncio.timeout(self._config.fetch_timeout_seconds):
+            url = self._config.url or await self._discover_jwks_uri()
+            keys, skipped = parse_jwks(await self._get(url))
+        return keys, skipped, url
 
     async def _discover_jwks_uri(self) -> str:
         url = self._issuer.rstrip("/") + "/.well-known/openid-configuration"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from jwt.types import Options
 from jwt.utils import base64url_decode
 
 from extauth.clock import Clock
@@ -70,7 +71,7 @@ class JwtVerifier:
         self._audiences = list(provider.audiences)
         self._issuer = provider.issuer
         self._leeway = provider.leeway_seconds
-        self._options: jwt.types.Options = {
+        self._options: Options = {
             "require": list(provider.required_claims),
             "verify_exp": False,
             "verify_nbf": False,

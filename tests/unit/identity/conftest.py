@@ -1,34 +1,15 @@
-"""Keys, JWKS documents, provider configs and a token minter shared by the identity tests."""
+"""Fixtures for the identity tests: keys, a clock, a token minter and provider configs."""
 
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from identity_helpers import AUDIENCE, ISSUER, JWKS_URL, NOW, Keys, Mint, PrivateKey, ProviderFactory
 
 from extauth.clock import ManualClock
 from extauth.config.schema import JwksConfig, JwtProviderConfig
-
-ISSUER = "https://idp.example"
-AUDIENCE = "api"
-JWKS_URL = "https://idp.example/jwks"
-NOW = ManualClock().now()
-
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-
-
-@dataclass(frozen=True)
-class Keys:
-    rsa: rsa.RSAPrivateKey
-    rsa_other: rsa.RSAPrivateKey
-    ec: ec.EllipticCurvePrivateKey
-    ed: ed25519.Ed25519PrivateKey
-    secret: bytes
 
 
 @pytest.fixture(scope="session")
@@ -43,29 +24,9 @@ def keys() -> Keys:
     )
 
 
-def public_jwk(private_key: PrivateKey, kid: str | None, **extra: str) -> dict[str, Any]:
-    public = private_key.public_key()
-    if isinstance(public, rsa.RSAPublicKey):
-        jwk = RSAAlgorithm.to_jwk(public, as_dict=True)
-    elif isinstance(public, ec.EllipticCurvePublicKey):
-        jwk = ECAlgorithm.to_jwk(public, as_dict=True)
-    else:
-        jwk = OKPAlgorithm.to_jwk(public, as_dict=True)
-    if kid is not None:
-        jwk["kid"] = kid
-    return {**jwk, **extra}
-
-
-def jwks_document(*jwks: Mapping[str, Any]) -> bytes:
-    return json.dumps({"keys": list(jwks)}).encode()
-
-
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
-
-
-Mint = Callable[..., str]
 
 
 @pytest.fixture
@@ -81,12 +42,9 @@ def mint() -> Mint:
     return sign
 
 
-ProviderFactory = Callable[..., JwtProviderConfig]
-
-
 @pytest.fixture
 def provider() -> ProviderFactory:
-    """A JWKS-by-URL provider config; keyword arguments override fields."""
+    """A JWKS-by-URL provider config accepting RS256, PS256, ES256 and EdDSA; keyword arguments override fields."""
 
     def build(**overrides: Any) -> JwtProviderConfig:
         fields: dict[str, Any] = {

@@ -8,9 +8,9 @@ from typing import Any
 
 import jwt
 import pytest
-from conftest import JWKS_URL, NOW, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from identity_helpers import JWKS_URL, NOW, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 from structlog.testing import capture_logs
 
 from extauth.clock import ManualClock

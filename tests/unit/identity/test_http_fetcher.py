@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import Keys, jwks_document, public_jwk
+from identity_helpers import Keys, jwks_document, public_jwk
 from structlog.testing import capture_logs
 
 from extauth.clock import ManualClock

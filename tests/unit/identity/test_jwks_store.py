@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import ISSUER, JWKS_URL, Keys, ProviderFactory, jwks_document, public_jwk
 from cryptography.hazmat.primitives import serialization
+from identity_helpers import ISSUER, JWKS_URL, Keys, ProviderFactory, jwks_document, public_jwk
 from structlog.testing import capture_logs
 
 from extauth.clock import ManualClock

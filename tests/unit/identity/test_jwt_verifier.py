@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import AUDIENCE, ISSUER, JWKS_URL, NOW, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from identity_helpers import AUDIENCE, ISSUER, JWKS_URL, NOW, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 from jwt.utils import base64url_encode
 
 from extauth.clock import ManualClock

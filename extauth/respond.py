@@ -57,9 +57,16 @@ class Responder:
         return self._deny(decision, request_id)
 
     def _allow(self, decision: Decision) -> CheckResponse:
-        ok = OkHttpResponse(headers_to_remove=self._headers_to_remove)
+        identity = self._identity_headers(decision.principal)
+        # Envoy applies headers_to_remove after the headers it sets, so a name we set is not also removed;
+        # setting it already overwrites any client-sent copy.
+        removed = self._headers_to_remove
+        if identity:
+            names = {name for name, _ in identity}
+            removed = tuple(name for name in removed if name not in names)
+        ok = OkHttpResponse(headers_to_remove=removed)
         headers = ok.headers
-        for name, value in self._identity_headers(decision.principal):
+        for name, value in identity:
             headers.append(_header(name, value))
         for name, value in decision.upstream_headers:
             headers.append(_header(name, self._sanitize(value)))

@@ -57,7 +57,7 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         command = [sys.executable, "-m", "extauth", "serve", "--config", str(self._config_path),
-                   "--worker-index", str(index)]
+                   "--workers", str(self._workers), "--worker-index", str(index)]
         self._processes[index] = subprocess.Popen(command)
         self._started_at[index] = time.monotonic()
         log.info("worker_started", worker=index, pid=self._processes[index].pid)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from extauth.config import load_config
-from extauth.devstack.envoy import REPO_ROOT, find_envoy
+from extauth.devstack.envoy import REPO_ROOT, envoy_command
 from extauth.devstack.processes import (
     ManagedProcess,
     envoy_ready,
@@ -62,11 +62,7 @@ def running_stack(paths: StackPaths) -> Iterator[None]:
                                  logs / "extauth.log")
         stack.callback(extauth.stop)
         extauth.wait_until(lambda: grpc_serving(address))
-        envoy = ManagedProcess(
-            "envoy",
-            [str(find_envoy()), "-c", str(paths.envoy_config), "--disable-hot-restart", "--concurrency", "1",
-             "--log-level", "warning"],
-            logs / "envoy.log", cwd=REPO_ROOT)
+        envoy = ManagedProcess("envoy", envoy_command(paths.envoy_config), logs / "envoy.log", cwd=REPO_ROOT)
         stack.callback(envoy.stop)
         envoy.wait_until(lambda: envoy_ready(ADMIN_PORT))
         yield

@@ -53,7 +53,7 @@ def test_not_serving_until_keys_load_then_serving(tmp_path: Path, certs: DevCert
         time.sleep(0.3)
         assert health_status(address) == health_pb2.HealthCheckResponse.NOT_SERVING
         response = check(address)
-        assert response.denied_response.status.code == 503 and b"not_ready" in response.denied_response.body
+        assert response.denied_response.status.code == 503 and "not_ready" in response.denied_response.body
         idp.failing = False
         extauth.wait_serving(timeout=15)
         token = mint_token(certs.jwt_signing_key, subject="alice", claims={"roles": ["reader"]})

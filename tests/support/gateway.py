@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from extauth.config.schema import ListenAddress
-from extauth.devstack.envoy import REPO_ROOT, find_envoy, render_bootstrap
+from extauth.devstack.envoy import REPO_ROOT, envoy_command, render_bootstrap
 from extauth.devstack.processes import ManagedProcess, envoy_ready, extauth_command, grpc_serving
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER
 from extauth.devtools.certs import DevCerts
@@ -94,9 +94,7 @@ class EnvoyProcess:
             SHIPPED_BOOTSTRAP, listen_port=self.port, admin_port=self.admin_port, upstream_port=upstream_port,
             extauth_endpoints=extauth_endpoints, certs_dir=certs.ca_cert.parent,
             access_log=run_dir / "envoy-access.log"))
-        self.process = ManagedProcess(
-            "envoy", [str(find_envoy()), "-c", str(config_path), "--disable-hot-restart", "--concurrency", "1",
-                      "--log-level", "warning"], run_dir / "envoy.log", cwd=run_dir)
+        self.process = ManagedProcess("envoy", envoy_command(config_path), run_dir / "envoy.log", cwd=run_dir)
         self.process.wait_until(lambda: envoy_ready(self.admin_port))
         self._tls = ssl.create_default_context(cafile=str(certs.ca_cert))
 

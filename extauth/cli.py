@@ -77,7 +77,8 @@ def _serve(args: argparse.Namespace) -> int:
     from extauth.server import serve
 
     logs.configure(config.logging.level)
-    return uvloop.run(serve(config, args.config, args.worker_index or 0))
+    supervised = args.worker_index is not None
+    return uvloop.run(serve(config, args.config, args.worker_index or 0, supervised=supervised))
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ stops accepting, lets in-flight checks finish within the grace period, and exits
 """
 
 import asyncio
+import os
 import signal
 import socket
 from pathlib import Path
@@ -29,6 +30,7 @@ log = structlog.get_logger("extauth.server")
 
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _READINESS_POLL_SECONDS = 0.05
+_ORPHAN_POLL_SECONDS = 1.0
 _GRPC_OPTIONS = [
     # Each worker owns its socket (see ListenAddress.for_worker); never share a port by accident.
     ("grpc.so_reuseport", 0),
@@ -125,15 +127,27 @@ def _remove_stale_socket(path: Path) -> None:
         probe.close()
 
 
-async def serve(config: Config, config_path: Path, worker_index: int = 0) -> int:
-    """Run until SIGTERM or SIGINT; returns the process exit code."""
+async def serve(config: Config, config_path: Path, worker_index: int = 0, supervised: bool = False) -> int:
+    """Run until SIGTERM or SIGINT (or, for a supervised worker, until its supervisor dies); returns the exit code."""
     server = ExtauthServer(config, config_path, worker_index)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    orphan_watch = asyncio.create_task(_stop_when_orphaned(stopping)) if supervised else None
     await server.start()
     await stopping.wait()
     await server.stop()
+    if orphan_watch:
+        orphan_watch.cancel()
     return 0
+
+
+async def _stop_when_orphaned(stopping: asyncio.Event) -> None:
+    """A worker whose supervisor was killed outright must not keep serving on its own."""
+    supervisor = os.getppid()
+    while os.getppid() == supervisor:
+        await asyncio.sleep(_ORPHAN_POLL_SECONDS)
+    log.error("supervisor_gone", supervisor_pid=supervisor)
+    stopping.set()
 

@@ -6,6 +6,7 @@ with logs and the audit stream in `.run/`.
 
 import http.client
 import json
+import os
 import signal
 import ssl
 import threading
@@ -45,7 +46,7 @@ class StackPaths:
 
 
 @contextmanager
-def running_stack(paths: StackPaths) -> Iterator[None]:
+def running_stack(paths: StackPaths) -> Iterator[list[ManagedProcess]]:
     """Start upstream, extauth and Envoy in that order, each awaited until ready; stop them in reverse."""
     create_dev_certs(paths.certs_dir)
     config = load_config(paths.extauth_config)
@@ -65,7 +66,7 @@ def running_stack(paths: StackPaths) -> Iterator[None]:
         envoy = ManagedProcess("envoy", envoy_command(paths.envoy_config), logs / "envoy.log", cwd=REPO_ROOT)
         stack.callback(envoy.stop)
         envoy.wait_until(lambda: envoy_ready(ADMIN_PORT))
-        yield
+        yield [upstream, extauth, envoy]
 
 
 def _get(path: str, token: str | None, context: ssl.SSLContext) -> tuple[int, str]:
@@ -104,7 +105,7 @@ def run_local_stack(demo: bool = True) -> int:
     stopped = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopped.set())
-    with running_stack(paths):
+    with running_stack(paths) as processes:
         print(f"Gateway:   https://localhost:{GATEWAY_PORT}  (CA: {paths.certs_dir / 'ca.crt'})")
         print(f"Audit log: tail -f {paths.run_dir / 'audit.jsonl'}")
         print(f"Logs:      {paths.run_dir / 'logs'}/")
@@ -115,6 +116,19 @@ def run_local_stack(demo: bool = True) -> int:
         print(f"  curl --cacert .run/certs/ca.crt -H \"Authorization: Bearer $TOKEN\" "
               f"https://localhost:{GATEWAY_PORT}/api/orders")
         print("\nRunning; Ctrl-C stops everything.")
-        stopped.wait()
+        exit_code = _wait_for_stop(stopped, processes)
     print("stopped")
+    return exit_code
+
+
+def _wait_for_stop(stopped: threading.Event, processes: list[ManagedProcess]) -> int:
+    """Until Ctrl-C; a child that dies, or `make` itself going away, also brings the stack down."""
+    parent = os.getppid()
+    while not stopped.wait(0.5):
+        for child in processes:
+            if child.process.poll() is not None:
+                print(f"{child.name} exited with {child.process.returncode}:\n{child.log_tail()}")
+                return 1
+        if os.getppid() != parent:
+            return 1
     return 0

@@ -4,7 +4,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.gateway import EnvoyProcess, ExtauthProcess, extauth_config
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
 
 from extauth.devstack.envoy import find_envoy
 from extauth.devtools.certs import DevCerts, create_dev_certs

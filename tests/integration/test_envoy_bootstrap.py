@@ -13,7 +13,7 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.rpc import code_pb2
 from google.rpc.status_pb2 import Status
-from support.gateway import EnvoyProcess
+from extauth.devstack.gateway import EnvoyProcess
 
 from extauth.config.schema import ListenAddress
 from extauth.devstack.envoy import (

@@ -10,7 +10,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from support.gateway import EnvoyProcess, ExtauthProcess
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess
 
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_ID
 from extauth.devtools.certs import DevCerts

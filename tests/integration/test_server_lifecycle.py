@@ -12,8 +12,8 @@ import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support.checks import check_request
-from support.gateway import EnvoyProcess, ExtauthProcess, extauth_config
+from support.checks import check, check_request
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
 from support.idp import IdentityProvider
 
 from extauth.config.schema import ListenAddress
@@ -25,13 +25,6 @@ from extauth.devtools.upstream import RunningUpstream
 def health_status(address: ListenAddress) -> int:
     with grpc.insecure_channel(address.grpc_target()) as channel:
         return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
-
-
-def check(address: ListenAddress, token: str | None = None, path: str = "/api/orders", timeout: float = 5.0):
-    headers = {"authorization": f"Bearer {token}"} if token else {}
-    with grpc.insecure_channel(address.grpc_target()) as channel:
-        return external_auth_pb2_grpc.AuthorizationStub(channel).Check(check_request(path, headers=headers),
-                                                                       timeout=timeout)
 
 
 def url_provider_config(run_dir: Path, certs: DevCerts, idp: IdentityProvider, **jwks: object) -> dict:

@@ -2,7 +2,11 @@
 
 from collections.abc import Mapping
 
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+
+from extauth.config.schema import ListenAddress
 
 
 def check_request(
@@ -31,3 +35,12 @@ def check_request(
     for key, value in (context_extensions or {}).items():
         check.attributes.context_extensions[key] = value
     return check
+
+
+def check(address: ListenAddress, token: str | None = None, path: str = "/api/orders",
+          timeout: float = 5.0) -> CheckResponse:
+    """One Check over a real gRPC channel to a running extauth."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    with grpc.insecure_channel(address.grpc_target()) as channel:
+        return external_auth_pb2_grpc.AuthorizationStub(channel).Check(check_request(path, headers=headers),
+                                                                       timeout=timeout)

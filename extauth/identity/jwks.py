@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import math
+import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,6 +201,7 @@ class JwksStore:
         clock: Clock,
         fetcher: HttpFetcher,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[float], float] = lambda delay: delay * random.uniform(0.9, 1.1),
     ) -> None:
         assert provider.jwks is not None
         self._name = provider.name
@@ -208,6 +210,8 @@ class JwksStore:
         self._clock = clock
         self._fetcher = fetcher
         self._sleep = sleep
+        #: Spreads the refreshes of many workers and replicas so they do not hit the IdP in lockstep.
+        self._jitter = jitter
         self.keys: KeySet | None = None
         self._loaded_at: float | None = None
         self._last_refetch_at = -math.inf
@@ -257,7 +261,7 @@ class JwksStore:
     async def _refresh_forever(self, failures: int) -> None:
         period = self._config.refresh_seconds
         while True:
-            await self._sleep(retry_delay(failures, period) if failures else period)
+            await self._sleep(self._jitter(retry_delay(failures, period) if failures else period))
             failures = 0 if await self.refresh() else failures + 1
 
     async def _refresh_once(self) -> bool:

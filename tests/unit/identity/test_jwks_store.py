@@ -216,7 +216,8 @@ async def test_background_refresh_backs_off_then_returns_to_the_period(
             enough.set()
             await asyncio.Event().wait()
 
-    store = JwksStore(provider(jwks=JwksConfig(url=JWKS_URL, refresh_seconds=10)), clock, fetcher, recording_sleep)
+    store = JwksStore(provider(jwks=JwksConfig(url=JWKS_URL, refresh_seconds=10)), clock, fetcher, recording_sleep,
+                      jitter=lambda delay: delay)
     with capture_logs():
         await store.start()
         assert not store.ready
@@ -224,6 +225,28 @@ async def test_background_refresh_backs_off_then_returns_to_the_period(
     await store.stop()
     assert delays == [1, 2, 4, 8, 10, 10, 10, 10, 10]
     assert store.ready
+
+
+async def test_refresh_delays_are_jittered_by_default(
+    keys: Keys, provider: ProviderFactory, clock: ManualClock
+) -> None:
+    """Without an injected jitter, waits vary within ±10% so replicas do not refresh in lockstep."""
+    fetcher = StaticFetcher({JWKS_URL: jwks_document(public_jwk(keys.rsa, "rsa-1"))})
+    delays: list[float] = []
+    enough = asyncio.Event()
+
+    async def recording_sleep(seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) == 20:
+            enough.set()
+            await asyncio.Event().wait()
+
+    store = JwksStore(provider(jwks=JwksConfig(url=JWKS_URL, refresh_seconds=100)), clock, fetcher, recording_sleep)
+    with capture_logs():
+        await store.start()
+        await asyncio.wait_for(enough.wait(), timeout=2)
+    await store.stop()
+    assert all(90 <= delay <= 110 for delay in delays) and len(set(delays)) > 1
 
 
 async def test_oidc_discovery_finds_the_jwks_uri(

@@ -8,6 +8,13 @@ from extauth.reasons import Reason
 _STATUS_BY_REASON = {
     Reason.OK: 200,
     Reason.PUBLIC_ROUTE: 200,
+    Reason.METHOD_NOT_ALLOWED: 405,
+    Reason.URI_TOO_LONG: 414,
+    Reason.HEADERS_TOO_LARGE: 431,
+    Reason.PATH_TRAVERSAL: 400,
+    Reason.CONTROL_CHARACTERS: 400,
+    Reason.ENCODED_SLASH: 400,
+    Reason.SIGNATURE_MATCH: 403,
     Reason.NO_MATCHING_ROUTE: 403,
     Reason.FORBIDDEN: 403,
     Reason.DENIED_BY_RULE: 403,

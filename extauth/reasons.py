@@ -25,6 +25,14 @@ class Reason(StrEnum):
     INVALID_AUDIENCE = "invalid_audience"
     INVALID_ISSUER = "invalid_issuer"
     MISSING_CLAIM = "missing_claim"
+    # request screening (4xx before any identity work)
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    URI_TOO_LONG = "uri_too_long"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    PATH_TRAVERSAL = "path_traversal"
+    CONTROL_CHARACTERS = "control_characters"
+    ENCODED_SLASH = "encoded_slash"
+    SIGNATURE_MATCH = "signature_match"
     # authorization (403)
     NO_MATCHING_ROUTE = "no_matching_route"
     FORBIDDEN = "forbidden"

@@ -4,9 +4,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
 
 from extauth.devstack.envoy import find_envoy
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
 from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.upstream import RunningUpstream, start_in_thread
 

@@ -13,7 +13,6 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.rpc import code_pb2
 from google.rpc.status_pb2 import Status
-from extauth.devstack.gateway import EnvoyProcess
 
 from extauth.config.schema import ListenAddress
 from extauth.devstack.envoy import (
@@ -25,6 +24,7 @@ from extauth.devstack.envoy import (
     render_bootstrap,
     validate_bootstrap,
 )
+from extauth.devstack.gateway import EnvoyProcess
 from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.upstream import start_in_thread
 

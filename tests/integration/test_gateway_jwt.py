@@ -10,8 +10,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess
 
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_ID
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token

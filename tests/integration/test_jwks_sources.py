@@ -7,9 +7,9 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from support.checks import check
-from extauth.devstack.gateway import ExtauthProcess, extauth_config
 from support.idp import IdentityProvider
 
+from extauth.devstack.gateway import ExtauthProcess, extauth_config
 from extauth.devtools import DEV_AUDIENCE
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token

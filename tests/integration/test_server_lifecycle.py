@@ -13,10 +13,10 @@ from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support.checks import check, check_request
-from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
 from support.idp import IdentityProvider
 
 from extauth.config.schema import ListenAddress
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream

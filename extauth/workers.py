@@ -36,6 +36,7 @@ class Supervisor:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._request_stop)
+        signal.signal(signal.SIGHUP, self._forward_reload)
         for index in range(self._workers):
             self._start(index)
         while not self._stopping:
@@ -54,6 +55,11 @@ class Supervisor:
 
     def _request_stop(self, signum: int, frame: object) -> None:
         self._stopping = True
+
+    def _forward_reload(self, signum: int, frame: object) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGHUP)
 
     def _start(self, index: int) -> None:
         command = [sys.executable, "-m", "extauth", "serve", "--config", str(self._config_path),

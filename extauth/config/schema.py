@@ -217,6 +217,11 @@ class AuthenticationConfig(Strict):
 
 class PolicyConfig(Strict):
     path: ConfigPath
+    #: Poll the policy files and reload on change (SIGHUP always reloads).
+    watch: bool = True
+    watch_interval_seconds: float = Field(2.0, ge=0.1, le=3600)
+    #: A candidate policy evaluated beside the live one and never enforced; differences are audited.
+    shadow_path: ConfigPath | None = None
 
 
 class AuditConfig(Strict):

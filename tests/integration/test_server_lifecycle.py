@@ -10,21 +10,15 @@ from pathlib import Path
 import grpc
 import pytest
 from envoy.service.auth.v3 import external_auth_pb2_grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from support.checks import check, check_request
+from support.checks import check, check_request, health_status
 from support.idp import IdentityProvider
 
-from extauth.config.schema import ListenAddress
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
-
-
-def health_status(address: ListenAddress) -> int:
-    with grpc.insecure_channel(address.grpc_target()) as channel:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status
 
 
 def url_provider_config(run_dir: Path, certs: DevCerts, idp: IdentityProvider, **jwks: object) -> dict:

@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from extauth.config.schema import ListenAddress
-from extauth.devstack.envoy import Node, _connection_managers
+from extauth.devstack.envoy import Node, connection_managers
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config, free_port
 from extauth.devstack.processes import ManagedProcess, ProcessError, grpc_serving
 from extauth.devtools.certs import DevCerts, create_dev_certs
@@ -90,7 +90,7 @@ def serve_directly(bootstrap: Node, *, with_ext_authz: bool) -> None:
     """Each route answers 200 from Envoy itself, keeping its typed_per_filter_config (context_extensions);
     without ext_authz the filter leaves the chain and what remains is the proxy's own ceiling."""
     for listener in bootstrap["static_resources"]["listeners"]:
-        for manager in _connection_managers(listener):
+        for manager in connection_managers(listener):
             for virtual_host in manager["route_config"]["virtual_hosts"]:
                 for route in virtual_host["routes"]:
                     del route["route"]

@@ -20,7 +20,7 @@ from google.rpc import code_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2_grpc
 
 from extauth.config.schema import ServerConfig
-from extauth.server import _GRPC_OPTIONS
+from extauth.server import GRPC_OPTIONS
 
 _OK = CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 
@@ -32,7 +32,7 @@ class NoopAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
 
 async def serve(socket_path: Path) -> None:
     """Until SIGTERM or SIGINT, as `ManagedProcess.stop` sends."""
-    server = grpc.aio.server(options=_GRPC_OPTIONS, maximum_concurrent_rpcs=ServerConfig().max_concurrent_checks)
+    server = grpc.aio.server(options=GRPC_OPTIONS, maximum_concurrent_rpcs=ServerConfig().max_concurrent_checks)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(NoopAuthorization(), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     socket_path.unlink(missing_ok=True)

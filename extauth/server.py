@@ -31,7 +31,7 @@ log = structlog.get_logger("extauth.server")
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _READINESS_POLL_SECONDS = 0.05
 _ORPHAN_POLL_SECONDS = 1.0
-_GRPC_OPTIONS = [
+GRPC_OPTIONS = [
     # Each worker owns its socket (see ListenAddress.for_worker); never share a port by accident.
     ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
@@ -55,7 +55,7 @@ class ExtauthServer:
         pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
                             self.audit, self.instance)
         self.health = health.aio.HealthServicer()
-        self._server = grpc.aio.server(options=_GRPC_OPTIONS,
+        self._server = grpc.aio.server(options=GRPC_OPTIONS,
                                        maximum_concurrent_rpcs=config.server.max_concurrent_checks)
         external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(pipeline), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)

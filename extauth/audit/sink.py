@@ -19,8 +19,10 @@ class JsonLinesSink:
     def __init__(self, stream: TextIO, owns_stream: bool) -> None:
         self._stream = stream
         self._owns_stream = owns_stream
+        # Its own non-filtering wrapper: the audit trail must not obey the operational log level.
         self._logger = structlog.wrap_logger(
             structlog.WriteLogger(stream),
+            wrapper_class=structlog.BoundLogger,
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
                 structlog.processors.JSONRenderer(separators=(",", ":")),

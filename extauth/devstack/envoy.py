@@ -84,7 +84,7 @@ def render_bootstrap(
         {"lb_endpoints": [{"endpoint": {"address": _envoy_address(address)}} for address in extauth_endpoints]}
     ]
     if access_log is not None:
-        for connection_manager in _connection_managers(listener):
+        for connection_manager in connection_managers(listener):
             for logger in connection_manager.get("access_log", []):
                 logger["typed_config"]["path"] = str(access_log)
     _replace_certs_dir(bootstrap, Path(certs_dir))
@@ -132,7 +132,7 @@ def _lb_endpoints(cluster: Node) -> Iterator[Node]:
         yield from locality["lb_endpoints"]
 
 
-def _connection_managers(listener: Node) -> Iterator[Node]:
+def connection_managers(listener: Node) -> Iterator[Node]:
     for chain in listener["filter_chains"]:
         for network_filter in chain["filters"]:
             if network_filter["name"] == HTTP_CONNECTION_MANAGER:

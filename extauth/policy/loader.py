@@ -1,22 +1,31 @@
-"""Load policy files (one file or a directory of `*.yaml`) into a versioned PolicySet.
+"""Load policy files (one file, or the top-level `*.yaml`/`*.yml` of a directory) into a versioned PolicySet.
 
-Errors name file, line and field; semantic checks (unknown roles, inheritance cycles, duplicate names)
-are reported the same way, all of them at once.
+Documents are dispatched on `kind` (`Policy`, `Screening`). Errors name file, line and field; semantic checks
+(unknown roles, inheritance cycles, duplicate names, path parameters a rule names but its route lacks) are
+reported the same way, all of them at once. A directory's subdirectories (e.g. `tests/`) are not policy.
 """
 
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
 
 from extauth.config.errors import ConfigError, ConfigIssue
 from extauth.config.yamlsource import LineMap, line_for, parse_documents, read_text, validate
+from extauth.policy import syntax
 from extauth.policy.model import PolicyDocument
+from extauth.screening.model import ScreeningDocument
+
+Document = TypeVar("Document", PolicyDocument, ScreeningDocument)
+KINDS: dict[str, type[BaseModel]] = {"Policy": PolicyDocument, "Screening": ScreeningDocument}
 
 
 @dataclass(frozen=True, slots=True)
-class LoadedDocument:
+class LoadedDocument(Generic[Document]):
     file: Path
-    document: PolicyDocument
+    document: Document
     lines: LineMap
 
     def issue(self, at: tuple[str | int, ...], field: str, message: str) -> ConfigIssue:
@@ -25,9 +34,10 @@ class LoadedDocument:
 
 @dataclass(frozen=True, slots=True)
 class PolicySet:
-    documents: tuple[LoadedDocument, ...]
+    documents: tuple[LoadedDocument[PolicyDocument], ...]
     #: Content hash of every file, recorded with each decision so an audit names the exact policy.
     version: str
+    screening: tuple[LoadedDocument[ScreeningDocument], ...] = ()
 
 
 def policy_files(path: Path) -> list[Path]:
@@ -41,7 +51,7 @@ def load_policies(path: Path) -> PolicySet:
     if not files:
         raise ConfigError.single(path, "no policy files (*.yaml) found")
     digest = hashlib.sha256()
-    documents: list[LoadedDocument] = []
+    loaded: dict[str, list[LoadedDocument[Any]]] = {kind: [] for kind in KINDS}
     issues: list[ConfigIssue] = []
     for file in files:
         text = read_text(file)
@@ -50,20 +60,25 @@ def load_policies(path: Path) -> PolicySet:
             for data, lines in parse_documents(file, text):
                 if data is None:
                     continue
-                documents.append(LoadedDocument(file, validate(PolicyDocument, data, lines, file), lines))
+                kind = data.get("kind", "Policy") if isinstance(data, dict) else "Policy"
+                if kind not in KINDS:
+                    issues.append(ConfigIssue(file, line_for(lines, ("kind",)), "kind",
+                                              f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}"))
+                    continue
+                loaded[kind].append(LoadedDocument(file, validate(KINDS[kind], data, lines, file), lines))
         except ConfigError as exc:
             issues.extend(exc.issues)
     if not issues:
-        issues.extend(_semantic_issues(documents))
+        issues.extend(_semantic_issues(loaded["Policy"]))
     if issues:
         raise ConfigError(issues)
-    return PolicySet(tuple(documents), digest.hexdigest()[:16])
+    return PolicySet(tuple(loaded["Policy"]), digest.hexdigest()[:16], tuple(loaded["Screening"]))
 
 
-def _semantic_issues(documents: list[LoadedDocument]) -> list[ConfigIssue]:
+def _semantic_issues(documents: list[LoadedDocument[PolicyDocument]]) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     roles: dict[str, list[str]] = {}
-    role_origin: dict[str, LoadedDocument] = {}
+    role_origin: dict[str, LoadedDocument[PolicyDocument]] = {}
     seen_routes: dict[str, Path] = {}
     for loaded in documents:
         for role, parents in loaded.document.roles.items():
@@ -84,16 +99,27 @@ def _semantic_issues(documents: list[LoadedDocument]) -> list[ConfigIssue]:
     issues.extend(_cycle_issues(roles, role_origin))
     for loaded in documents:
         for r_index, route in enumerate(loaded.document.routes):
+            params = route.match.path.parameters() if route.match.path else ()
             for u_index, rule in enumerate(route.rules):
+                at = ("routes", r_index, "rules", u_index)
+                field = f"routes[{r_index}].rules[{u_index}]"
                 for role in rule.when.roles or ():
                     if role not in roles:
-                        at = ("routes", r_index, "rules", u_index, "when", "roles")
-                        issues.append(loaded.issue(at, f"routes[{r_index}].rules[{u_index}].when.roles",
+                        issues.append(loaded.issue((*at, "when", "roles"), f"{field}.when.roles",
                                                    f"undefined role {role!r} (declare it under roles:)"))
+                named = [(("when", "params_match_claims", name), name) for name in rule.when.params_match_claims or ()]
+                named += [(("headers", header), name) for header, value in rule.headers.items()
+                          for name in syntax.header_params(syntax.parse_header_template(value))]
+                for where, name in named:
+                    if name not in params:
+                        issues.append(loaded.issue((*at, *where), ".".join((field, *where)),
+                                                   f"the route's path has no parameter {name!r}"
+                                                   f" ({'it has: ' + ', '.join(params) if params else 'it has none'})"))
     return issues
 
 
-def _cycle_issues(roles: dict[str, list[str]], origin: dict[str, LoadedDocument]) -> list[ConfigIssue]:
+def _cycle_issues(roles: dict[str, list[str]],
+                  origin: dict[str, LoadedDocument[PolicyDocument]]) -> list[ConfigIssue]:
     issues = []
     for start in roles:
         stack, visited = list(roles[start]), set()

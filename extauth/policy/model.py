@@ -1,49 +1,199 @@
-"""The policy file schema (`apiVersion: extauth/v1`, `kind: Policy`), documented in docs/policy.md."""
+"""The policy file schema (`apiVersion: extauth/v1`, `kind: Policy`), documented in docs/policy.md.
 
-from typing import Literal
+Values with a syntax of their own (regexes, CIDRs, time zones, templates) are checked here, so every mistake
+is a validation error with file, line and field; the compilers (matching.py, conditions.py) trust them.
+"""
 
-from pydantic import Field, model_validator
+import ipaddress
+import re
+import zoneinfo
+from typing import Annotated, Any, Literal
 
-from extauth.config.schema import Name, Strict
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+
+from extauth.config.schema import HeaderName, Name, Strict
+from extauth.policy import syntax
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+#: A claim value to compare with; a list in the policy means "any of these".
+ClaimValue = str | int | bool
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression: {exc}") from None
+    return value
+
+
+def _cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"invalid CIDR: {exc}") from None
+    return value
+
+
+def _timezone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+    return value
+
+
+def _peer(value: str) -> str:
+    if "*" in value and not (value.endswith("/*") and value.count("*") == 1):
+        raise ValueError(f"{value!r}: a peer is an exact identity or a prefix ending in '/*'")
+    return value
+
+
+def _upstream_header(value: Any) -> Any:
+    """Refuse what extauth itself controls before the generic header-name check runs."""
+    if isinstance(value, str) and value.startswith(":"):
+        raise ValueError("pseudo-headers cannot be set")
+    if isinstance(value, str) and value.lower() == "authorization":
+        raise ValueError("cannot be set: extauth removes credentials before the upstream")
+    return value
+
+
+def _time_of_day(value: Any) -> Any:
+    syntax.seconds_of_day(value)
+    return value
+
+
+def _listed(value: Any) -> Any:
+    """Accept a single value where a list of alternatives is meant."""
+    return value if isinstance(value, list) else [value]
+
+
+def _checked(check: Any) -> AfterValidator:
+    def run(value: str) -> str:
+        check(value)
+        return value
+    return AfterValidator(run)
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+Alternatives = Annotated[list[ClaimValue], BeforeValidator(_listed), Field(min_length=1)]
+ClaimPath = Annotated[str, _checked(syntax.claim_path)]
+TimeOfDay = Annotated[str, BeforeValidator(_time_of_day)]
 
 
 class PathMatch(Strict):
+    """Exactly one of: `exact`, `prefix`, `template` (`/tenants/{tenant}/orders/{id}`), `regex` (full match)."""
+
     exact: str | None = None
     prefix: str | None = None
+    template: Annotated[str, _checked(syntax.parse_template)] | None = None
+    regex: Regex | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> "PathMatch":
-        chosen = [kind for kind in ("exact", "prefix") if getattr(self, kind) is not None]
+        chosen = [kind for kind in ("exact", "prefix", "template", "regex") if getattr(self, kind) is not None]
         if len(chosen) != 1:
-            raise ValueError(f"set exactly one of exact, prefix (got {chosen or 'none'})")
-        value = self.exact if self.exact is not None else self.prefix
-        if not value.startswith("/"):
+            raise ValueError(f"set exactly one of exact, prefix, template, regex (got {chosen or 'none'})")
+        if chosen[0] in ("exact", "prefix") and not getattr(self, chosen[0]).startswith("/"):
             raise ValueError("paths start with '/'")
         return self
+
+    def parameters(self) -> tuple[str, ...]:
+        """The path parameters a match binds: template `{names}` or the regex's named groups."""
+        if self.template is not None:
+            template = syntax.parse_template(self.template)
+            return (*template.params, *((template.rest,) if template.rest else ()))
+        if self.regex is not None:
+            return tuple(re.compile(self.regex).groupindex)
+        return ()
 
 
 class RouteMatch(Strict):
     """All given parts must match; an omitted part matches anything."""
 
+    #: `api.example.com` or `*.example.com`; compared with the request's host without its port.
+    hosts: list[Annotated[str, AfterValidator(syntax.host_pattern)]] | None = Field(None, min_length=1)
     path: PathMatch | None = None
     methods: list[HttpMethod] | None = Field(None, min_length=1)
     #: Envoy per-route `context_extensions` (e.g. `service: orders`), set in the Envoy route config.
     context_extensions: dict[str, str] = Field(default_factory=dict)
 
 
+class ValueMatch(Strict):
+    """A header or query parameter: `value`, `[values]`, `{present: bool}` or `{regex: ...}` (full match)."""
+
+    equals: list[str] | None = Field(None, min_length=1)
+    present: bool | None = None
+    regex: Regex | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, str | int | list) or isinstance(value, bool):
+            return value
+        return {"equals": [str(item) if isinstance(item, int) else item for item in _listed(value)]}
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ValueMatch":
+        chosen = [kind for kind in ("equals", "present", "regex") if getattr(self, kind) is not None]
+        if len(chosen) != 1:
+            raise ValueError(f"give a value, a list of values, {{present: bool}} or {{regex: ...}} (got {chosen})")
+        return self
+
+
+class TimeWindow(Strict):
+    """Local time in `timezone`: on one of `weekdays`, within `between: [start, end)`."""
+
+    timezone: Annotated[str, AfterValidator(_timezone)]
+    weekdays: list[Weekday] | None = Field(None, min_length=1)
+    #: `["08:00", "18:00"]`; a start after the end spans midnight (`["22:00", "06:00"]`).
+    between: tuple[TimeOfDay, TimeOfDay] | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "TimeWindow":
+        if self.weekdays is None and self.between is None:
+            raise ValueError("give weekdays, between, or both")
+        if self.between is not None and self.between[0] == self.between[1]:
+            raise ValueError("between: start and end are equal; the window would be empty")
+        return self
+
+
 class Condition(Strict):
-    """Every listed part must hold; within a list, any element suffices."""
+    """Every given part must hold; within a list, any element suffices."""
 
     roles: list[str] | None = Field(None, min_length=1)
     subjects: list[str] | None = Field(None, min_length=1)
+    issuers: list[str] | None = Field(None, min_length=1)
+    #: Matched against the `groups` claim.
+    groups: list[str] | None = Field(None, min_length=1)
+    #: Matched against the `scope` claim (space-separated) or the `scp` claim (a list).
+    scopes: list[str] | None = Field(None, min_length=1)
+    #: claim (dotted path allowed) → value or list of values; a list-valued claim needs to contain one.
+    claims: dict[ClaimPath, Alternatives] | None = Field(None, min_length=1)
+    #: mTLS peer identities (Envoy's `source.principal`, e.g. a SPIFFE ID): exact, or a prefix ending in `/*`.
+    peer: list[Annotated[str, AfterValidator(_peer)]] | None = Field(None, min_length=1)
+    headers: dict[HeaderName, ValueMatch] | None = Field(None, min_length=1)
+    query: dict[str, ValueMatch] | None = Field(None, min_length=1)
+    source_cidrs: list[Annotated[str, AfterValidator(_cidr)]] | None = Field(None, min_length=1)
+    #: path parameter → claim that must equal it (`{tenant: tenant}`): the tenant / owner check.
+    params_match_claims: dict[str, ClaimPath] | None = Field(None, min_length=1)
+    time: TimeWindow | None = None
 
 
 class Rule(Strict):
     name: Name
     effect: Literal["allow", "deny"] = "allow"
     when: Condition = Field(default_factory=Condition)
+    #: Added to the upstream request when this rule allows; values may use `{param}` and `{claims.NAME}`.
+    headers: dict[Annotated[HeaderName, BeforeValidator(_upstream_header)],
+                  Annotated[str, _checked(syntax.parse_header_template)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _headers_only_on_allow(self) -> "Rule":
+        if self.headers and self.effect == "deny":
+            raise ValueError("headers are added on allow; a deny rule cannot set them")
+        return self
 
 
 class Route(Strict):

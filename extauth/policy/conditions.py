@@ -1,0 +1,230 @@
+"""A rule's `when`, compiled once into small checks: `test` on the hot path, `why` for `extauth explain`.
+
+Each check is a closure over what it needs, prepared at load (role closures, sets, compiled regexes, network
+integers, a ZoneInfo), so evaluating one costs a few dictionary or set look-ups. Principal checks come first
+(cheapest, and most often decisive), then request checks, then time.
+"""
+
+import ipaddress
+import re
+import zoneinfo
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from extauth.clock import Clock
+from extauth.identity.principal import Principal
+from extauth.policy.matching import Params
+from extauth.policy.model import Condition, TimeWindow, ValueMatch
+from extauth.policy.syntax import claim_path, seconds_of_day
+from extauth.request import Request
+
+Test = Callable[[Request, Principal, Params], bool]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MISSING: Any = object()
+
+
+class Check:
+    """One condition part: `test` decides, `why` explains a failure in words."""
+
+    __slots__ = ("name", "test", "why")
+
+    def __init__(self, name: str, test: Test, why: Callable[[Request, Principal, Params], str]) -> None:
+        self.name = name
+        self.test = test
+        self.why = why
+
+
+def claim_at(claims: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The claim at a dotted path (`realm_access.roles`), or MISSING."""
+    value: Any = claims
+    for key in path:
+        if not isinstance(value, Mapping):
+            return MISSING
+        value = value.get(key, MISSING)
+    return value
+
+
+def strings(value: Any) -> tuple[str, ...] | list[Any]:
+    """A claim that holds one string or a list of them, as a sequence (anything else: empty)."""
+    if isinstance(value, str):
+        return (value,)
+    return value if isinstance(value, list) else ()
+
+
+def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], clock: Clock) -> tuple[Check, ...]:
+    checks: list[Check] = []
+    if when.roles:
+        checks.append(_roles(when.roles, granting))
+    if when.subjects:
+        checks.append(_one_of("subjects", "subject", frozenset(when.subjects), lambda r, p: p.subject))
+    if when.issuers:
+        checks.append(_one_of("issuers", "issuer", frozenset(when.issuers), lambda r, p: p.issuer))
+    if when.groups:
+        checks.append(_any_of("groups", "groups claim", frozenset(when.groups),
+                              lambda principal: strings(principal.claims.get("groups"))))
+    if when.scopes:
+        checks.append(_any_of("scopes", "scopes", frozenset(when.scopes), _granted_scopes))
+    for name, values in (when.claims or {}).items():
+        checks.append(_claim(name, values))
+    if when.peer:
+        checks.append(_peer(when.peer))
+    for name, spec in (when.headers or {}).items():
+        checks.append(_value(f"headers.{name}", spec, lambda r, name=name: _listed(r.headers.get(name))))
+    for name, spec in (when.query or {}).items():
+        checks.append(_value(f"query.{name}", spec, lambda r, name=name: r.query_params.get(name)))
+    if when.source_cidrs:
+        checks.append(_source_cidrs(when.source_cidrs))
+    for param, claim in (when.params_match_claims or {}).items():
+        checks.append(_param_equals_claim(param, claim))
+    if when.time:
+        checks.append(_time(when.time, clock))
+    return tuple(checks)
+
+
+def _roles(required: list[str], granting: Mapping[str, frozenset[str]]) -> Check:
+    accepted = frozenset().union(*(granting[role] for role in required))
+    return Check("roles", lambda r, p, _: not accepted.isdisjoint(p.roles),
+                 lambda r, p, _: f"roles {sorted(p.roles)} include none of {sorted(required)} "
+                                 f"nor a role inheriting one")
+
+
+def _one_of(name: str, label: str, wanted: frozenset[str], get: Callable[[Request, Principal], str]) -> Check:
+    return Check(name, lambda r, p, _: get(r, p) in wanted,
+                 lambda r, p, _: f"{label} {get(r, p)!r} is not one of {sorted(wanted)}")
+
+
+def _any_of(name: str, label: str, wanted: frozenset[str], get: Callable[[Principal], Any]) -> Check:
+    def test(request: Request, principal: Principal, params: Params) -> bool:
+        for value in get(principal):  # noqa: SIM110 - a loop beats any() over a generator here
+            if isinstance(value, str) and value in wanted:
+                return True
+        return False
+
+    return Check(name, test, lambda r, p, _: f"{label} {list(get(p))} include none of {sorted(wanted)}")
+
+
+def _granted_scopes(principal: Principal) -> list[Any]:
+    """OAuth `scope` (space-separated string) and `scp` (a list, as some IdPs send), together."""
+    claims = principal.claims
+    scope = claims.get("scope")
+    granted = scope.split() if isinstance(scope, str) else []
+    scp = claims.get("scp")
+    return granted + (scp.split() if isinstance(scp, str) else list(strings(scp)))
+
+
+def _scalar_key(value: Any) -> Any:
+    """Hashable identity of a claim value that keeps `true` apart from 1; MISSING for anything else."""
+    return (type(value) is bool, value) if isinstance(value, str | int | float) else MISSING
+
+
+def _claim(name: str, values: list[Any]) -> Check:
+    path = claim_path(name)
+    wanted = frozenset(_scalar_key(value) for value in values)
+
+    def test(request: Request, principal: Principal, params: Params) -> bool:
+        value = claim_at(principal.claims, path)
+        if isinstance(value, list):
+            return any(_scalar_key(item) in wanted for item in value)
+        return _scalar_key(value) in wanted
+
+    def why(request: Request, principal: Principal, params: Params) -> str:
+        value = claim_at(principal.claims, path)
+        return "claim is missing" if value is MISSING else f"{value!r} is not one of {values}"
+
+    return Check(f"claims.{name}", test, why)
+
+
+def _peer(peers: list[str]) -> Check:
+    exact = frozenset(peer for peer in peers if not peer.endswith("/*"))
+    prefixes = tuple(peer[:-1] for peer in peers if peer.endswith("/*"))
+
+    def test(request: Request, principal: Principal, params: Params) -> bool:
+        peer = request.peer_principal
+        return bool(peer) and (peer in exact or peer.startswith(prefixes))
+
+    return Check("peer", test, lambda r, p, _: f"peer {r.peer_principal or '(none: no client certificate)'}"
+                                               f" is not one of {peers}")
+
+
+def _listed(value: str | None) -> list[str] | None:
+    return None if value is None else [value]
+
+
+def _value(name: str, spec: ValueMatch, get: Callable[[Request], list[str] | None]) -> Check:
+    """A header or query parameter; a repeated query parameter matches if any of its values does."""
+    if spec.present is not None:
+        present = spec.present
+        return Check(name, lambda r, p, _: (get(r) is not None) == present,
+                     lambda r, p, _: "is absent" if present else "is present")
+    if spec.regex is not None:
+        pattern = re.compile(spec.regex)
+
+        def test(request: Request, principal: Principal, params: Params) -> bool:
+            return any(pattern.fullmatch(value) for value in get(request) or ())
+
+        return Check(name, test, lambda r, p, _: f"{get(r) or 'absent'} does not match {spec.regex}")
+    wanted = frozenset(spec.equals or ())
+
+    def equals(request: Request, principal: Principal, params: Params) -> bool:
+        values = get(request)
+        return values is not None and not wanted.isdisjoint(values)
+
+    return Check(name, equals, lambda r, p, _: f"{get(r) or 'absent'} is not one of {spec.equals}")
+
+
+def _source_cidrs(cidrs: list[str]) -> Check:
+    networks = [ipaddress.ip_network(cidr) for cidr in cidrs]
+    by_version = {version: tuple((int(net.network_address), int(net.netmask)) for net in networks
+                                 if net.version == version) for version in (4, 6)}
+
+    def test(request: Request, principal: Principal, params: Params) -> bool:
+        address = request.source_ip
+        if address is None:
+            return False
+        number = int(address)
+        for network, mask in by_version[address.version]:  # noqa: SIM110 - as above
+            if number & mask == network:
+                return True
+        return False
+
+    return Check("source_cidrs", test,
+                 lambda r, p, _: f"source {r.source_address or '(none)'} is in none of {cidrs}")
+
+
+def _param_equals_claim(param: str, claim: str) -> Check:
+    path = claim_path(claim)
+
+    def test(request: Request, principal: Principal, params: Params) -> bool:
+        value = claim_at(principal.claims, path)
+        if isinstance(value, str):
+            return value == params.get(param)
+        return isinstance(value, int) and not isinstance(value, bool) and str(value) == params.get(param)
+
+    def why(request: Request, principal: Principal, params: Params) -> str:
+        value = claim_at(principal.claims, path)
+        shown = "missing" if value is MISSING else repr(value)
+        return f"path parameter {param} is {params.get(param)!r} but claim {claim} is {shown}"
+
+    return Check(f"params_match_claims.{param}", test, why)
+
+
+def _time(window: TimeWindow, clock: Clock) -> Check:
+    zone = zoneinfo.ZoneInfo(window.timezone)
+    days = frozenset(WEEKDAYS.index(day) for day in window.weekdays or WEEKDAYS)
+    start, end = (seconds_of_day(text) for text in window.between or ("00:00", "24:00"))
+
+    def test(request: Request, principal: Principal, params: Params) -> bool:
+        local = datetime.fromtimestamp(clock.now(), zone)
+        if local.weekday() not in days:
+            return False
+        second = local.hour * 3600 + local.minute * 60 + local.second
+        return start <= second < end if start < end else (second >= start or second < end)
+
+    def why(request: Request, principal: Principal, params: Params) -> str:
+        local = datetime.fromtimestamp(clock.now(), zone)
+        window_text = " ".join(part for part in (",".join(window.weekdays or ()),
+                                                 "-".join(window.between or ())) if part)
+        return f"{local:%a %H:%M} in {window.timezone} is outside {window_text}"
+
+    return Check("time", test, why)

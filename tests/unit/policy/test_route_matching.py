@@ -1,0 +1,115 @@
+"""Path templates and their parameters, regex paths, hosts, and the route index."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from inline_policy import MakeEngine, decide
+
+from extauth.policy.engine import PolicyEngine
+from extauth.policy.index import RouteIndex
+from extauth.policy.matching import compile_route
+from extauth.policy.model import RouteMatch
+from extauth.policy.synthetic import check_request, principal
+from extauth.reasons import Reason
+from extauth.request import Request
+
+ROUTES = """\
+routes:
+  - name: order
+    match: {path: {template: "/tenants/{tenant}/orders/{id}"}}
+    rules: [{name: any, headers: {x-route: "order {tenant} {id}"}}]
+  - name: files
+    match: {path: {template: "/files/{path...}"}}
+    rules: [{name: any, headers: {x-route: "files {path}"}}]
+  - name: report
+    match: {path: {regex: "/reports/(?P<year>[0-9]{4})-(?P<month>[0-9]{2})\\\\.csv"}}
+    rules: [{name: any, headers: {x-route: "report {year} {month}"}}]
+  - name: internal-host
+    match: {hosts: [internal.example.com, "*.corp.example"], path: {prefix: /}}
+    rules: [{name: any, headers: {x-route: host}}]
+"""
+
+
+@pytest.fixture
+def engine(make_engine: MakeEngine) -> PolicyEngine:
+    return make_engine(ROUTES)
+
+
+def route_header(engine: PolicyEngine, path: str, host: str = "gateway.example") -> str | None:
+    decision = decide(engine, principal("u"), path, host=host)
+    return dict(decision.upstream_headers).get("x-route") if decision.allowed else None
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/tenants/acme/orders/42", "order acme 42"),
+    ("/tenants/acme/orders/", None),             # {id} needs a non-empty segment
+    ("/tenants/acme/orders/42/items", None),     # one segment per parameter
+    ("/tenants/acme/order/42", None),
+    ("/files", "files "),                        # {path...} takes the rest, possibly empty
+    ("/files/", "files "),
+    ("/files/a/b.txt", "files a/b.txt"),
+    ("/filesystem", None),
+    ("/reports/2026-11.csv", "report 2026 11"),  # regex named groups are parameters
+    ("/reports/2026-11.csv.bak", None),          # regex is a full match
+])
+def test_templates_and_regexes_bind_path_parameters(engine: PolicyEngine, path: str, expected: str | None) -> None:
+    """Templates match segment by segment and regexes match the whole path; both bind parameters."""
+    assert route_header(engine, path) == expected
+
+
+@pytest.mark.parametrize("host, expected", [
+    ("internal.example.com", "host"),
+    ("INTERNAL.example.com:8443", "host"),   # case and port do not matter
+    ("a.corp.example", "host"),
+    ("a.b.corp.example", "host"),            # a wildcard covers any depth, as in Envoy
+    ("corp.example", None),
+    ("evilcorp.example", None),
+    ("internal.example.com.evil", None),
+])
+def test_hosts_match_exactly_or_by_wildcard_suffix(engine: PolicyEngine, host: str, expected: str | None) -> None:
+    """`hosts` compares the request's host without port, exactly or by `*.` suffix."""
+    assert route_header(engine, "/anything", host) == expected
+
+
+def test_unmatched_template_falls_through_to_default_deny(engine: PolicyEngine) -> None:
+    """A path that fits no template, regex or host is still denied by default."""
+    assert decide(engine, principal("u"), "/tenants/acme").reason is Reason.NO_MATCHING_ROUTE
+
+
+def test_first_matching_route_wins_across_index_buckets(make_engine: MakeEngine) -> None:
+    """A regex route listed first beats a later exact route on the same path: the index keeps policy order."""
+    engine = make_engine("""\
+routes:
+  - {name: any-api, match: {path: {regex: "/api/.*"}}, public: true}
+  - {name: exact, match: {path: {exact: /api/x}}, rules: [{name: r}]}
+""")
+    assert decide(engine, None, "/api/x").rule == "p/any-api"
+
+
+# --- The index picks the same route as a linear first-match scan --------------------------------------------
+
+PATHS = ["/", "/a", "/a/", "/a/b", "/a/b/c", "/ab", "/b", "/b/a", "/a/x/b", "*", "/a//b", "/x/y"]
+PATH_MATCHES = [
+    None,
+    *({"exact": path} for path in PATHS[:9]),
+    *({"prefix": prefix} for prefix in ["/", "/a", "/a/", "/a/b", "/b/", "/ab"]),
+    *({"template": template} for template in
+      ["/", "/a", "/a/{x}", "/{x}", "/{x}/b", "/a/{x}/b", "/a/{rest...}", "/{rest...}", "/b/{x}/"]),
+    {"regex": "/a.*"}, {"regex": "/(a|b)/.+"},
+]
+routes = st.lists(st.tuples(st.sampled_from(PATH_MATCHES), st.sampled_from([None, ["GET"], ["POST"]]),
+                            st.sampled_from([{}, {"service": "s"}])), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(routes=routes, path=st.sampled_from(PATHS) | st.from_regex(r"/[ab/]{0,6}", fullmatch=True),
+       method=st.sampled_from(["GET", "POST"]), service=st.sampled_from(["", "s"]))
+def test_index_agrees_with_a_linear_first_match_scan(routes, path, method, service) -> None:
+    """Whatever the routes and the path, the index finds the route a naive scan in policy order finds."""
+    compiled = [compile_route(f"r{index}", index, RouteMatch(path=path_match, methods=methods,
+                                                               context_extensions=extensions))
+                for index, (path_match, methods, extensions) in enumerate(routes)]
+    request = Request(check_request(path, method, context_extensions={"service": service} if service else None))
+    linear = next(((route, params) for route in compiled if (params := route.match(request)) is not None), None)
+    indexed = RouteIndex(compiled).first_match(request)
+    assert indexed == linear

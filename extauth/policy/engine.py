@@ -13,7 +13,7 @@ from extauth.identity.principal import Principal
 from extauth.policy.explain import Explanation, RouteTrace, RuleTrace
 from extauth.policy.index import RouteIndex
 from extauth.policy.loader import PolicySet
-from extauth.policy.matching import NO_PARAMS, CompiledRoute, compile_route
+from extauth.policy.matching import NO_PARAMS, CompiledRoute, Params, compile_route
 from extauth.policy.roles import granting_roles
 from extauth.policy.rules import CompiledRule, compile_rule
 from extauth.reasons import Reason
@@ -78,16 +78,21 @@ class PolicyEngine:
     def explain(self, request: Request, principal: Principal | None) -> Explanation:
         """The decision `authorize` makes, with every route tried and every rule of the deciding route."""
         decision = self.authorize(request, principal)
-        routes = tuple(RouteTrace(route.match.route_id, why is None, why or "")
-                       for route in self._routes for why in (route.match.mismatch(request),))
+        routes = []
+        for route in self._routes:
+            why = route.match.mismatch(request)
+            routes.append(RouteTrace(route.match.route_id, why is None, why or ""))
         deciding = next((route for route in self._routes if route.match.route_id == decision.route), None)
         if deciding is None:
-            return Explanation(decision, routes, (), NO_PARAMS)
+            return Explanation(decision, tuple(routes), (), NO_PARAMS)
         params = deciding.match.match(request) or NO_PARAMS
-        rules = tuple(
-            RuleTrace(rule.rule_id, "deny" if rule.deny else "allow", why is None,
-                      why or "") if principal is not None else
-            RuleTrace(rule.rule_id, "deny" if rule.deny else "allow", False, "not evaluated: no credentials")
-            for rule in deciding.rules
-            for why in ((rule.failure(request, principal, params) if principal is not None else ""),))
-        return Explanation(decision, routes, rules, params)
+        return Explanation(decision, tuple(routes), tuple(_trace(rule, request, principal, params)
+                                                   for rule in deciding.rules), params)
+
+
+def _trace(rule: CompiledRule, request: Request, principal: Principal | None, params: Params) -> RuleTrace:
+    effect = "deny" if rule.deny else "allow"
+    if principal is None:
+        return RuleTrace(rule.rule_id, effect, False, "not evaluated: no credentials")
+    failure = rule.failure(request, principal, params)
+    return RuleTrace(rule.rule_id, effect, failure is None, failure or "")

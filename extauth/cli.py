@@ -3,6 +3,7 @@
 import argparse
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from extauth.config import ConfigError, load_config
@@ -33,6 +34,29 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check a config file and the policies it names")
     validate.add_argument("config", type=Path)
     validate.set_defaults(run=_validate)
+
+    test = commands.add_parser("test", help="run the policy test cases in DIR/tests against the policies in DIR")
+    test.add_argument("directory", type=Path)
+    test.add_argument("-v", "--verbose", action="store_true", help="also list passing cases")
+    test.set_defaults(run=_test)
+
+    explain = commands.add_parser("explain", help="show how the policy decides a request, and why")
+    explain.add_argument("--config", type=Path, required=True)
+    explain.add_argument("method")
+    explain.add_argument("url", help="/path?query or https://host/path?query")
+    explain.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
+    who = explain.add_mutually_exclusive_group()
+    who.add_argument("--token", help="a JWT, verified with the configured providers")
+    who.add_argument("--sub", help="subject of a principal described by hand (with --claim)")
+    explain.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE",
+                         help="claim of the hand-described principal; roles=a,b sets its roles")
+    explain.add_argument("--source", default="192.0.2.10", help="client IP")
+    explain.add_argument("--peer", default="", help="mTLS peer identity (e.g. a SPIFFE ID)")
+    explain.add_argument("--context", action="append", default=[], metavar="KEY=VALUE",
+                         help="Envoy context_extensions of the route")
+    explain.add_argument("--at", type=datetime.fromisoformat, help="evaluate at this ISO time (time windows)")
+    explain.add_argument("--shadow", action="store_true", help="explain with the shadow policy instead")
+    explain.set_defaults(run=_explain)
 
     token = commands.add_parser("token", help="mint a development token the local stack trusts")
     token.add_argument("--sub", required=True, help="subject")
@@ -82,14 +106,44 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from extauth.policy.loader import load_policies
+    from extauth.clock import SystemClock
+    from extauth.policy.store import compile_policy
 
     config = load_config(args.config)
-    policies = load_policies(config.policy.path)
-    routes = sum(len(loaded.document.routes) for loaded in policies.documents)
-    print(f"{args.config}: ok ({len(config.authentication.providers)} providers; "
-          f"policy {policies.version}: {len(policies.documents)} documents, {routes} routes)")
+    summaries = []
+    for label, path in (("policy", config.policy.path), ("shadow policy", config.policy.shadow_path)):
+        if path is not None:
+            summaries.append(f"{label} {compile_policy(path, SystemClock()).version}")
+    print(f"{args.config}: ok ({len(config.authentication.providers)} providers; {'; '.join(summaries)})")
     return 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    from extauth.policy.testing import policy_test_files, run_policy_tests
+
+    if not policy_test_files(args.directory):
+        print(f"{args.directory / 'tests'}: no policy test files (*.yaml)", file=sys.stderr)
+        return 1
+    results = run_policy_tests(args.directory)
+    for result in results:
+        where = f"{result.file}:{result.line}" if result.line else str(result.file)
+        if result.passed:
+            if args.verbose:
+                print(f"PASS {result.name}")
+        else:
+            print(f"FAIL {result.name} ({where}): {result.failure}")
+    failed = sum(not result.passed for result in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from extauth.policy.explainer import explain_request
+
+    config = load_config(args.config)
+    lines, allowed = explain_request(config, args)
+    print("\n".join(lines))
+    return 0 if allowed else 2
 
 
 def _token(args: argparse.Namespace) -> int:

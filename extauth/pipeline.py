@@ -1,4 +1,4 @@
-"""The Check path: authenticate → authorize → respond, with one audit event per decision.
+"""The Check path: screen → authenticate → authorize → respond, with one audit event per decision.
 
 Failure semantic, chosen on purpose: fail closed. Anything unexpected inside a phase becomes a deny with
 reason `internal_error` (HTTP 500), is logged with its traceback, and is still audited.
@@ -6,6 +6,7 @@ reason `internal_error` (HTTP 500), is logged with its traceback, and is still a
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Protocol
 
 import structlog
@@ -15,7 +16,7 @@ from extauth.audit.events import decision_event
 from extauth.audit.sink import AuditSink
 from extauth.decision import Decision
 from extauth.identity.principal import AuthenticationError, Principal
-from extauth.policy.engine import PolicyEngine
+from extauth.policy.store import CompiledPolicy
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.respond import Responder
@@ -31,10 +32,10 @@ class Authenticate(Protocol):
 
 
 class PolicySource(Protocol):
-    """Holds the policy currently in force; reloads swap it atomically."""
+    """The policy in force (swapped atomically on reload) and an optional candidate evaluated in shadow."""
 
-    @property
-    def engine(self) -> PolicyEngine: ...
+    current: CompiledPolicy
+    shadow: CompiledPolicy | None
 
 
 class Pipeline:
@@ -45,27 +46,48 @@ class Pipeline:
         self._responder = responder
         self._audit = audit
         self._instance = instance
+        #: Checks where the shadow policy would have decided differently (allow vs deny or another status).
+        self.shadow_differences = 0
 
     async def check(self, check_request: CheckRequest) -> CheckResponse:
         started = time.perf_counter_ns()
         request = Request(check_request)
-        decision = Decision.deny(Reason.CHECK_CANCELLED, "the check was cancelled")
+        live, shadow = self._policy.current, self._policy.shadow
+        decision = Decision.deny(Reason.CHECK_CANCELLED, "the check was cancelled", policy_version=live.version)
+        shadow_decision = None
         try:
-            decision = await self._decide(request)
+            decision = await self._decide(live, request)
+            if shadow is not None:
+                shadow_decision = await self._decide(shadow, request)
             return self._responder.render(decision, request.request_id)
         except Exception:
             log.exception("check_failed", request_id=request.request_id, reason=decision.reason.value)
-            decision = Decision.deny(Reason.INTERNAL_ERROR, "internal error")
+            decision = Decision.deny(Reason.INTERNAL_ERROR, "internal error", policy_version=live.version)
             return self._responder.render(decision, request.request_id)
         finally:
             latency_us = (time.perf_counter_ns() - started) // 1000
-            self._audit.emit(decision_event(request, decision, latency_us, self._instance))
+            event = decision_event(request, decision, latency_us, self._instance)
+            if shadow_decision is not None:
+                self._add_shadow(event, decision, shadow_decision)
+            self._audit.emit(event)
 
-    async def _decide(self, request: Request) -> Decision:
+    async def _decide(self, policy: CompiledPolicy, request: Request) -> Decision:
         if not self._authenticator.ready:
-            return Decision.deny(Reason.NOT_READY, "the authorization service is starting")
+            return Decision.deny(Reason.NOT_READY, "the authorization service is starting",
+                                 policy_version=policy.version)
+        screened = policy.screener.screen(request)
+        if screened is not None:
+            return replace(screened, policy_version=policy.version)
         try:
             principal = await self._authenticator.authenticate(request.headers)
         except AuthenticationError as error:
-            return Decision.deny(error.reason, error.description)
-        return self._policy.engine.authorize(request, principal)
+            return Decision.deny(error.reason, error.description, policy_version=policy.version)
+        return policy.engine.authorize(request, principal)
+
+    def _add_shadow(self, event: dict[str, object], live: Decision, shadow: Decision) -> None:
+        differs = live.allowed != shadow.allowed or live.status != shadow.status
+        if differs:
+            self.shadow_differences += 1
+        event.update(shadow_decision="allow" if shadow.allowed else "deny", shadow_status=shadow.status,
+                     shadow_reason=shadow.reason.value, shadow_rule=shadow.rule,
+                     shadow_policy_version=shadow.policy_version, shadow_differs=differs)

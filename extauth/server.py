@@ -49,8 +49,9 @@ class ExtauthServer:
             for address in config.server.addresses(config_path.parent)
         ]
         self.instance = f"{socket.gethostname()}/{worker_index}"
-        self.policy = PolicyStore(config.policy.path)
-        self.authenticator = Authenticator(config.authentication, SystemClock())
+        clock = SystemClock()
+        self.policy = PolicyStore(config.policy.path, clock, config.policy.shadow_path)
+        self.authenticator = Authenticator(config.authentication, clock)
         self.audit: AuditSink = JsonLinesSink.open(config.audit.output)
         pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
                             self.audit, self.instance)
@@ -62,7 +63,7 @@ class ExtauthServer:
         reflection.enable_server_reflection(
             [AUTHORIZATION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
         )
-        self._readiness: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         for address in self._addresses:
@@ -70,9 +71,16 @@ class ExtauthServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         log.info("listening", addresses=[str(address) for address in self._addresses], instance=self.instance,
-                 policy_version=self.policy.engine.version)
+                 policy_version=self.policy.current.version)
         await self.authenticator.start()
-        self._readiness = asyncio.create_task(self._become_ready())
+        self._background.append(asyncio.create_task(self._become_ready()))
+        if self._config.policy.watch:
+            self._background.append(asyncio.create_task(
+                self.policy.watch(self._config.policy.watch_interval_seconds)))
+
+    def reload_policy(self) -> None:
+        """SIGHUP: reload now; a broken policy is rejected and the current one keeps serving."""
+        self.policy.reload("sighup")
 
     async def _become_ready(self) -> None:
         while not self.authenticator.ready:
@@ -89,8 +97,8 @@ class ExtauthServer:
         log.info("stopping", grace_period_seconds=grace, instance=self.instance)
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace)
-        if self._readiness:
-            self._readiness.cancel()
+        for task in self._background:
+            task.cancel()
         await self.authenticator.stop()
         self.audit.close()
         for address in self._addresses:
@@ -134,6 +142,7 @@ async def serve(config: Config, config_path: Path, worker_index: int = 0, superv
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_policy)
     orphan_watch = asyncio.create_task(_stop_when_orphaned(stopping)) if supervised else None
     await server.start()
     await stopping.wait()

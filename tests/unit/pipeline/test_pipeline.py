@@ -15,8 +15,7 @@ from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.tokens import mint_token
 from extauth.identity.authenticator import Authenticator
 from extauth.pipeline import Pipeline
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.store import PolicyStore
+from extauth.policy.store import CompiledPolicy, PolicyStore, compile_policy
 from extauth.respond import Responder
 
 DEMO_POLICIES = Path(__file__).parents[3] / "envoy" / "policies"
@@ -32,12 +31,18 @@ def authentication(certs: DevCerts) -> AuthenticationConfig:
         {"name": "dev", "issuer": DEV_ISSUER, "audiences": [DEV_AUDIENCE], "jwks": {"file": str(certs.jwks)}}]})
 
 
-class BrokenPolicy:
-    """A policy source whose evaluation raises, standing in for any bug inside a phase."""
+class BrokenEngine:
+    """An engine whose evaluation raises, standing in for any bug inside a phase."""
 
-    @property
-    def engine(self) -> PolicyEngine:
+    def authorize(self, request: object, principal: object) -> None:
         raise RuntimeError("boom")
+
+
+class BrokenPolicy:
+    def __init__(self) -> None:
+        working = compile_policy(DEMO_POLICIES, SystemClock())
+        self.current = CompiledPolicy(working.version, BrokenEngine(), working.screener)  # type: ignore[arg-type]
+        self.shadow = None
 
 
 class StalledAuthenticator:
@@ -53,7 +58,7 @@ async def started_pipeline(certs: DevCerts, policy: object | None = None) -> tup
     authenticator = Authenticator(authentication(certs), SystemClock())
     await authenticator.start()
     sink = MemorySink()
-    pipeline = Pipeline(authenticator, policy or PolicyStore(DEMO_POLICIES),
+    pipeline = Pipeline(authenticator, policy or PolicyStore(DEMO_POLICIES, SystemClock()),
                         Responder(authentication(certs).forward), sink, "test/0")
     return pipeline, sink
 
@@ -73,7 +78,7 @@ async def test_allowed_check_runs_every_phase_and_is_audited(certs: DevCerts) ->
 async def test_internal_error_fails_closed_with_its_own_reason(certs: DevCerts) -> None:
     """An exception inside a phase becomes a 500 deny `internal_error`, never an unhandled RPC error."""
     pipeline, sink = await started_pipeline(certs, BrokenPolicy())
-    response = await pipeline.check(check_request("/public/x"))
+    response = await pipeline.check(check_request("/api/orders"))
     assert response.denied_response.status.code == 500
     assert '"reason":"internal_error"' in response.denied_response.body
     assert [(e["decision"], e["reason"]) for e in sink.events] == [("deny", "internal_error")]
@@ -82,8 +87,8 @@ async def test_internal_error_fails_closed_with_its_own_reason(certs: DevCerts) 
 async def test_cancelled_check_is_still_audited(certs: DevCerts) -> None:
     """When Envoy gives up and the RPC is cancelled, the audit trail still records the attempt."""
     sink = MemorySink()
-    pipeline = Pipeline(StalledAuthenticator(), PolicyStore(DEMO_POLICIES), Responder(authentication(certs).forward),
-                        sink, "test/0")
+    pipeline = Pipeline(StalledAuthenticator(), PolicyStore(DEMO_POLICIES, SystemClock()),
+                        Responder(authentication(certs).forward), sink, "test/0")
     task = asyncio.create_task(pipeline.check(check_request("/api/orders", request_id="slow-1")))
     await asyncio.sleep(0.01)
     task.cancel()
@@ -98,7 +103,8 @@ async def test_not_ready_answers_503(certs: DevCerts) -> None:
         {"name": "idp", "issuer": "https://idp", "audiences": ["a"], "jwks": {"url": "https://idp/jwks"}}]}),
         SystemClock())
     sink = MemorySink()
-    pipeline = Pipeline(unstarted, PolicyStore(DEMO_POLICIES), Responder(authentication(certs).forward), sink, "t")
+    pipeline = Pipeline(unstarted, PolicyStore(DEMO_POLICIES, SystemClock()),
+                        Responder(authentication(certs).forward), sink, "t")
     response = await pipeline.check(check_request("/public/x"))
     assert response.denied_response.status.code == 503
     assert sink.events[0]["reason"] == "not_ready"

@@ -22,7 +22,10 @@ from extauth.reasons import Reason
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
 _CONTROL_CHARACTERS = {code: None for code in (*range(0x00, 0x20), 0x7F)}
-_ERROR_BY_STATUS = {401: "unauthorized", 403: "forbidden", 500: "internal_error", 503: "unavailable"}
+_ERROR_BY_STATUS = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 405: "method_not_allowed", 414: "uri_too_long",
+    429: "too_many_requests", 431: "request_header_fields_too_large", 500: "internal_error", 503: "unavailable",
+}
 
 
 def sanitize_header_value(value: str, max_bytes: int) -> str:
@@ -49,7 +52,7 @@ class Responder:
         #: Client-sent copies of identity headers are always removed, so an anonymous (public-route)
         #: request cannot smuggle `x-extauth-subject: admin` to the upstream.
         self._headers_to_remove = tuple(removed)
-        self._status_by_code = {status: HttpStatus(code=status) for status in (401, 403, 500, 503)}
+        self._status_by_code = {status: HttpStatus(code=status) for status in _ERROR_BY_STATUS}
 
     def render(self, decision: Decision, request_id: str) -> CheckResponse:
         if decision.allowed:
@@ -93,7 +96,7 @@ class Responder:
     def _deny(self, decision: Decision, request_id: str) -> CheckResponse:
         status = decision.status
         body = json.dumps(
-            {"error": _ERROR_BY_STATUS.get(status, "denied"), "reason": decision.reason.value,
+            {"error": _ERROR_BY_STATUS[status], "reason": decision.reason.value,
              "request_id": request_id},
             separators=(",", ":"),
         )

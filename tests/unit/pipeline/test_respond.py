@@ -96,3 +96,15 @@ def test_sanitized_values_never_contain_control_characters_or_exceed_the_bound(v
     cleaned = sanitize_header_value(value, limit)
     assert len(cleaned.encode()) <= limit
     assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in cleaned)
+
+
+def test_every_reason_code_renders_with_its_status() -> None:
+    """No reason code can make rendering fail: each deny has a status Envoy accepts and a JSON error name."""
+    responder = Responder(FORWARD)
+    for reason in Reason:
+        decision = Decision.deny(reason, "x")
+        if decision.allowed or decision.status == 200:
+            continue
+        response = responder.render(decision, "r")
+        assert response.denied_response.status.code == decision.status
+        assert json.loads(response.denied_response.body)["reason"] == reason.value

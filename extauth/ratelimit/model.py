@@ -1,0 +1,134 @@
+"""What the caller asks (`LimitCheck`) and what the limiter answers (`LimitOutcome`, `RateLimitResult`)."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+FailureMode = Literal["open", "closed", "local"]
+FAILURE_MODES: tuple[FailureMode, ...] = ("open", "closed", "local")
+# GCRA works in 1/limit ms (see gcra.py); these bounds keep Lua's doubles exact.
+MAX_LIMIT = 10_000_000
+MAX_CAPACITY = 2**52
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """`limit` requests per `period_seconds`, enforced with GCRA; the burst equals `limit`."""
+
+    limit: int
+    period_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.limit < 1:
+            raise ValueError(f"limit must be at least 1, got {self.limit}")
+        if self.period_ms < 1:
+            raise ValueError(f"period_seconds must be at least 0.001, got {self.period_seconds}")
+        if self.limit > MAX_LIMIT or self.limit * self.period_ms > MAX_CAPACITY:
+            raise ValueError(f"{self.limit} per {self.period_seconds}s is beyond the exact range of the algorithm")
+
+    @property
+    def period_ms(self) -> int:
+        """The period in whole milliseconds: the resolution of every backend."""
+        return round(self.period_seconds * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitCheck:
+    """One limit applied to one request; `key` is composed by the caller (e.g. `demo/api/per-subject|sub=alice`)."""
+
+    key: str
+    limit: Limit
+    cost: int = 1
+    failure_mode: FailureMode = "closed"
+    shadow: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            raise ValueError("a limit key must not be empty")
+        if self.cost < 1:
+            raise ValueError(f"cost must be at least 1, got {self.cost}")
+        if self.failure_mode not in FAILURE_MODES:
+            raise ValueError(f"failure_mode must be one of {FAILURE_MODES}, got {self.failure_mode!r}")
+
+    @property
+    def storage_key(self) -> str:
+        """`rl:{<key>}:<limit>/<period_ms>`: the hash tag puts every window of one key in one Cluster slot."""
+        return f"rl:{{{self.key}}}:{self.limit.limit}/{self.limit.period_ms}"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOutcome:
+    """The answer for one check.
+
+    `allowed` is this limit's own verdict (for a shadow check: whether it would have allowed). `remaining` is
+    what is left after this request (or, when the request was rejected, what is left without it);
+    `reset_after_seconds` is the time until the bucket is full again; `retry_after_seconds` is 0 when allowed.
+    `degraded` means the backend did not answer and the check's failure mode did.
+    """
+
+    key: str
+    limit: Limit
+    allowed: bool
+    remaining: int
+    reset_after_seconds: float
+    retry_after_seconds: float
+    shadow: bool = False
+    degraded: bool = False
+    failure_mode: FailureMode = "closed"
+
+    @property
+    def enforced(self) -> bool:
+        return not self.shadow
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitResult:
+    """Every outcome of one request's checks."""
+
+    outcomes: tuple[LimitOutcome, ...] = ()
+    allowed: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allowed", all(o.allowed for o in self.outcomes if not o.shadow))
+
+    @classmethod
+    def of(cls, outcomes: Sequence[LimitOutcome]) -> "RateLimitResult":
+        return cls(tuple(outcomes))
+
+    @property
+    def shadow_rejections(self) -> tuple[LimitOutcome, ...]:
+        """Shadow checks that would have rejected this request (reported, not enforced)."""
+        return tuple(o for o in self.outcomes if o.shadow and not o.allowed)
+
+    @property
+    def rejections(self) -> tuple[LimitOutcome, ...]:
+        return tuple(o for o in self.outcomes if not o.shadow and not o.allowed)
+
+    @property
+    def degraded(self) -> bool:
+        """Some outcome was answered by a failure mode rather than the backend."""
+        return any(o.degraded for o in self.outcomes)
+
+    @property
+    def unavailable(self) -> bool:
+        """Rejected only because the backend is down and a limit fails closed (a 503, not a 429)."""
+        rejections = self.rejections
+        return bool(rejections) and all(o.degraded for o in rejections)
+
+    @property
+    def most_restrictive(self) -> LimitOutcome | None:
+        """The enforced outcome for response headers: the rejection with the longest wait, else the least room left."""
+        enforced = [o for o in self.outcomes if not o.shadow]
+        if not enforced:
+            return None
+        rejected = [o for o in enforced if not o.allowed]
+        if rejected:
+            return max(rejected, key=lambda o: o.retry_after_seconds)
+        return min(enforced, key=lambda o: (o.remaining, -o.reset_after_seconds))
+
+    @property
+    def retry_after_seconds(self) -> float:
+        return max((o.retry_after_seconds for o in self.rejections), default=0.0)
+
+
+ALLOWED = RateLimitResult()

@@ -1,0 +1,119 @@
+"""Redis storage, standalone or Cluster, chosen by URL; GCRA runs in `lua/gcra.lua`, loaded once.
+
+URL forms:
+  redis://[user:password@]host:port[/db]          standalone (`rediss://` for TLS, `unix:///path.sock?db=0`)
+  redis+cluster://[user:password@]host:port[,host:port...]   Cluster, the nodes are startup nodes
+  rediss+cluster://...                             Cluster over TLS
+
+Standalone: every check of every request in one EVALSHA (one round trip). Cluster: checks are grouped by hash
+slot, one EVALSHA per slot, issued concurrently; all windows of one key share a slot (`rl:{<key>}:...`), so a
+request's checks are all-or-nothing per slot, not across slots.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from importlib import resources
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.backoff import NoBackoff
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException, RedisError
+from redis.retry import Retry
+
+from extauth.ratelimit.model import LimitCheck, LimitOutcome
+from extauth.ratelimit.storage import StorageError, outcome
+
+GCRA_LUA = resources.files("extauth.ratelimit").joinpath("lua/gcra.lua").read_text()
+BACKEND_ERRORS = (RedisError, RedisClusterException, OSError)
+
+Placed = tuple[int, int, LimitCheck]  # (request index, check index, check)
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme in ("redis+cluster", "rediss+cluster")
+
+
+def slot_of(check: LimitCheck) -> int:
+    return key_slot(check.storage_key.encode())
+
+
+def script_args(placed: Sequence[Placed], now_ms: int) -> tuple[list[str], list[int | str]]:
+    """KEYS and ARGV for one script call; a request boundary wherever the request index changes."""
+    keys: list[str] = []
+    args: list[int | str] = [now_ms]
+    for i, (request, _, check) in enumerate(placed):
+        last = i + 1 == len(placed) or placed[i + 1][0] != request
+        keys.append(check.storage_key)
+        args += [check.limit.limit, check.limit.period_ms, check.cost, int(check.shadow), int(last)]
+    return keys, args
+
+
+class RedisStorage:
+    """`redis.asyncio.Redis` or `RedisCluster` behind the `Storage` interface; backend errors become `StorageError`."""
+
+    def __init__(self, client: Redis | RedisCluster) -> None:
+        self.client = client
+        self.cluster = isinstance(client, RedisCluster)
+        self.name = "redis-cluster" if self.cluster else "redis"
+        self._script = client.register_script(GCRA_LUA)
+
+    @classmethod
+    def from_url(cls, url: str, timeout_ms: float = 50, connect_timeout_ms: float | None = None,
+                 max_connections: int = 64) -> "RedisStorage":
+        """Socket timeouts in milliseconds; no client-side retries (the limiter's breaker decides)."""
+        timeouts = {"socket_timeout": timeout_ms / 1000,
+                    "socket_connect_timeout": (connect_timeout_ms or timeout_ms) / 1000}
+        if not is_cluster_url(url):
+            return cls(Redis.from_url(url, retry=Retry(NoBackoff(), 0), max_connections=max_connections, **timeouts))
+        parts = urlsplit(url)
+        nodes = []
+        for address in parts.netloc.rpartition("@")[2].split(","):
+            host, _, port = address.rpartition(":")
+            nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
+        auth = {"username": unquote(parts.username) if parts.username else None,
+                "password": unquote(parts.password) if parts.password else None}
+        client = RedisCluster(startup_nodes=nodes, ssl=parts.scheme == "rediss+cluster", retry=Retry(NoBackoff(), 1),
+                              max_connections=max_connections, **auth, **timeouts)
+        return cls(client)
+
+    async def acquire(self, checks: Sequence[LimitCheck], now_ms: int) -> list[LimitOutcome]:
+        return (await self.acquire_many([checks], now_ms))[0]
+
+    async def acquire_many(self, requests: Sequence[Sequence[LimitCheck]], now_ms: int) -> list[list[LimitOutcome]]:
+        placed = [(r, j, check) for r, checks in enumerate(requests) for j, check in enumerate(checks)]
+        results: list[list[LimitOutcome | None]] = [[None] * len(checks) for checks in requests]
+        if not placed:
+            return results  # type: ignore[return-value]
+        if self.cluster:
+            by_slot: dict[int, list[Placed]] = {}
+            for p in placed:
+                by_slot.setdefault(slot_of(p[2]), []).append(p)
+            calls = list(by_slot.values())
+        else:
+            calls = [placed]
+        try:
+            if len(calls) == 1:
+                replies = [await self._run(calls[0], now_ms)]
+            else:
+                replies = await asyncio.gather(*(self._run(call, now_ms) for call in calls))
+        except BACKEND_ERRORS as error:
+            raise StorageError(f"{self.name}: {type(error).__name__}: {error}") from error
+        for call, reply in zip(calls, replies, strict=True):
+            for i, (r, j, check) in enumerate(call):
+                results[r][j] = outcome(check, reply[4 * i:4 * i + 4])
+        return results  # type: ignore[return-value]
+
+    async def _run(self, call: Sequence[Placed], now_ms: int) -> list[int]:
+        keys, args = script_args(call, now_ms)
+        return await self._script(keys=keys, args=args)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except BACKEND_ERRORS:
+            return False
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -32,6 +32,12 @@ class Limit:
         return round(self.period_seconds * 1000)
 
 
+def has_hash_tag(key: str) -> bool:
+    """Redis Cluster's rule: the text between the first `{` and the next `}`, if non-empty, decides the slot."""
+    start = key.find("{")
+    return start >= 0 and key.find("}", start + 2) > start
+
+
 @dataclass(frozen=True, slots=True)
 class LimitCheck:
     """One limit applied to one request; `key` is composed by the caller (e.g. `demo/api/per-subject|sub=alice`)."""
@@ -52,8 +58,13 @@ class LimitCheck:
 
     @property
     def storage_key(self) -> str:
-        """`rl:{<key>}:<limit>/<period_ms>`: the hash tag puts every window of one key in one Cluster slot."""
-        return f"rl:{{{self.key}}}:{self.limit.limit}/{self.limit.period_ms}"
+        """`rl:{<key>}:<limit>/<period_ms>`: the hash tag puts every window of one key in one Cluster slot.
+
+        A key that already carries a Redis hash tag (`{...}`, non-empty) keeps it: `api|{sub=alice}` and
+        `admin|{sub=alice}` then share a slot, so they stay all-or-nothing together on a Cluster too.
+        """
+        tagged = self.key if has_hash_tag(self.key) else "{" + self.key + "}"
+        return f"rl:{tagged}:{self.limit.limit}/{self.limit.period_ms}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,10 @@ class RedisStorage:
         else:
             calls = [placed]
         try:
+            if self.cluster:
+                # Idempotent and locked: concurrent first calls on an uninitialised client (or one that
+                # reinitialises after a node error) otherwise race inside redis-py and break connections.
+                await self.client.initialize()
             if len(calls) == 1:
                 replies = [await self._run(calls[0], now_ms)]
             else:

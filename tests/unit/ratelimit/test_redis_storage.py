@@ -1,0 +1,103 @@
+"""What only the Redis backends do: the script cache, Cluster slots, URL forms, wrapped errors."""
+
+import pytest
+
+from extauth.devstack.redis import RedisCluster, free_port, redis_command
+from extauth.ratelimit.model import Limit, LimitCheck
+from extauth.ratelimit.redis import RedisStorage, slot_of
+from extauth.ratelimit.storage import StorageError, open_storage
+
+pytestmark = pytest.mark.redis
+
+NOW = 1_700_000_000_000
+
+
+async def test_the_script_is_reloaded_after_script_flush(redis_storage, key):
+    """After SCRIPT FLUSH (a restart, a failover) the next call gets NOSCRIPT, reloads the script and succeeds."""
+    check = LimitCheck(key, Limit(2, 10))
+    await redis_storage.acquire([check], NOW)
+    await redis_storage.client.script_flush()
+    outcome = (await redis_storage.acquire([check], NOW))[0]
+    assert (outcome.allowed, outcome.remaining) == (True, 0)
+
+
+async def test_every_window_of_a_key_lands_in_the_slot_of_its_hash_tag(redis_cluster: RedisCluster, key):
+    """`CLUSTER KEYSLOT` of each window key is the slot of the bare key, and the node owning it holds the key."""
+    storage = RedisStorage.from_url(redis_cluster.url, timeout_ms=2000)
+    checks = [LimitCheck(key, Limit(2, 10)), LimitCheck(key, Limit(100, 86_400))]
+    try:
+        await storage.acquire(checks, NOW)
+    finally:
+        await storage.close()
+    port = redis_cluster.ports[0]
+    expected = int(redis_command(port, "CLUSTER", "KEYSLOT", key)[1:].strip())
+    for check in checks:
+        assert int(redis_command(port, "CLUSTER", "KEYSLOT", check.storage_key)[1:].strip()) == expected
+        assert slot_of(check) == expected
+        holders = [p for p in redis_cluster.ports if redis_command(p, "EXISTS", check.storage_key).startswith(b":1")]
+        assert len(holders) == 1
+        assert b"-MOVED" not in redis_command(holders[0], "GET", check.storage_key)
+
+
+async def test_keys_spread_over_the_cluster_nodes(redis_cluster: RedisCluster, key):
+    """Different keys go to different slots and, across many keys, to every master."""
+    storage = RedisStorage.from_url(redis_cluster.url, timeout_ms=2000)
+    checks = [LimitCheck(f"{key}/{i}", Limit(5, 10)) for i in range(30)]
+    try:
+        await storage.acquire(checks, NOW)
+    finally:
+        await storage.close()
+    per_node = [int(redis_command(p, "DBSIZE")[1:].strip()) for p in redis_cluster.ports]
+    assert all(count > 0 for count in per_node)
+
+
+async def test_on_cluster_all_or_nothing_holds_per_slot_only(redis_cluster: RedisCluster, key):
+    """Keys in different slots are separate script calls: a rejection in one slot does not undo the other."""
+    storage = RedisStorage.from_url(redis_cluster.url, timeout_ms=2000)
+    tight, loose = LimitCheck(key, Limit(1, 10)), LimitCheck(key + "/elsewhere", Limit(10, 10))
+    assert slot_of(tight) != slot_of(loose)
+    try:
+        await storage.acquire([tight], NOW)
+        assert [o.allowed for o in await storage.acquire([loose, tight], NOW)] == [True, False]
+        assert (await storage.acquire([loose], NOW))[0].remaining == 8
+    finally:
+        await storage.close()
+
+
+async def test_a_dead_server_raises_storage_error():
+    """Connection refused is a `StorageError`, whatever redis-py raised."""
+    storage = open_storage(f"redis://127.0.0.1:{free_port()}/0", timeout_ms=200)
+    try:
+        with pytest.raises(StorageError, match="redis"):
+            await storage.acquire([LimitCheck("k", Limit(1, 1))], NOW)
+        assert not await storage.ping()
+    finally:
+        await storage.close()
+
+
+async def test_a_dead_cluster_raises_storage_error():
+    """Unreachable startup nodes are a `StorageError` too."""
+    storage = open_storage(f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}", timeout_ms=200)
+    try:
+        with pytest.raises(StorageError, match="redis-cluster"):
+            await storage.acquire([LimitCheck("k", Limit(1, 1))], NOW)
+    finally:
+        await storage.close()
+
+
+@pytest.mark.parametrize(("url", "name"), [
+    (None, "memory"), ("", "memory"), ("memory://", "memory"),
+    ("redis://127.0.0.1:6379/0", "redis"), ("rediss://user:secret@cache.internal:6380/2", "redis"),
+    ("unix:///run/redis.sock?db=1", "redis"), ("redis+cluster://10.0.0.1:7000,10.0.0.2:7000", "redis-cluster"),
+])
+def test_the_url_chooses_the_backend(url, name):
+    """No URL is the embedded in-process backend; the scheme picks standalone or Cluster."""
+    assert open_storage(url).name == name
+
+
+def test_cluster_urls_list_every_startup_node():
+    """`redis+cluster://a:1,b:2` gives two startup nodes with their credentials."""
+    storage = RedisStorage.from_url("rediss+cluster://u:p%40ss@10.0.0.1:7000,10.0.0.2:7001")
+    nodes = [(n.host, n.port) for n in storage.client.nodes_manager.startup_nodes.values()]
+    assert nodes == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+    assert storage.client.connection_kwargs["password"] == "p@ss"

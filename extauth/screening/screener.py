@@ -1,11 +1,16 @@
 """Screening: cheap structural checks on every request before any identity or policy work.
 
 Each block names the rule that fired (`screening/<check>` or `<document>/<signature>`) for the audit
-trail; the client only learns the generic reason, never its own offending input echoed back.
+trail; the client only learns a generic reason, never its own offending input echoed back.
+
+It runs on every Check, so the clean path is kept short: the checks run cheapest first, each text check
+is guarded by a substring test, percent-decoding happens only when there is a `%`, control characters are
+found with `bytes.translate` (a C loop over a table) instead of a regex, and the header map is copied out
+of the upb message once.
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -14,160 +19,264 @@ from extauth.decision import Decision
 from extauth.policy.loader import LoadedDocument
 from extauth.reasons import Reason
 from extauth.request import Request
-from extauth.screening.model import DEFAULT_METHODS, Blocks, Limits, ScreeningDocument
+from extauth.screening.model import DEFAULT_METHODS, Blocks, Limits, ScreeningDocument, Signature
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-#: A `..` segment, separated by `/` or `\` (after percent-decoding), anywhere in a path or query value.
-_TRAVERSAL = re.compile(r"(?:^|[/\\=&])\.\.(?:[/\\&]|$)")
+#: C0 controls and DEL, as bytes to delete: a text has one iff its UTF-8 form shrinks (multi-byte UTF-8
+#: sequences never contain a byte below 0x80, so only real control characters are removed).
+_CONTROL_BYTES = bytes(range(0x20)) + b"\x7f"
+#: The same minus HTAB, which RFC 9110 allows inside a header field value.
+_HEADER_CONTROL_BYTES = _CONTROL_BYTES.replace(b"\t", b"")
+#: A `..` path segment, ending at `/`, `\`, `;` (a path parameter: `/..;/` is a known bypass) or the end.
+_PATH_TRAVERSAL = re.compile(r"(?:^|[/\\])\.\.(?:[/\\;]|$)")
+#: In a query: `../` or `..\` anywhere (not as part of `...`), or a bare `..` as a whole value or segment.
+_QUERY_TRAVERSAL = re.compile(r"(?:^|[^.])\.\.[/\\]|(?:^|[/\\=&;,:|])\.\.(?:[&;]|$)")
+#: Dots and slashes no valid decoder produces but old ones accepted: overlong UTF-8 (`%c0%ae`, `%e0%80%ae`)
+#: and IIS `%u` escapes (`%u002e`, `%u2215`), also percent-encoded again.
+_EXOTIC_DOT_OR_SLASH = re.compile(
+    r"%(?:25)*(?:c0%(?:25)*(?:ae|af|9c)|e0%(?:25)*80%(?:25)*(?:ae|af)|u(?:002e|002f|005c|2215|2216|ff0e|ff0f))",
+    re.IGNORECASE,
+)
 _ENCODED_SLASH = re.compile(r"%(?:25)*(?:2f|5c)", re.IGNORECASE)
-#: Percent-decoding rounds: `%252e` is `%2e` once decoded, `.` twice; deeper nesting is treated as hostile.
+#: Percent-decoding rounds: `%252e` is `%2e` once decoded and `.` twice; a third round covers `%25252e`.
 _DECODE_ROUNDS = 3
+
+METHODS_RULE = "screening/methods"
+MAX_URI_RULE = "screening/max_uri_bytes"
+MAX_QUERY_RULE = "screening/max_query_bytes"
+MAX_HEADERS_RULE = "screening/max_headers"
+MAX_HEADER_RULE = "screening/max_header_bytes"
+MAX_HEADERS_BYTES_RULE = "screening/max_headers_bytes"
+CONTROL_RULE = "screening/control_characters"
+ENCODED_SLASH_RULE = "screening/encoded_slashes"
+TRAVERSAL_RULE = "screening/path_traversal"
+
+#: Client-facing descriptions: generic on purpose, never the offending input.
+_DESCRIPTIONS = {
+    Reason.METHOD_NOT_ALLOWED: "method not allowed",
+    Reason.URI_TOO_LONG: "request URI too long",
+    Reason.HEADERS_TOO_LARGE: "request headers too large",
+    Reason.CONTROL_CHARACTERS: "control characters in the request",
+    Reason.ENCODED_SLASH: "encoded slash in the path",
+    Reason.PATH_TRAVERSAL: "path traversal in the request",
+    Reason.SIGNATURE_MATCH: "request matches a blocked pattern",
+}
 
 
 @dataclass(frozen=True, slots=True)
-class _Signature:
+class CompiledSignature:
+    #: `<document name>/<signature name>`, the rule an audit event names.
     rule: str
     pattern: re.Pattern[str]
     path: bool
     query: bool
+    #: Every header value (when `header` is None), or only that header's.
     headers: bool
     header: str | None
 
 
-def _decoded_forms(text: str) -> list[str]:
-    """The text and each successive percent-decoding of it, stopping when decoding changes nothing."""
-    forms = [text]
-    while "%" in forms[-1] and len(forms) <= _DECODE_ROUNDS:
-        decoded = unquote(forms[-1], errors="surrogateescape")
-        if decoded == forms[-1]:
+def _deny(reason: Reason, rule: str) -> Decision:
+    return Decision.deny(reason, _DESCRIPTIONS[reason], rule=rule)
+
+
+def _utf8_length(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _has_control(text: str, table: bytes = _CONTROL_BYTES) -> bool:
+    encoded = text.encode("utf-8", "surrogatepass")
+    return len(encoded.translate(None, table)) != len(encoded)
+
+
+def _decodings(text: str) -> list[str]:
+    """Each successive percent-decoding of `text` (not `text` itself), until decoding changes nothing."""
+    forms: list[str] = []
+    current = text
+    while "%" in current and len(forms) < _DECODE_ROUNDS:
+        decoded = unquote(current, errors="surrogateescape")
+        if decoded == current:
             break
         forms.append(decoded)
+        current = decoded
     return forms
 
 
-def _has_traversal(text: str) -> bool:
-    if ".." not in text and "%" not in text:
-        return False
-    return any(_TRAVERSAL.search(form) for form in _decoded_forms(text))
-
-
-def _has_control(text: str) -> bool:
-    if _CONTROL.search(text):
-        return True
-    return "%" in text and any(_CONTROL.search(form) for form in _decoded_forms(text)[1:])
-
-
 class Screener:
-    def __init__(self, methods: Sequence[str], limits: Limits, blocks: Blocks,
-                 signatures: Sequence[_Signature]) -> None:
+    """Compiled screening configuration; `screen` is called once per Check and never raises on any input."""
+
+    __slots__ = ("_blocks", "_header_signatures", "_limits", "_methods", "_path_signatures",
+                 "_query_signatures", "signatures")
+
+    def __init__(self, methods: Iterable[str], limits: Limits, blocks: Blocks,
+                 signatures: Sequence[CompiledSignature]) -> None:
         self._methods = frozenset(methods)
         self._limits = limits
         self._blocks = blocks
-        self._signatures = tuple(signatures)
-        self._denials: dict[str, Decision] = {}
+        self.signatures = tuple(signatures)
+        self._path_signatures = tuple(s for s in signatures if s.path)
+        self._query_signatures = tuple(s for s in signatures if s.query)
+        self._header_signatures = tuple(s for s in signatures if s.headers)
 
-    def _deny(self, reason: Reason, rule: str, description: str) -> Decision:
-        decision = self._denials.get(rule)
-        if decision is None:
-            decision = self._denials[rule] = Decision.deny(reason, description, rule=rule)
-        return decision
+    @property
+    def methods(self) -> frozenset[str]:
+        return self._methods
+
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
+    @property
+    def blocks(self) -> Blocks:
+        return self._blocks
 
     def screen(self, request: Request) -> Decision | None:
         """None when the request passes; otherwise the deny, naming the rule that fired."""
         limits, blocks = self._limits, self._blocks
+        # 1. method: one set lookup
         if request.method not in self._methods:
-            return self._deny(Reason.METHOD_NOT_ALLOWED, "screening/methods", "method not allowed")
+            return _deny(Reason.METHOD_NOT_ALLOWED, METHODS_RULE)
+        # 2. sizes of the URI and of the header map: lengths only
         path, query = request.path, request.query
-        if len(path) + len(query) + 1 > limits.max_uri_bytes:
-            return self._deny(Reason.URI_TOO_LONG, "screening/max_uri_bytes", "request URI too long")
-        if len(query) > limits.max_query_bytes:
-            return self._deny(Reason.URI_TOO_LONG, "screening/max_query_bytes", "query string too long")
-        blocked = self._screen_headers(request)
+        query_bytes = _utf8_length(query)
+        uri_bytes = _utf8_length(path) + (query_bytes + 1 if query else 0)
+        if uri_bytes > limits.max_uri_bytes:
+            return _deny(Reason.URI_TOO_LONG, MAX_URI_RULE)
+        if query_bytes > limits.max_query_bytes:
+            return _deny(Reason.URI_TOO_LONG, MAX_QUERY_RULE)
+        upb_headers = request.headers
+        if len(upb_headers) > limits.max_headers:
+            return _deny(Reason.HEADERS_TOO_LARGE, MAX_HEADERS_RULE)
+        # 3. path and query: short strings, each check behind a substring guard
+        blocked = self._screen_target(path, _PATH_TRAVERSAL, blocks.encoded_slashes)
+        if blocked is None and query:
+            blocked = self._screen_target(query, _QUERY_TRAVERSAL, False)
         if blocked is not None:
             return blocked
-        if blocks.control_characters and (_has_control(path) or _has_control(query)):
-            return self._deny(Reason.CONTROL_CHARACTERS, "screening/control_characters",
-                              "control characters in the request")
-        if blocks.encoded_slashes and "%" in path and _ENCODED_SLASH.search(path):
-            return self._deny(Reason.ENCODED_SLASH, "screening/encoded_slashes", "encoded slash in the path")
-        if blocks.path_traversal and (_has_traversal(path) or _has_traversal(query)):
-            return self._deny(Reason.PATH_TRAVERSAL, "screening/path_traversal", "path traversal")
-        for signature in self._signatures:
-            if self._signature_matches(signature, request):
-                return self._deny(Reason.SIGNATURE_MATCH, signature.rule, "request matches a blocked pattern")
+        # 4. headers: copied out of upb once; sizes and control characters over all values at once
+        headers = dict(upb_headers)
+        values = "".join(headers.values())
+        names_bytes = len("".join(headers))  # Envoy only passes token characters in names: ASCII
+        values_bytes = _utf8_length(values)
+        if names_bytes + values_bytes > limits.max_header_bytes:  # else no single header can be over
+            blocked = self._screen_header_sizes(headers, names_bytes + values_bytes)
+            if blocked is not None:
+                return blocked
+        if blocks.control_characters and _has_control(values, _HEADER_CONTROL_BYTES):
+            return _deny(Reason.CONTROL_CHARACTERS, CONTROL_RULE)
+        # 5. signatures: platform teams' regular expressions, in the order they were declared
+        for signature in self._path_signatures:
+            if signature.pattern.search(path) is not None:
+                return _deny(Reason.SIGNATURE_MATCH, signature.rule)
+        if query:
+            for signature in self._query_signatures:
+                if signature.pattern.search(query) is not None:
+                    return _deny(Reason.SIGNATURE_MATCH, signature.rule)
+        for signature in self._header_signatures:
+            if _matches_headers(signature, headers):
+                return _deny(Reason.SIGNATURE_MATCH, signature.rule)
         return None
 
-    def _screen_headers(self, request: Request) -> Decision | None:
-        limits = self._limits
-        headers = request.headers
-        if len(headers) > limits.max_headers:
-            return self._deny(Reason.HEADERS_TOO_LARGE, "screening/max_headers", "too many headers")
-        total = 0
-        check_control = self._blocks.control_characters
+    def _screen_target(self, text: str, traversal: re.Pattern[str], encoded_slashes: bool) -> Decision | None:
+        """Control characters, encoded slashes (path only) and traversal in the path or the query, raw and decoded."""
+        blocks = self._blocks
+        percent = "%" in text
+        decodings = _decodings(text) if percent else ()
+        if blocks.control_characters and (_has_control(text) or any(_has_control(form) for form in decodings)):
+            return _deny(Reason.CONTROL_CHARACTERS, CONTROL_RULE)
+        if encoded_slashes and percent and _ENCODED_SLASH.search(text):
+            return _deny(Reason.ENCODED_SLASH, ENCODED_SLASH_RULE)
+        if blocks.path_traversal and (
+            (".." in text and traversal.search(text))
+            or any(".." in form and traversal.search(form) for form in decodings)
+            or (percent and _EXOTIC_DOT_OR_SLASH.search(text))
+        ):
+            return _deny(Reason.PATH_TRAVERSAL, TRAVERSAL_RULE)
+        return None
+
+    def _screen_header_sizes(self, headers: Mapping[str, str], total: int) -> Decision | None:
+        """Which limit a large header map breaks: one header (name + value), or all of them together."""
+        limit = self._limits.max_header_bytes
         for name, value in headers.items():
-            size = len(name) + len(value)
-            if size > limits.max_header_bytes:
-                return self._deny(Reason.HEADERS_TOO_LARGE, "screening/max_header_bytes", "a header is too large")
-            total += size
-            if check_control and _CONTROL.search(value):
-                return self._deny(Reason.CONTROL_CHARACTERS, "screening/control_characters",
-                                  "control characters in the request")
-        if total > limits.max_headers_bytes:
-            return self._deny(Reason.HEADERS_TOO_LARGE, "screening/max_headers_bytes", "headers too large")
+            # `:path` is the URI, which max_uri_bytes governs.
+            if name != ":path" and len(name) + _utf8_length(value) > limit:
+                return _deny(Reason.HEADERS_TOO_LARGE, MAX_HEADER_RULE)
+        if total > self._limits.max_headers_bytes:
+            return _deny(Reason.HEADERS_TOO_LARGE, MAX_HEADERS_BYTES_RULE)
         return None
 
-    @staticmethod
-    def _signature_matches(signature: _Signature, request: Request) -> bool:
-        search = signature.pattern.search
-        if signature.path and search(request.path):
-            return True
-        if signature.query and request.query and search(request.query):
-            return True
-        if signature.headers:
-            if signature.header is not None:
-                value = request.headers.get(signature.header)
-                return value is not None and search(value) is not None
-            return any(search(value) for value in request.headers.values())
-        return False
+
+def _matches_headers(signature: CompiledSignature, headers: Mapping[str, str]) -> bool:
+    search = signature.pattern.search
+    if signature.header is not None:
+        value = headers.get(signature.header)
+        return value is not None and search(value) is not None
+    return any(search(value) is not None for value in headers.values())
 
 
 def compile_screening(documents: Sequence[LoadedDocument[ScreeningDocument]]) -> Screener:
-    """Merge every Screening document (defaults where none sets a part); errors name file:line."""
+    """Merge every Screening document into one Screener; defaults where no document sets a part.
+
+    At most one document may set each of `methods`, `limits` and `blocks`; signatures from every document
+    apply, their names unique across all of them. Every problem is reported (file:line: field: message).
+    """
     issues: list[ConfigIssue] = []
-    chosen: dict[str, tuple[LoadedDocument[ScreeningDocument], object]] = {}
-    signatures: list[_Signature] = []
-    seen_rules: dict[str, LoadedDocument[ScreeningDocument]] = {}
+    owners: dict[str, LoadedDocument[ScreeningDocument]] = {}
+    signatures: list[CompiledSignature] = []
+    names: dict[str, str] = {}  # signature name -> file:line where it was first defined
     for loaded in documents:
         document = loaded.document
         for part in ("methods", "limits", "blocks"):
-            value = getattr(document, part)
-            if value is None:
+            if getattr(document, part) is None:
                 continue
-            if part in chosen:
-                issues.append(loaded.issue((part,), part, f"already set in {chosen[part][0].file}; "
-                                           "only one Screening document may set it"))
-            else:
-                chosen[part] = (loaded, value)
+            first = owners.setdefault(part, loaded)
+            if first is not loaded:
+                issues.append(loaded.issue((part,), part, f"already set in {_where(first, (part,))}; "
+                                           f"only one Screening document may set {part}"))
         for index, signature in enumerate(document.signatures):
-            rule = f"{document.metadata.name}/{signature.name}"
-            if rule in seen_rules:
-                issues.append(loaded.issue(("signatures", index, "name"), f"signatures[{index}].name",
-                                           f"signature {rule!r} already defined in {seen_rules[rule].file}"))
-            seen_rules[rule] = loaded
-            try:
-                pattern = re.compile(signature.pattern)
-            except re.error as error:
-                issues.append(loaded.issue(("signatures", index, "pattern"), f"signatures[{index}].pattern",
-                                           f"invalid regular expression: {error}"))
-                continue
-            targets = set(signature.targets)
-            signatures.append(_Signature(rule, pattern, "path" in targets, "query" in targets,
-                                         "headers" in targets, signature.header))
+            field = f"signatures[{index}]"
+            at = ("signatures", index)
+            if signature.name in names:
+                issues.append(loaded.issue((*at, "name"), f"{field}.name", f"signature {signature.name!r} "
+                                           f"already defined in {names[signature.name]}"))
+            else:
+                names[signature.name] = _where(loaded, (*at, "name"))
+            compiled = _compile_signature(loaded, index, signature, issues)
+            if compiled is not None:
+                signatures.append(compiled)
     if issues:
         raise ConfigError(issues)
+
+    def chosen(part: str, default: object) -> object:
+        return getattr(owners[part].document, part) if part in owners else default
+
     return Screener(
-        methods=chosen["methods"][1] if "methods" in chosen else DEFAULT_METHODS,  # type: ignore[arg-type]
-        limits=chosen["limits"][1] if "limits" in chosen else Limits(),  # type: ignore[arg-type]
-        blocks=chosen["blocks"][1] if "blocks" in chosen else Blocks(),  # type: ignore[arg-type]
+        methods=chosen("methods", DEFAULT_METHODS),  # type: ignore[arg-type]
+        limits=chosen("limits", Limits()),  # type: ignore[arg-type]
+        blocks=chosen("blocks", Blocks()),  # type: ignore[arg-type]
         signatures=signatures,
     )
+
+
+def _compile_signature(loaded: LoadedDocument[ScreeningDocument], index: int, signature: Signature,
+                       issues: list[ConfigIssue]) -> CompiledSignature | None:
+    field = f"signatures[{index}]"
+    at = ("signatures", index)
+    targets = set(signature.targets)
+    if signature.header is not None and "headers" not in targets:
+        issues.append(loaded.issue((*at, "header"), f"{field}.header",
+                                   "applies only with target 'headers'; add it to targets or remove header"))
+    try:
+        pattern = re.compile(signature.pattern)
+    except re.error as error:
+        issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern", f"invalid regular expression: {error}"))
+        return None
+    if pattern.search("") is not None:
+        issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern",
+                                   "matches the empty string, so it would block every request"))
+        return None
+    return CompiledSignature(f"{loaded.document.metadata.name}/{signature.name}", pattern, "path" in targets,
+                             "query" in targets, "headers" in targets, signature.header)
+
+
+def _where(loaded: LoadedDocument[ScreeningDocument], at: tuple[str | int, ...]) -> str:
+    issue = loaded.issue(at, "", "")
+    return f"{issue.file}:{issue.line}" if issue.line else str(issue.file)

@@ -122,9 +122,12 @@ class RateLimitResult:
 
     @property
     def unavailable(self) -> bool:
-        """Rejected only because the backend is down and a limit fails closed (a 503, not a 429)."""
+        """Rejected only because the backend is down and limits fail closed (a 503, not a 429).
+
+        A rejection by a real count (the backend's, or a `local` bucket's) makes it a 429 instead.
+        """
         rejections = self.rejections
-        return bool(rejections) and all(o.degraded for o in rejections)
+        return bool(rejections) and all(o.degraded and o.failure_mode == "closed" for o in rejections)
 
     @property
     def most_restrictive(self) -> LimitOutcome | None:

@@ -39,6 +39,8 @@ _EXOTIC_DOT_OR_SLASH = re.compile(
 _ENCODED_SLASH = re.compile(r"%(?:25)*(?:2f|5c)", re.IGNORECASE)
 #: Percent-decoding rounds: `%252e` is `%2e` once decoded and `.` twice; a third round covers `%25252e`.
 _DECODE_ROUNDS = 3
+#: A signature that matches all of these (`.*`, `a*`, `(?:)`) would block every request: a load error.
+_HARMLESS = ("x", "/", "0")
 
 METHODS_RULE = "screening/methods"
 MAX_URI_RULE = "screening/max_uri_bytes"
@@ -269,9 +271,9 @@ def _compile_signature(loaded: LoadedDocument[ScreeningDocument], index: int, si
     except re.error as error:
         issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern", f"invalid regular expression: {error}"))
         return None
-    if pattern.search("") is not None:
+    if all(pattern.search(probe) is not None for probe in _HARMLESS):
         issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern",
-                                   "matches the empty string, so it would block every request"))
+                                   "matches any text (even 'x', '/' and '0'), so it would block every request"))
         return None
     return CompiledSignature(f"{loaded.document.metadata.name}/{signature.name}", pattern, "path" in targets,
                              "query" in targets, "headers" in targets, signature.header)

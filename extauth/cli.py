@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from extauth.audit.cli import register as register_audit
 from extauth.config import ConfigError, load_config
 
 
@@ -83,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     stack = commands.add_parser("dev-stack", help="run Envoy + extauth + the demo upstream locally")
     stack.add_argument("--no-demo", action="store_true", help="do not send the demonstration requests")
     stack.set_defaults(run=_dev_stack)
+
+    register_audit(commands)
     return parser
 
 

@@ -37,6 +37,8 @@ class Decision:
     route: str | None = None
     policy_version: str | None = None
     upstream_headers: list[tuple[str, str]] = field(default_factory=list)
+    #: Set by the rate-limit phase for the audit event: {key, limit, remaining, degraded}; None when unlimited.
+    rate_limit: dict[str, object] | None = None
 
     @property
     def status(self) -> int:

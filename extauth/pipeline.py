@@ -13,9 +13,11 @@ import structlog
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 
 from extauth.audit.events import decision_event
+from extauth.audit.redact import Redactor
 from extauth.audit.sink import AuditSink
 from extauth.decision import Decision
 from extauth.identity.principal import AuthenticationError, Principal
+from extauth.metrics import CheckMetrics
 from extauth.policy.store import CompiledPolicy
 from extauth.reasons import Reason
 from extauth.request import Request
@@ -38,51 +40,84 @@ class PolicySource(Protocol):
     shadow: CompiledPolicy | None
 
 
+class Stopwatch:
+    """Per-phase timings of one Check: `lap(phase)` records µs since the previous lap (or the start)."""
+
+    __slots__ = ("_last", "laps", "started")
+
+    def __init__(self) -> None:
+        self.started = self._last = time.perf_counter_ns()
+        self.laps: dict[str, int] = {}
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter_ns()
+        self.laps[phase] = (now - self._last) // 1000
+        self._last = now
+
+    def elapsed_us(self) -> int:
+        return (time.perf_counter_ns() - self.started) // 1000
+
+
 class Pipeline:
     def __init__(self, authenticator: Authenticate, policy: PolicySource, responder: Responder,
-                 audit: AuditSink, instance: str) -> None:
+                 audit: AuditSink, instance: str, *, redactor: Redactor | None = None,
+                 metrics: CheckMetrics | None = None) -> None:
         self._authenticator = authenticator
         self._policy = policy
         self._responder = responder
         self._audit = audit
         self._instance = instance
+        self._redactor = redactor or Redactor()
+        self.metrics = metrics or CheckMetrics()
         #: Checks where the shadow policy would have decided differently (allow vs deny or another status).
         self.shadow_differences = 0
 
     async def check(self, check_request: CheckRequest) -> CheckResponse:
-        started = time.perf_counter_ns()
+        watch = Stopwatch()
         request = Request(check_request)
         live, shadow = self._policy.current, self._policy.shadow
         decision = Decision.deny(Reason.CHECK_CANCELLED, "the check was cancelled", policy_version=live.version)
         shadow_decision = None
         try:
-            decision = await self._decide(live, request)
+            decision = await self._decide(live, request, watch)
             if shadow is not None:
                 shadow_decision = await self._decide(shadow, request)
-            return self._responder.render(decision, request.request_id)
+                watch.lap("shadow")
+            response = self._responder.render(decision, request.request_id)
+            watch.lap("respond")
+            return response
         except Exception:
             log.exception("check_failed", request_id=request.request_id, reason=decision.reason.value)
             decision = Decision.deny(Reason.INTERNAL_ERROR, "internal error", policy_version=live.version)
             return self._responder.render(decision, request.request_id)
         finally:
-            latency_us = (time.perf_counter_ns() - started) // 1000
-            event = decision_event(request, decision, latency_us, self._instance)
+            latency_us = watch.elapsed_us()
+            event = decision_event(request, decision, latency_us, self._instance, watch.laps, self._redactor)
             if shadow_decision is not None:
                 self._add_shadow(event, decision, shadow_decision)
             self._audit.emit(event)
+            self.metrics.record(event["decision"], event["reason"], latency_us, watch.laps)
 
-    async def _decide(self, policy: CompiledPolicy, request: Request) -> Decision:
+    async def _decide(self, policy: CompiledPolicy, request: Request, watch: Stopwatch | None = None) -> Decision:
         if not self._authenticator.ready:
             return Decision.deny(Reason.NOT_READY, "the authorization service is starting",
                                  policy_version=policy.version)
         screened = policy.screener.screen(request)
+        if watch:
+            watch.lap("screen")
         if screened is not None:
             return replace(screened, policy_version=policy.version)
         try:
             principal = await self._authenticator.authenticate(request.headers)
         except AuthenticationError as error:
             return Decision.deny(error.reason, error.description, policy_version=policy.version)
-        return policy.engine.authorize(request, principal)
+        finally:
+            if watch:
+                watch.lap("authenticate")
+        decision = policy.engine.authorize(request, principal)
+        if watch:
+            watch.lap("authorize")
+        return decision
 
     def _add_shadow(self, event: dict[str, object], live: Decision, shadow: Decision) -> None:
         differs = live.allowed != shadow.allowed or live.status != shadow.status

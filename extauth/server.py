@@ -13,14 +13,22 @@ from pathlib import Path
 
 import grpc
 import structlog
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2, external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
-from extauth.audit.sink import AuditSink, JsonLinesSink
+from extauth.accesslog import SERVICE_NAME as ACCESS_LOG_SERVICE
+from extauth.accesslog import AccessLogServicer
+from extauth.audit.redact import Redactor
+from extauth.audit.writer import AuditWriter
 from extauth.clock import SystemClock
 from extauth.config.schema import Config, ListenAddress
 from extauth.identity.authenticator import Authenticator
+from extauth.metrics import REDIS, CheckMetrics
+from extauth.metrics.collector import ExtauthCollector
+from extauth.metrics.http import MetricsServer
 from extauth.pipeline import Pipeline
 from extauth.policy.store import PolicyStore
 from extauth.respond import Responder
@@ -31,6 +39,8 @@ log = structlog.get_logger("extauth.server")
 AUTHORIZATION_SERVICE = external_auth_pb2.DESCRIPTOR.services_by_name["Authorization"].full_name
 _READINESS_POLL_SECONDS = 0.05
 _ORPHAN_POLL_SECONDS = 1.0
+#: On stop, how long open access-log streams stay open for the entries Envoy is still flushing.
+ACCESS_LOG_DRAIN_SECONDS = 1.0
 GRPC_OPTIONS = [
     # Each worker owns its socket (see ListenAddress.for_worker); never share a port by accident.
     ("grpc.so_reuseport", 0),
@@ -52,26 +62,46 @@ class ExtauthServer:
         clock = SystemClock()
         self.policy = PolicyStore(config.policy.path, clock, config.policy.shadow_path)
         self.authenticator = Authenticator(config.authentication, clock)
-        self.audit: AuditSink = JsonLinesSink.open(config.audit.output)
-        pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
-                            self.audit, self.instance)
+        audit = config.audit
+        redactor = Redactor(audit.headers, audit.include_query)
+        self.audit = AuditWriter.open(audit.output, self.instance, queue_size=audit.queue_size,
+                                      deny_overflow=audit.deny_overflow, allow_sample_rate=audit.allow_sample_rate,
+                                      redactor=redactor)
+        self.pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
+                                 self.audit, self.instance, redactor=redactor, metrics=CheckMetrics())
+        self.access_log = AccessLogServicer(self.audit, self.instance, redactor) if audit.completion_events else None
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(options=GRPC_OPTIONS,
                                        maximum_concurrent_rpcs=config.server.max_concurrent_checks)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(pipeline), self._server)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(self.pipeline),
+                                                                   self._server)
+        services = [AUTHORIZATION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if self.access_log is not None:
+            als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.access_log, self._server)
+            services.append(ACCESS_LOG_SERVICE)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            [AUTHORIZATION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], self._server
-        )
+        reflection.enable_server_reflection(services, self._server)
+        self.metrics_registry = CollectorRegistry(auto_describe=False)
+        self.metrics_registry.register(ExtauthCollector(
+            checks=self.pipeline.metrics, redis=REDIS, audit=self.audit, access_log=self.access_log,
+            policy=self.policy, key_stores=self.authenticator.key_stores, clock=clock, pipeline=self.pipeline))
+        self.metrics_server = None
+        if config.server.metrics_listen:
+            metrics_address = ListenAddress.parse(config.server.metrics_listen, config_path.parent)
+            self.metrics_server = MetricsServer(self.metrics_registry,
+                                                metrics_address.for_worker(worker_index, config.server.workers))
         self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        await self.audit.start()
         for address in self._addresses:
             _bind(self._server, address)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         log.info("listening", addresses=[str(address) for address in self._addresses], instance=self.instance,
                  policy_version=self.policy.current.version)
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         await self.authenticator.start()
         self._background.append(asyncio.create_task(self._become_ready()))
         if self._config.policy.watch:
@@ -96,15 +126,23 @@ class ExtauthServer:
         grace = self._config.server.grace_period_seconds
         log.info("stopping", grace_period_seconds=grace, instance=self.instance)
         await self.health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        stopping = asyncio.create_task(self._server.stop(grace))
+        if self.access_log is not None:
+            if self.access_log.stats.streams_open:
+                await asyncio.wait({stopping}, timeout=min(ACCESS_LOG_DRAIN_SECONDS, grace))
+            self.access_log.close_streams()
+        await stopping
         for task in self._background:
             task.cancel()
         await self.authenticator.stop()
-        self.audit.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        await self.audit.close()  # every queued event is written before the process exits
         for address in self._addresses:
             if address.kind == "unix" and address.path is not None:
                 address.path.unlink(missing_ok=True)
-        log.info("stopped", instance=self.instance)
+        log.info("stopped", instance=self.instance, audit_written=sum(self.audit.stats.written.values()),
+                 audit_dropped=self.audit.stats.dropped)
 
 
 def _bind(server: grpc.aio.Server, address: ListenAddress) -> None:

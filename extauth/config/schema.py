@@ -111,6 +111,8 @@ class ServerConfig(Strict):
     workers: int = Field(1, ge=1, le=64)
     grace_period_seconds: float = Field(5.0, gt=0, le=300)
     max_concurrent_checks: int = Field(1000, ge=1, le=100_000)
+    #: Prometheus text endpoint (`GET /metrics`) on its own socket; off when unset. Worker i uses port+i.
+    metrics_listen: Annotated[str, AfterValidator(_listen_address)] | None = None
 
     def addresses(self, base: Path) -> list[ListenAddress]:
         return [ListenAddress.parse(value, base) for value in self.listen]
@@ -224,8 +226,26 @@ class PolicyConfig(Strict):
     shadow_path: ConfigPath | None = None
 
 
+#: Headers that may appear in decision events (`audit.headers`); none of them carries a credential.
+DEFAULT_AUDIT_HEADERS = ("user-agent", "content-type", "content-length", "x-forwarded-proto")
+
+
 class AuditConfig(Strict):
+    """The audit stream (docs/audit.md): where it goes, how it is bounded, sampled and redacted."""
+
     output: Literal["stdout", "stderr"] | ConfigPath = "stdout"
+    #: Events waiting for the writer; past it, allows are dropped (and counted) so denies can be kept.
+    queue_size: int = Field(10_000, ge=1, le=1_000_000)
+    #: Extra room for denies once the queue holds nothing droppable; past it a deny is dropped, counted, logged.
+    deny_overflow: int = Field(10_000, ge=0, le=1_000_000)
+    #: Fraction of allowed requests audited (decision and completion alike, chosen by request id); denies: all.
+    allow_sample_rate: float = Field(1.0, ge=0.0, le=1.0)
+    #: Request headers copied into decision events; credential-bearing ones are masked even if listed here.
+    headers: list[HeaderName] = Field(default_factory=lambda: list(DEFAULT_AUDIT_HEADERS))
+    #: Keep the query string in `query` (values of secret-looking parameters masked); off: never written.
+    include_query: bool = False
+    #: Receive Envoy's access logs (gRPC ALS) on the server's sockets and write completion events.
+    completion_events: bool = True
 
 
 class LoggingConfig(Strict):

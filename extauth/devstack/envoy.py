@@ -24,6 +24,7 @@ INGRESS_LISTENER = "ingress"
 EXTAUTH_CLUSTER = "extauth"
 UPSTREAM_CLUSTER = "demo_upstream"
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
+FILE_ACCESS_LOGGER = "envoy.access_loggers.file"
 VALIDATE_TIMEOUT_SECONDS = 60
 _LOG_PREFIX = re.compile(r"^\[[^]]*\]\[\d+\]\[(critical|error)\]\[[^]]*\] \[[^]]*\] ")
 
@@ -67,7 +68,8 @@ def render_bootstrap(
     access_log: Path | None = None,
 ) -> str:
     """The shipped bootstrap with its environment replaced: ports (0 lets the kernel choose), the extauth
-    endpoints (one per worker socket), the certificate directory and, optionally, an access-log file."""
+    endpoints (one per worker socket; they also receive the gRPC access log), the certificate directory and,
+    optionally, the file of the JSON access log."""
     if not extauth_endpoints:
         raise ValueError("at least one extauth endpoint is needed")
     bootstrap: Node = yaml.safe_load(Path(source).read_text())
@@ -86,7 +88,8 @@ def render_bootstrap(
     if access_log is not None:
         for connection_manager in connection_managers(listener):
             for logger in connection_manager.get("access_log", []):
-                logger["typed_config"]["path"] = str(access_log)
+                if logger["name"] == FILE_ACCESS_LOGGER:  # the gRPC one follows the extauth cluster
+                    logger["typed_config"]["path"] = str(access_log)
     _replace_certs_dir(bootstrap, Path(certs_dir))
     return yaml.safe_dump(bootstrap, sort_keys=False)
 

@@ -9,6 +9,7 @@ import http.client
 import json
 import socket
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,11 +62,22 @@ class ExtauthProcess:
         target = address or self.addresses[0]
         self.process.wait_until(lambda: grpc_serving(target), timeout)
 
-    def audit_events(self) -> list[dict[str, Any]]:
+    def audit_events(self, kind: str | None = "decision", settle_seconds: float = 0.1) -> list[dict[str, Any]]:
+        """The audit events of `kind` (None: every record) once the background writer has caught up, i.e. the
+        file has not grown for `settle_seconds` (at most 5 s of waiting)."""
         assert self.audit_path is not None
+        deadline = time.monotonic() + 5
+        size = -1
+        while time.monotonic() < deadline:
+            current = self.audit_path.stat().st_size if self.audit_path.exists() else 0
+            if current == size:
+                break
+            size = current
+            time.sleep(settle_seconds)
         if not self.audit_path.exists():
             return []
-        return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+        events = [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
+        return [event for event in events if kind is None or event.get("event") == kind]
 
     def stop(self) -> int:
         return self.process.stop()

@@ -11,7 +11,7 @@ from extauth.clock import Clock
 from extauth.config.schema import AuthenticationConfig
 from extauth.identity.cache import TokenCache, token_digest
 from extauth.identity.http import HttpFetcher, UrllibFetcher
-from extauth.identity.jwks import key_store_for
+from extauth.identity.jwks import KeyStore, key_store_for
 from extauth.identity.jwt import JwtVerifier, UnverifiedToken
 from extauth.identity.principal import AuthenticationError, Principal
 from extauth.identity.token_source import TokenExtractor
@@ -28,6 +28,11 @@ class Authenticator:
             provider.issuer: JwtVerifier(provider, store, clock)
             for provider, store in zip(config.providers, self._stores, strict=True)
         }
+
+    @property
+    def key_stores(self) -> list[KeyStore]:
+        """Each provider's key store, for the metrics endpoint."""
+        return list(self._stores)
 
     @property
     def ready(self) -> bool:

@@ -214,6 +214,9 @@ class JwksStore:
         self._jitter = jitter
         self.keys: KeySet | None = None
         self._loaded_at: float | None = None
+        #: For the metrics endpoint (extauth_jwks_*): loads that succeeded, fetches that failed.
+        self.refreshes = 0
+        self.refresh_failures = 0
         self._last_refetch_at = -math.inf
         self._inflight: asyncio.Task[bool] | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -221,6 +224,15 @@ class JwksStore:
     @property
     def ready(self) -> bool:
         return self.keys is not None
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def loaded_at(self) -> float | None:
+        """Clock.monotonic() of the last successful load, or None before the first."""
+        return self._loaded_at
 
     async def start(self) -> None:
         """Load once (a file must load; a remote source may fail and is retried in the background)."""
@@ -268,6 +280,7 @@ class JwksStore:
         try:
             keys, skipped, url = await self._fetch()
         except Exception as error:  # no failure may end the refresh loop or drop the good keys
+            self.refresh_failures += 1
             log.warning(
                 "jwks_refresh_failed",
                 provider=self._name,
@@ -307,6 +320,7 @@ class JwksStore:
     def _install(self, keys: KeySet, skipped: int, *, source: str) -> None:
         self.keys = keys
         self._loaded_at = self._clock.monotonic()
+        self.refreshes += 1
         log.info("jwks_loaded", provider=self._name, keys=len(keys), skipped=skipped, source=source)
 
 

@@ -1,0 +1,314 @@
+"""The audit writer: the Check path only enqueues; a background task renders, chains and writes in batches.
+
+`emit` (Check path, a few hundred nanoseconds) samples allows, then queues the event. The queue is bounded
+and its overflow policy is explicit (docs/audit.md#overflow):
+
+- below `queue_size` every event is queued;
+- when full, a new allow or completion is dropped; a new deny evicts the oldest queued allow or completion
+  instead; every drop is counted by kind and reported in the stream itself by an `audit_dropped` record;
+- when the queue holds only denies, denies keep coming in up to `deny_overflow` more; past that (a dead sink
+  under a flood of denials) a deny is dropped too, counted under `deny` and logged as an error: never silently.
+
+The writer task takes what is queued (in arrival order), runs the structlog processors (redaction,
+timestamp, JSON), chains each line to the previous one (`chain.py`, so chain order is file order) and
+writes the batch with one `write` in a dedicated thread, so a slow disk or a full stdout pipe stalls only
+the writer, never a Check. `close()` writes every queued event and an `audit_closed` record.
+"""
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import uuid
+import zlib
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from extauth.audit.chain import CLOSED_EVENT, HashChain
+from extauth.audit.events import SCHEMA_VERSION
+from extauth.audit.redact import Redactor
+
+log = structlog.get_logger("extauth.audit")
+
+Event = dict[str, Any]
+Processor = Callable[[Any, str, Event], Any]
+
+#: After the writer wakes up it waits this long, so a busy loop's events go out in one write, not one each.
+LINGER_SECONDS = 0.002
+MAX_BATCH = 1024
+CLOSE_TIMEOUT_SECONDS = 30.0
+_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)
+_DENY_DROP_LOG_INTERVAL = 1.0
+
+
+class Output(Protocol):
+    """Where rendered lines go; `write` runs in the writer's thread and may block."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FdOutput:
+    """A file descriptor written with `os.write` until every byte is out (files opened O_APPEND)."""
+
+    def __init__(self, fd: int, owns: bool, name: str) -> None:
+        self.fd = fd
+        self.owns = owns
+        self.name = name
+
+    @classmethod
+    def open(cls, output: str | Path) -> "FdOutput":
+        if output in ("stdout", "stderr"):
+            stream = sys.stdout if output == "stdout" else sys.stderr
+            stream.flush()
+            return cls(stream.fileno(), owns=False, name=str(output))
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640), owns=True, name=str(path))
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def close(self) -> None:
+        if self.owns:
+            os.close(self.fd)
+
+
+@dataclass
+class AuditStats:
+    """Counters read by the metrics endpoint and by tests; only the event loop thread changes them."""
+
+    queued: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    sampled_out: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    #: Denies admitted beyond `queue_size` because nothing droppable was left to evict.
+    deny_overflow: int = 0
+    write_errors: int = 0
+    batches: int = 0
+
+
+def utc_timestamp() -> Callable[[float], str]:
+    """`1764000000.25` → `2025-11-24T16:00:00.250000Z`, formatting the seconds part once per second."""
+    cached_second, cached_prefix = -1, ""
+
+    def render(ts: float) -> str:
+        nonlocal cached_second, cached_prefix
+        second = int(ts)
+        if second != cached_second:
+            cached_second, cached_prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{cached_prefix}.{int((ts - second) * 1e6):06d}Z"
+    return render
+
+
+def _timestamp_processor() -> Processor:
+    render = utc_timestamp()
+
+    def stamp(logger: Any, method: str, event: Event) -> Event:
+        ts = event.get("ts")
+        event["ts"] = render(ts if isinstance(ts, int | float) else time.time())
+        return event
+    return stamp
+
+
+class AuditWriter:
+    def __init__(self, output: Output, *, instance: str, queue_size: int = 10_000, deny_overflow: int = 10_000,
+                 allow_sample_rate: float = 1.0, redactor: Redactor | None = None,
+                 linger_seconds: float = LINGER_SECONDS) -> None:
+        self.output = output
+        self.instance = instance
+        self.queue_size = queue_size
+        self.deny_overflow = deny_overflow
+        self.allow_sample_rate = allow_sample_rate
+        self._sample_below = int(allow_sample_rate * 2**32)
+        self.redactor = redactor or Redactor()
+        self.stats = AuditStats()
+        self.chain = HashChain(f"{instance}/{uuid.uuid4().hex[:12]}")
+        self._processors: list[Processor] = [
+            self.redactor,
+            _timestamp_processor(),
+            structlog.processors.JSONRenderer(separators=(",", ":")),
+        ]
+        self._linger = linger_seconds
+        # Queued (arrival number, event): droppable ones (allows, completions) apart from protected ones (denies),
+        # so the oldest droppable is evicted in O(1); the writer merges both back into arrival order.
+        self._droppable: deque[tuple[int, Event]] = deque()
+        self._protected: deque[tuple[int, Event]] = deque()
+        self._arrivals = 0
+        self._unreported_drops: dict[str, int] = {}
+        self._last_deny_drop_log = -1e9
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._finished = False
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+
+    @classmethod
+    def open(cls, output: str | Path, instance: str, **options: Any) -> "AuditWriter":
+        return cls(FdOutput.open(output), instance=instance, **options)
+
+    @property
+    def depth(self) -> int:
+        return len(self._droppable) + len(self._protected)
+
+    # -- the Check path ---------------------------------------------------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Queue one event without blocking; sampling and the overflow policy apply (see the module doc)."""
+        kind = event["event"]
+        protected = kind == "decision" and event["decision"] == "deny"
+        if not protected:
+            if kind == "decision":
+                kind = "allow"
+            if self._sample_below < 2**32 and self._sampled_out(event):
+                self.stats.sampled_out += 1
+                return
+        if self._finished:
+            self._drop("deny" if protected else kind)
+            return
+        self._arrivals += 1
+        entry = (self._arrivals, event)
+        if self.depth < self.queue_size:
+            (self._protected if protected else self._droppable).append(entry)
+        elif not protected:
+            self._drop(kind)
+            return
+        elif self._droppable:
+            evicted = self._droppable.popleft()[1]
+            self._drop("allow" if evicted["event"] == "decision" else evicted["event"])
+            self._protected.append(entry)
+        elif self.depth < self.queue_size + self.deny_overflow:
+            self.stats.deny_overflow += 1
+            self._protected.append(entry)
+        else:
+            self._drop("deny")
+            self._log_deny_drop()
+            return
+        self.stats.queued += 1
+        self._wakeup.set()
+
+    def _sampled_out(self, event: Event) -> bool:
+        """Chosen by request id, so a sampled allow's decision and completion are kept or left out together;
+        a completion of a request ext_authz denied (flag UAEX) is always kept, like its decision."""
+        if event["event"] == "completion" and "UAEX" in (event.get("response_flags") or ""):
+            return False
+        return zlib.crc32(str(event.get("request_id", "")).encode()) >= self._sample_below
+
+    def _drop(self, kind: str) -> None:
+        self.stats.dropped[kind] = self.stats.dropped.get(kind, 0) + 1
+        self._unreported_drops[kind] = self._unreported_drops.get(kind, 0) + 1
+
+    def _log_deny_drop(self) -> None:
+        now = time.monotonic()
+        if now - self._last_deny_drop_log >= _DENY_DROP_LOG_INTERVAL:
+            self._last_deny_drop_log = now
+            log.error("audit_deny_dropped", dropped_denies=self.stats.dropped["deny"], queue_depth=self.depth,
+                      hint="the audit sink is not keeping up; denials are being lost")
+
+    # -- the writer task --------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+        self._emit_internal({"event": "audit_started", "queue_size": self.queue_size,
+                             "deny_overflow": self.deny_overflow, "allow_sample_rate": self.allow_sample_rate})
+
+    async def close(self) -> None:
+        """Write everything queued, then the `audit_closed` record; give up after CLOSE_TIMEOUT_SECONDS."""
+        if self._task is None:
+            self._finished = True
+            self._executor.shutdown(wait=False)
+            return
+        self._closing = True
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), CLOSE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.error("audit_flush_timed_out", unwritten=self.depth, seconds=CLOSE_TIMEOUT_SECONDS)
+            self._task.cancel()
+        finally:
+            self._finished = True
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.output.close)
+            self._executor.shutdown(wait=False)
+
+    async def _run(self) -> None:
+        while True:
+            if not self.depth and not self._unreported_drops:
+                if self._closing:
+                    break
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                if self._linger and not self._closing:
+                    await asyncio.sleep(self._linger)
+                continue
+            await self._write(self._render_batch())
+        closed = {"event": CLOSED_EVENT, "events": self.chain.seq, "dropped": dict(self.stats.dropped),
+                  "sampled_out": self.stats.sampled_out}
+        await self._write(self._render(self._internal(closed)).encode())
+
+    def _emit_internal(self, record: Event) -> None:
+        self._arrivals += 1
+        self._protected.append((self._arrivals, self._internal(record)))
+        self._wakeup.set()
+
+    def _internal(self, record: Event) -> Event:
+        return {"schema_version": SCHEMA_VERSION, **record, "ts": time.time(), "instance": self.instance}
+
+    def _take(self) -> list[Event]:
+        droppable, protected = self._droppable, self._protected
+        batch: list[Event] = []
+        while len(batch) < MAX_BATCH and (droppable or protected):
+            if protected and (not droppable or protected[0][0] < droppable[0][0]):
+                batch.append(protected.popleft()[1])
+            else:
+                batch.append(droppable.popleft()[1])
+        return batch
+
+    def _render_batch(self) -> bytes:
+        parts = []
+        if self._unreported_drops:
+            drops, self._unreported_drops = self._unreported_drops, {}
+            parts.append(self._render(self._internal({"event": "audit_dropped", "dropped": drops,
+                                                       "dropped_total": dict(self.stats.dropped)})))
+        written = self.stats.written
+        for event in self._take():
+            kind = event["event"]
+            written[kind] = written.get(kind, 0) + 1
+            parts.append(self._render(event))
+        self.stats.batches += 1
+        return "".join(parts).encode()
+
+    def _render(self, event: Event) -> str:
+        self.chain.stamp(event)
+        rendered: Any = event
+        for processor in self._processors:
+            rendered = processor(None, "msg", rendered)
+        return self.chain.seal(rendered)
+
+    async def _write(self, data: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        for attempt in range(len(_RETRY_SECONDS) + 1):
+            try:
+                await loop.run_in_executor(self._executor, self.output.write, data)
+                return
+            except OSError as error:
+                self.stats.write_errors += 1
+                log.error("audit_write_failed", error=str(error), output=getattr(self.output, "name", "?"),
+                          attempt=attempt + 1, queue_depth=self.depth)
+                if attempt == len(_RETRY_SECONDS):
+                    break
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(_RETRY_SECONDS[attempt])
+        # The lines are lost (`audit verify` will show the gap in seq); count them and report them in the stream.
+        lost = data.count(b"\n")
+        self.stats.dropped["write_failed"] = self.stats.dropped.get("write_failed", 0) + lost
+        self._unreported_drops["write_failed"] = self._unreported_drops.get("write_failed", 0) + lost

@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, required=True)
     serve.add_argument("--workers", type=int, help="processes, each on its own socket (overrides server.workers)")
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    serve.add_argument("--rate-limit-backend", metavar="URL", type=_backend_url,
+                       help="limit store, e.g. redis://127.0.0.1:6379/0 (overrides rate_limit.backend)")
     serve.set_defaults(run=_serve)
 
     validate = commands.add_parser("validate", help="check a config file and the policies it names")
@@ -89,15 +91,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _backend_url(text: str) -> str:
+    from pydantic import ValidationError
+
+    from extauth.config.schema import RateLimitConfig
+
+    try:
+        return RateLimitConfig(backend=text).backend
+    except ValidationError as error:
+        raise argparse.ArgumentTypeError(error.errors()[0]["ctx"]["error"]) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     workers = args.workers or config.server.workers
     if workers > 1 and args.worker_index is None:
         from extauth.workers import Supervisor
 
-        return Supervisor(args.config, workers, config.server.grace_period_seconds).run()
+        forwarded = ["--rate-limit-backend", args.rate_limit_backend] if args.rate_limit_backend else []
+        return Supervisor(args.config, workers, config.server.grace_period_seconds, forwarded).run()
     if args.workers:
         config = config.model_copy(update={"server": config.server.model_copy(update={"workers": workers})})
+    if args.rate_limit_backend:
+        limits = config.rate_limit.model_copy(update={"backend": args.rate_limit_backend})
+        config = config.model_copy(update={"rate_limit": limits})
     import uvloop
 
     from extauth import logs

@@ -1,5 +1,6 @@
 """The outcome of the Check pipeline, before it is rendered as a CheckResponse."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from extauth.identity.principal import Principal
@@ -15,6 +16,8 @@ _STATUS_BY_REASON = {
     Reason.CONTROL_CHARACTERS: 400,
     Reason.ENCODED_SLASH: 400,
     Reason.SIGNATURE_MATCH: 403,
+    Reason.RATE_LIMITED: 429,
+    Reason.RATE_LIMIT_UNAVAILABLE: 503,
     Reason.NO_MATCHING_ROUTE: 403,
     Reason.FORBIDDEN: 403,
     Reason.DENIED_BY_RULE: 403,
@@ -37,6 +40,10 @@ class Decision:
     route: str | None = None
     policy_version: str | None = None
     upstream_headers: list[tuple[str, str]] = field(default_factory=list)
+    #: Headers for the client's response (rate-limit fields, Retry-After), on allow and on deny.
+    client_headers: list[tuple[str, str]] = field(default_factory=list)
+    #: Path parameters of the matched route (`{tenant}` -> `acme`), for rate-limit keys.
+    params: Mapping[str, str] = field(default_factory=dict)
     #: Set by the rate-limit phase for the audit event: {key, limit, remaining, degraded}; None when unlimited.
     rate_limit: dict[str, object] | None = None
 

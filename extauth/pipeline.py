@@ -1,4 +1,4 @@
-"""The Check path: screen → authenticate → authorize → respond, with one audit event per decision.
+"""The Check path: screen → authenticate → authorize → rate-limit → respond, with one audit event per decision.
 
 Failure semantic, chosen on purpose: fail closed. Anything unexpected inside a phase becomes a deny with
 reason `internal_error` (HTTP 500), is logged with its traceback, and is still audited.
@@ -15,10 +15,13 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from extauth.audit.events import decision_event
 from extauth.audit.redact import Redactor
 from extauth.audit.sink import AuditSink
+from extauth.clock import SystemClock
 from extauth.decision import Decision
 from extauth.identity.principal import AuthenticationError, Principal
 from extauth.metrics import CheckMetrics
 from extauth.policy.store import CompiledPolicy
+from extauth.ratelimit import MemoryStorage, RateLimiter
+from extauth.ratelimit.phase import RateLimitPhase
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.respond import Responder
@@ -61,7 +64,7 @@ class Stopwatch:
 class Pipeline:
     def __init__(self, authenticator: Authenticate, policy: PolicySource, responder: Responder,
                  audit: AuditSink, instance: str, *, redactor: Redactor | None = None,
-                 metrics: CheckMetrics | None = None) -> None:
+                 metrics: CheckMetrics | None = None, rate_limit: RateLimitPhase | None = None) -> None:
         self._authenticator = authenticator
         self._policy = policy
         self._responder = responder
@@ -69,6 +72,7 @@ class Pipeline:
         self._instance = instance
         self._redactor = redactor or Redactor()
         self.metrics = metrics or CheckMetrics()
+        self._rate_limit = rate_limit or RateLimitPhase(RateLimiter(MemoryStorage(), SystemClock()))
         #: Checks where the shadow policy would have decided differently (allow vs deny or another status).
         self.shadow_differences = 0
 
@@ -80,6 +84,9 @@ class Pipeline:
         shadow_decision = None
         try:
             decision = await self._decide(live, request, watch)
+            if decision.allowed and live.limits:
+                decision = await self._rate_limit.apply(live.limits, request, decision)
+                watch.lap("rate_limit")
             if shadow is not None:
                 shadow_decision = await self._decide(shadow, request)
                 watch.lap("shadow")

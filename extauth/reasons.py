@@ -37,6 +37,10 @@ class Reason(StrEnum):
     NO_MATCHING_ROUTE = "no_matching_route"
     FORBIDDEN = "forbidden"
     DENIED_BY_RULE = "denied_by_rule"
+    # rate limiting
+    RATE_LIMITED = "rate_limited"
+    #: The limit store is unreachable and the limit is declared `failure_mode: closed`.
+    RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"
     # service state (503 / 500)
     KEYS_UNAVAILABLE = "keys_unavailable"
     NOT_READY = "not_ready"

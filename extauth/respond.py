@@ -68,6 +68,8 @@ class Responder:
             names = {name for name, _ in identity}
             removed = tuple(name for name in removed if name not in names)
         ok = OkHttpResponse(headers_to_remove=removed)
+        for name, value in decision.client_headers:
+            ok.response_headers_to_add.append(_header(name, value))
         headers = ok.headers
         for name, value in identity:
             headers.append(_header(name, value))
@@ -102,6 +104,8 @@ class Responder:
         )
         denied = DeniedHttpResponse(status=self._status_by_code[status], body=body)
         denied.headers.append(_header("content-type", "application/json"))
+        for name, value in decision.client_headers:
+            denied.headers.append(_header(name, value))
         if decision.is_authentication_failure:
             denied.headers.append(_header("www-authenticate", _bearer_challenge(decision)))
         grpc_code = code_pb2.UNAUTHENTICATED if status == 401 else code_pb2.PERMISSION_DENIED

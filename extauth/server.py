@@ -31,6 +31,8 @@ from extauth.metrics.collector import ExtauthCollector
 from extauth.metrics.http import MetricsServer
 from extauth.pipeline import Pipeline
 from extauth.policy.store import PolicyStore
+from extauth.ratelimit import CircuitBreaker, RateLimiter, open_storage
+from extauth.ratelimit.phase import RateLimitPhase
 from extauth.respond import Responder
 from extauth.servicer import AuthorizationServicer
 
@@ -67,8 +69,14 @@ class ExtauthServer:
         self.audit = AuditWriter.open(audit.output, self.instance, queue_size=audit.queue_size,
                                       deny_overflow=audit.deny_overflow, allow_sample_rate=audit.allow_sample_rate,
                                       redactor=redactor)
+        limits = config.rate_limit
+        self.rate_limiter = RateLimiter(
+            open_storage(limits.backend, timeout_ms=limits.timeout_ms), clock, timeout_ms=limits.timeout_ms,
+            breaker=CircuitBreaker(clock, limits.breaker.failure_threshold, limits.breaker.cooldown_seconds),
+            batch_window_us=limits.batch_window_us)
         self.pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
-                                 self.audit, self.instance, redactor=redactor, metrics=CheckMetrics())
+                                 self.audit, self.instance, redactor=redactor, metrics=CheckMetrics(),
+                                 rate_limit=RateLimitPhase(self.rate_limiter, limits.headers_on_allow))
         self.access_log = AccessLogServicer(self.audit, self.instance, redactor) if audit.completion_events else None
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(options=GRPC_OPTIONS,
@@ -103,6 +111,7 @@ class ExtauthServer:
         if self.metrics_server is not None:
             await self.metrics_server.start()
         await self.authenticator.start()
+        await self.rate_limiter.warm_up()
         self._background.append(asyncio.create_task(self._become_ready()))
         if self._config.policy.watch:
             self._background.append(asyncio.create_task(
@@ -135,6 +144,7 @@ class ExtauthServer:
         for task in self._background:
             task.cancel()
         await self.authenticator.stop()
+        await self.rate_limiter.close()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         await self.audit.close()  # every queued event is written before the process exits

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -24,8 +25,10 @@ _HEALTHY_UPTIME_SECONDS = 60.0
 
 
 class Supervisor:
-    def __init__(self, config_path: Path, workers: int, grace_period_seconds: float) -> None:
+    def __init__(self, config_path: Path, workers: int, grace_period_seconds: float,
+                 forwarded_args: Sequence[str] = ()) -> None:
         self._config_path = config_path
+        self._forwarded_args = list(forwarded_args)
         self._workers = workers
         self._grace = grace_period_seconds
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -63,7 +66,7 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         command = [sys.executable, "-m", "extauth", "serve", "--config", str(self._config_path),
-                   "--workers", str(self._workers), "--worker-index", str(index)]
+                   "--workers", str(self._workers), "--worker-index", str(index), *self._forwarded_args]
         self._processes[index] = subprocess.Popen(command)
         self._started_at[index] = time.monotonic()
         log.info("worker_started", worker=index, pid=self._processes[index].pid)

@@ -248,6 +248,36 @@ class AuditConfig(Strict):
     completion_events: bool = True
 
 
+class BreakerConfig(Strict):
+    """Stops calling a failing limit store: after `failure_threshold` consecutive failures the breaker opens for
+    `cooldown_seconds` (failure modes answer in microseconds), then one probe decides whether it closes."""
+
+    failure_threshold: int = Field(3, ge=1, le=1000)
+    cooldown_seconds: float = Field(1.0, ge=0.05, le=300)
+
+
+class RateLimitConfig(Strict):
+    #: `memory://` (in-process, per replica), `redis://host:port/db`, `rediss://...`, `unix:///path.sock`,
+    #: or `redis+cluster://host:port,host:port`. `serve --rate-limit-backend` overrides it.
+    backend: str = "memory://"
+    #: Per call to the store; past it the limit's failure mode answers.
+    timeout_ms: float = Field(50.0, ge=1, le=5000)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    #: Concurrent checks within this window share one Redis pipeline; 0 batches only what is already queued,
+    #: null sends each check on its own.
+    batch_window_us: float | None = Field(0, ge=0, le=100_000)
+    #: Send `RateLimit-Policy`/`RateLimit` to the client on allowed responses too (always on 429).
+    headers_on_allow: bool = True
+
+    @field_validator("backend")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        schemes = ("memory://", "redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+        if not value.startswith(schemes):
+            raise ValueError(f"{value!r} must start with one of {', '.join(schemes)}")
+        return value
+
+
 class LoggingConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -257,4 +287,5 @@ class Config(Strict):
     authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
     policy: PolicyConfig
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)

@@ -19,11 +19,13 @@ from extauth.config import load_config
 from extauth.devstack.envoy import REPO_ROOT, envoy_command
 from extauth.devstack.processes import (
     ManagedProcess,
+    ProcessError,
     envoy_ready,
     extauth_command,
     grpc_serving,
     tcp_open,
 )
+from extauth.devstack.redis import RedisServer, redis_server_binary
 from extauth.devtools.certs import create_dev_certs
 from extauth.devtools.tokens import mint_token
 
@@ -53,13 +55,16 @@ def running_stack(paths: StackPaths) -> Iterator[list[ManagedProcess]]:
     address = config.server.addresses(paths.extauth_config.parent)[0].for_worker(0, config.server.workers)
     logs = paths.run_dir / "logs"
     with ExitStack() as stack:
+        limit_store = _start_redis(paths.run_dir / "redis", stack)
+        print(f"Rate limits: {limit_store}")
         upstream = ManagedProcess(
             "demo upstream",
             extauth_command("dev-upstream", "--port", str(UPSTREAM_PORT), "--certs", str(paths.certs_dir)),
             logs / "upstream.log")
         stack.callback(upstream.stop)
         upstream.wait_until(lambda: tcp_open("127.0.0.1", UPSTREAM_PORT))
-        extauth = ManagedProcess("extauth", extauth_command("serve", "--config", str(paths.extauth_config)),
+        extauth = ManagedProcess("extauth", extauth_command("serve", "--config", str(paths.extauth_config),
+                                                            "--rate-limit-backend", limit_store),
                                  logs / "extauth.log")
         stack.callback(extauth.stop)
         extauth.wait_until(lambda: grpc_serving(address))
@@ -69,14 +74,25 @@ def running_stack(paths: StackPaths) -> Iterator[list[ManagedProcess]]:
         yield [upstream, extauth, envoy]
 
 
-def _get(path: str, token: str | None, context: ssl.SSLContext) -> tuple[int, str]:
+def _start_redis(directory: Path, stack: ExitStack) -> str:
+    """Redis when this machine has it (counters shared as across replicas), else the in-process limiter."""
+    try:
+        redis_server_binary()
+    except ProcessError:
+        return "memory://"
+    redis = RedisServer(directory, name="redis").start()
+    stack.callback(redis.stop)
+    return redis.url
+
+
+def _get(path: str, token: str | None, context: ssl.SSLContext) -> tuple[int, dict[str, str], str]:
     connection = http.client.HTTPSConnection("localhost", GATEWAY_PORT, context=context, timeout=5)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     connection.request("GET", path, headers=headers)
     response = connection.getresponse()
     body = response.read().decode(errors="replace")
     connection.close()
-    return response.status, body
+    return response.status, {name.lower(): value for name, value in response.getheaders()}, body
 
 
 def demonstrate(paths: StackPaths) -> None:
@@ -92,11 +108,16 @@ def demonstrate(paths: StackPaths) -> None:
         ("root (admin)", "/admin/users", admin),
         ("root (admin)", "/internal/metrics", admin),
         ("garbage token", "/api/orders", "not.a.jwt"),
+        *[("alice (reader)", "/api/limited", reader)] * 6,
     ]
     print("\nDemonstration through https://localhost:8443 :")
     for who, path, token in cases:
-        status, body = _get(path, token, context)
+        status, headers, body = _get(path, token, context)
         detail = json.loads(body).get("reason", "") if status != 200 and body.startswith("{") else ""
+        if "ratelimit" in headers:
+            detail += f"  RateLimit: {headers['ratelimit']}"
+        if "retry-after" in headers:
+            detail += f"  Retry-After: {headers['retry-after']}"
         print(f"  {status}  GET {path:<20} as {who:<16} {detail}")
 
 

@@ -59,7 +59,7 @@ class PolicyEngine:
         route_id = matched.route_id
         if route.public:
             return Decision(True, Reason.PUBLIC_ROUTE, principal=principal, route=route_id, rule=route_id,
-                            policy_version=version)
+                            policy_version=version, params=params)
         if principal is None:
             return Decision.deny(Reason.MISSING_TOKEN, "credentials are required", route=route_id,
                                  policy_version=version)
@@ -70,7 +70,7 @@ class PolicyEngine:
         for rule in route.allow_rules:
             if rule.holds(request, principal, params):
                 return Decision(True, Reason.OK, principal=principal, route=route_id, rule=rule.rule_id,
-                                policy_version=version,
+                                policy_version=version, params=params,
                                 upstream_headers=rule.upstream_headers(principal, params) if rule.headers else [])
         return Decision.deny(Reason.FORBIDDEN, "no rule allows this request", principal=principal,
                              route=route_id, policy_version=version)

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from extauth.config.errors import ConfigError, ConfigIssue
 from extauth.config.yamlsource import LineMap, line_for, parse_documents, read_text, validate
 from extauth.policy import syntax
-from extauth.policy.model import PolicyDocument
+from extauth.policy.model import PolicyDocument, RateLimit
 from extauth.screening.model import ScreeningDocument
 
 Document = TypeVar("Document", PolicyDocument, ScreeningDocument)
@@ -115,6 +115,32 @@ def _semantic_issues(documents: list[LoadedDocument[PolicyDocument]]) -> list[Co
                         issues.append(loaded.issue((*at, *where), ".".join((field, *where)),
                                                    f"the route's path has no parameter {name!r}"
                                                    f" ({'it has: ' + ', '.join(params) if params else 'it has none'})"))
+                issues.extend(_limit_issues(loaded, at, field, rule.limits, params, roles))
+            issues.extend(_limit_issues(loaded, ("routes", r_index), f"routes[{r_index}]", route.limits, params, roles))
+    return issues
+
+
+def _limit_issues(loaded: LoadedDocument[PolicyDocument], at: tuple[str | int, ...], field: str,
+                  limits: list[RateLimit], params: tuple[str, ...], roles: dict[str, list[str]]) -> list[ConfigIssue]:
+    """Limit names are unique where they are declared; keys name real path parameters; overrides name real roles."""
+    issues = []
+    names: set[str] = set()
+    for index, limit in enumerate(limits):
+        where, here = (*at, "limits", index), f"{field}.limits[{index}]"
+        if limit.name in names:
+            issues.append(loaded.issue((*where, "name"), f"{here}.name", f"limit {limit.name!r} defined twice"))
+        names.add(limit.name)
+        for k_index, part in enumerate(limit.key):
+            kind, _, name = part.partition(":")
+            if kind == "param" and name not in params:
+                issues.append(loaded.issue((*where, "key", k_index), f"{here}.key[{k_index}]",
+                                           f"the route's path has no parameter {name!r}"))
+        for o_index, override in enumerate(limit.overrides):
+            for role in override.when.roles or ():
+                if role not in roles:
+                    issues.append(loaded.issue((*where, "overrides", o_index, "when", "roles"),
+                                               f"{here}.overrides[{o_index}].when.roles",
+                                               f"undefined role {role!r} (declare it under roles:)"))
     return issues
 
 

@@ -181,6 +181,66 @@ class Condition(Strict):
     time: TimeWindow | None = None
 
 
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+KEY_PARTS = ("subject", "issuer", "client_ip", "route", "method", "host")
+KEY_PART_PREFIXES = ("claim:", "param:", "header:")
+
+
+def _duration(value: object) -> object:
+    """`500ms`, `10s`, `5m`, `1h`, `1d`, or a number of seconds."""
+    if isinstance(value, str):
+        found = _DURATION.match(value.strip())
+        if not found:
+            raise ValueError(f"{value!r} is not a duration such as 500ms, 10s, 5m, 1h or 1d")
+        return float(found.group(1)) * _DURATION_UNITS[found.group(2)]
+    return value
+
+
+def _key_part(value: str) -> str:
+    kind, _, name = value.partition(":")
+    if value in KEY_PARTS or (value.startswith(KEY_PART_PREFIXES) and name):
+        if kind == "claim":
+            syntax.claim_path(name)
+        return f"header:{name.lower()}" if kind == "header" else value
+    raise ValueError(f"{value!r} is not a key part: use one of {', '.join(KEY_PARTS)}, "
+                     "or claim:NAME, param:NAME, header:NAME")
+
+
+class Window(Strict):
+    """`requests` per `per` (GCRA: they may come as one burst, then refill evenly)."""
+
+    requests: int = Field(ge=1, le=10_000_000)
+    per: Annotated[float, BeforeValidator(_duration), Field(ge=0.001, le=366 * 86400)]
+
+    @model_validator(mode="after")
+    def _exact_range(self) -> "Window":
+        if self.requests * self.per * 1000 > 2**52:
+            raise ValueError(f"{self.requests} per {self.per}s is beyond the exact range of the limiter")
+        return self
+
+
+class LimitOverride(Strict):
+    """Other windows when `when` holds (e.g. a role, a time of day); the first matching override wins."""
+
+    when: Condition
+    windows: list[Window] = Field(min_length=1)
+
+
+class RateLimit(Strict):
+    name: Name
+    #: What is counted separately: e.g. [subject], [claim:tenant, route], [client_ip].
+    key: list[Annotated[str, AfterValidator(_key_part)]] = Field(min_length=1)
+    #: Every window applies at once (a burst per second and a daily quota together).
+    windows: list[Window] = Field(min_length=1)
+    overrides: list[LimitOverride] = Field(default_factory=list)
+    #: When the limit store (Redis) cannot answer: allow, refuse (503), or count in this process instead.
+    failure_mode: Literal["open", "closed", "local"] = "local"
+    #: Count and report would-be rejections without enforcing them.
+    shadow: bool = False
+    cost: int = Field(1, ge=1, le=1000)
+
+
 class Rule(Strict):
     name: Name
     effect: Literal["allow", "deny"] = "allow"
@@ -188,11 +248,15 @@ class Rule(Strict):
     #: Added to the upstream request when this rule allows; values may use `{param}` and `{claims.NAME}`.
     headers: dict[Annotated[HeaderName, BeforeValidator(_upstream_header)],
                   Annotated[str, _checked(syntax.parse_header_template)]] = Field(default_factory=dict)
+    #: Rate limits applied when this rule is the one that allows.
+    limits: list[RateLimit] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _headers_only_on_allow(self) -> "Rule":
         if self.headers and self.effect == "deny":
             raise ValueError("headers are added on allow; a deny rule cannot set them")
+        if self.limits and self.effect == "deny":
+            raise ValueError("limits apply to allowed requests; a deny rule cannot have them")
         return self
 
 
@@ -202,6 +266,8 @@ class Route(Strict):
     #: Anonymous access: no credentials needed (a presented token must still be valid).
     public: bool = False
     rules: list[Rule] = Field(default_factory=list)
+    #: Rate limits applied to every request this route allows (public ones included).
+    limits: list[RateLimit] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _public_or_rules(self) -> "Route":

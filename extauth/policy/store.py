@@ -16,6 +16,7 @@ from extauth.clock import Clock
 from extauth.config.errors import ConfigError
 from extauth.policy.engine import PolicyEngine
 from extauth.policy.loader import load_policies, policy_files
+from extauth.ratelimit.plan import RateLimitPlan
 from extauth.screening.screener import Screener, compile_screening
 
 log = structlog.get_logger("extauth.policy")
@@ -28,12 +29,14 @@ class CompiledPolicy:
     version: str
     engine: PolicyEngine
     screener: Screener
+    limits: RateLimitPlan
 
 
 def compile_policy(path: Path, clock: Clock) -> CompiledPolicy:
     """Load and compile; raises ConfigError (file:line) for anything `extauth validate` would reject."""
     policy_set = load_policies(path)
-    return CompiledPolicy(policy_set.version, PolicyEngine(policy_set, clock), compile_screening(policy_set.screening))
+    return CompiledPolicy(policy_set.version, PolicyEngine(policy_set, clock), compile_screening(policy_set.screening),
+                          RateLimitPlan(policy_set, clock))
 
 
 @dataclass(slots=True)

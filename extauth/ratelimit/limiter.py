@@ -111,6 +111,18 @@ class RateLimiter:
         """The backend is considered down (breaker open or probing): failure modes are answering."""
         return self.breaker.state is not BreakerState.CLOSED
 
+    async def warm_up(self, timeout_seconds: float = 3.0) -> bool:
+        """Connect before the first Check (Cluster slot discovery alone can outlast the per-call timeout, and a
+        cold start under load would otherwise open the breaker). A failure is logged, not fatal: the failure
+        modes answer until the store is back."""
+        try:
+            reachable = await asyncio.wait_for(self.storage.ping(), timeout_seconds)
+        except TimeoutError:
+            reachable = False
+        if not reachable:
+            log.warning("ratelimit_backend_unreachable_at_start", backend=self.storage.name)
+        return reachable
+
     async def check(self, checks: Sequence[LimitCheck]) -> RateLimitResult:
         """Evaluate and consume every limit of one request; never raises for backend trouble."""
         if not checks:

@@ -1,6 +1,7 @@
 """The Check pipeline end to end in-process: phases in order, fail closed, one audit event per decision."""
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.tokens import mint_token
 from extauth.identity.authenticator import Authenticator
 from extauth.pipeline import Pipeline
-from extauth.policy.store import CompiledPolicy, PolicyStore, compile_policy
+from extauth.policy.store import PolicyStore, compile_policy
 from extauth.respond import Responder
 
 DEMO_POLICIES = Path(__file__).parents[3] / "envoy" / "policies"
@@ -41,7 +42,7 @@ class BrokenEngine:
 class BrokenPolicy:
     def __init__(self) -> None:
         working = compile_policy(DEMO_POLICIES, SystemClock())
-        self.current = CompiledPolicy(working.version, BrokenEngine(), working.screener)  # type: ignore[arg-type]
+        self.current = replace(working, engine=BrokenEngine())
         self.shadow = None
 
 

@@ -5,29 +5,14 @@ The servers are started once per session; if `redis-server` is missing the tests
 """
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
-from extauth.devstack.redis import RedisCluster, RedisServer
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.redis import RedisStorage
 
 BACKENDS = ["memory", "redis", "redis-cluster"]
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
-    yield cluster
-    cluster.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,75 @@
+"""Rate-limit phase: after a request is allowed, count it against the limits that apply.
+
+Rejected: 429 with `Retry-After` (or 503 when the store is down and the limit fails closed). Either way the
+client gets the IETF rate-limit fields (draft-ietf-httpapi-ratelimit-headers): `RateLimit-Policy` lists
+every enforced window, `RateLimit` gives the most restrictive one's remaining quota and reset time.
+"""
+
+import math
+from dataclasses import replace
+
+from extauth.decision import Decision
+from extauth.ratelimit.limiter import RateLimiter
+from extauth.ratelimit.model import LimitCheck, LimitOutcome, RateLimitResult
+from extauth.ratelimit.plan import RateLimitPlan
+from extauth.reasons import Reason
+from extauth.request import Request
+
+
+def _item(check: LimitCheck) -> str:
+    """A structured-field item name: the limit's id without the key values, plus its window."""
+    return f'"{check.key.partition("|")[0]}/{check.limit.limit}per{_seconds(check.limit.period_seconds)}s"'
+
+
+def _seconds(value: float) -> int:
+    return max(0, math.ceil(value))
+
+
+def rate_limit_headers(checks: list[LimitCheck], result: RateLimitResult) -> list[tuple[str, str]]:
+    enforced = [check for check in checks if not check.shadow]
+    most = result.most_restrictive
+    if not enforced or most is None:
+        return []
+    policy = ", ".join(f"{_item(check)};q={check.limit.limit};w={_seconds(check.limit.period_seconds)}"
+                       for check in enforced)
+    deciding = next(check for check in enforced if check.key == most.key and check.limit == most.limit)
+    headers = [("ratelimit-policy", policy),
+               ("ratelimit", f"{_item(deciding)};r={most.remaining};t={_seconds(most.reset_after_seconds)}")]
+    if not result.allowed:
+        headers.append(("retry-after", str(max(1, _seconds(result.retry_after_seconds)))))
+    return headers
+
+
+def _audit(outcome: LimitOutcome | None, result: RateLimitResult) -> dict[str, object]:
+    info: dict[str, object] = {"degraded": result.degraded}
+    if outcome is not None:
+        info.update(key=outcome.key, limit=outcome.limit.limit, period_seconds=outcome.limit.period_seconds,
+                    remaining=outcome.remaining)
+    if result.shadow_rejections:
+        info["shadow_rejections"] = sorted({o.key for o in result.shadow_rejections})
+    return info
+
+
+class RateLimitPhase:
+    def __init__(self, limiter: RateLimiter, headers_on_allow: bool = True) -> None:
+        self.limiter = limiter
+        self._headers_on_allow = headers_on_allow
+
+    async def apply(self, plan: RateLimitPlan, request: Request, decision: Decision) -> Decision:
+        checks = plan.checks_for(request, decision)
+        if not checks:
+            return decision
+        result = await self.limiter.check(checks)
+        headers = rate_limit_headers(checks, result)
+        audit = _audit(result.most_restrictive, result)
+        if result.allowed:
+            decision.rate_limit = audit
+            if self._headers_on_allow:
+                decision.client_headers.extend(headers)
+            return decision
+        if result.unavailable:
+            reason, description = Reason.RATE_LIMIT_UNAVAILABLE, "rate limiting is unavailable"
+        else:
+            reason, description = Reason.RATE_LIMITED, "rate limit exceeded"
+        return replace(decision, allowed=False, reason=reason, description=description, upstream_headers=[],
+                       client_headers=headers, rate_limit=audit)

@@ -23,6 +23,7 @@ from extauth.config.schema import ListenAddress
 from extauth.devstack.envoy import Node, connection_managers
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config, free_port
 from extauth.devstack.processes import ManagedProcess, ProcessError, grpc_serving
+from extauth.devstack.redis import RedisServer
 from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.tokens import mint_token
 
@@ -46,6 +47,9 @@ class Variant:
     path: str
     with_token: bool
     workers: int = 1
+    #: None: the demo policy, no limits. "memory" / "redis": bench/policies/limited.yaml (two windows per
+    #: request, never exceeded) counted in process or in a local redis-server.
+    limits: str | None = None
 
 
 # a, b, d and e send the same request (JWT path with a token), so their ratios compare like with like.
@@ -55,7 +59,12 @@ VARIANTS = (
     Variant("c", "ext_authz -> extauth, public route", "extauth", "/public/x", with_token=False),
     Variant("d", "ext_authz -> extauth, JWT (cache warm)", "extauth", "/api/orders", with_token=True),
     Variant("e", "same as d, extauth --workers 2", "extauth", "/api/orders", with_token=True, workers=2),
+    Variant("f", "same as d + 2 rate-limit windows in process", "extauth", "/api/orders", with_token=True,
+            limits="memory"),
+    Variant("g", "same as d + 2 rate-limit windows in Redis", "extauth", "/api/orders", with_token=True,
+            limits="redis"),
 )
+LIMITED_POLICY = Path(__file__).parent / "policies"
 
 
 @dataclass(frozen=True)
@@ -129,8 +138,8 @@ def parse_wrk(output: str) -> WrkRun:
         requests=int(total[1]),
         seconds=_milliseconds(total[2]) / 1e3,
         rps=float(_field(r"Requests/sec:\s+([\d.]+)", output)),
-        p50_ms=_milliseconds(_field(r"50%\s+(\S+)", output)),
-        p99_ms=_milliseconds(_field(r"99%\s+(\S+)", output)),
+        p50_ms=_milliseconds(_field(r"(?m)^\s+50%\s+(\S+)$", output)),
+        p99_ms=_milliseconds(_field(r"(?m)^\s+99%\s+(\S+)$", output)),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=sum(map(int, errors.groups())) if errors else 0,
     )
@@ -162,7 +171,15 @@ def start_servicer(variant: Variant, run_dir: Path, certs: DevCerts, stack: Exit
         noop.wait_until(lambda: grpc_serving(address))
         return Servicer([address], noop.process.pid)
     workers = ("--workers", str(variant.workers)) if variant.workers > 1 else ()
-    extauth = ExtauthProcess(run_dir, extauth_config(run_dir, certs), *workers)
+    sections = {}
+    if variant.limits:
+        backend = "memory://"
+        if variant.limits == "redis":
+            redis = RedisServer(run_dir / "redis").start()
+            stack.callback(redis.stop)
+            backend = redis.url
+        sections = {"policy": {"path": str(LIMITED_POLICY)}, "rate_limit": {"backend": backend}}
+    extauth = ExtauthProcess(run_dir, extauth_config(run_dir, certs, **sections), *workers)
     stack.callback(extauth.stop)
     addresses = [address.for_worker(index, variant.workers)
                  for address in extauth.addresses for index in range(variant.workers)]

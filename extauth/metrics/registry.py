@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 #: Seconds; Check latencies are tens of µs in process and a few ms through Envoy.
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-PHASES = ("screen", "authenticate", "authorize", "shadow", "respond")
+PHASES = ("screen", "authenticate", "authorize", "rate_limit", "shadow", "respond")
 
 
 class Histogram:

@@ -14,12 +14,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import date
 from pathlib import Path
 
+import structlog
 import uvloop
 import yaml
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from extauth import logs
 from extauth.audit.events import decision_event
+from extauth.audit.writer import AuditWriter, FdOutput
 from extauth.clock import SystemClock
 from extauth.config import load_config
 from extauth.devstack.gateway import extauth_config
@@ -36,6 +38,11 @@ MIN_BATCH_SECONDS = 0.1
 PARSE = "parse the CheckRequest (upb)"
 SERIALISE = "serialise the allow CheckResponse (upb)"
 JWT_CHECK = "Pipeline.check, JWT route (cache warm)"
+AUDIT_BUILD = "audit: build the decision event"
+BEFORE_LINE = "audit before v1: structlog line per event (Check path)"
+AUDIT_ENQUEUE = "audit: AuditWriter.emit (enqueue, Check path)"
+AUDIT_WRITER = "audit: writer task per event (off the Check path)"
+METRICS = "metrics: CheckMetrics.record (Check path)"
 
 Batch = Callable[[int], object]
 
@@ -103,14 +110,15 @@ def measurements(work_dir: Path, certs: DevCerts, check: CheckRequest,
     server = ExtauthServer(config, config_path)
     no_cache = Authenticator(config.authentication.model_copy(update={"token_cache_size": 0}), SystemClock())
     responder = Responder(config.authentication.forward)
-    pipeline = Pipeline(server.authenticator, server.policy, responder, server.audit, server.instance)
+    pipeline = Pipeline(server.authenticator, server.policy, responder, server.audit, server.instance,
+                        redactor=server.audit.redactor)
     for authenticator in (server.authenticator, no_cache):
         loop.run_until_complete(authenticator.start())
     try:
         public_check = envoy_check_request("/public/x", None)
         raw = check.SerializeToString()
         request = Request(check)
-        engine = server.policy.engine
+        engine = server.policy.current.engine
         principal = loop.run_until_complete(server.authenticator.authenticate(request.headers))
         allow = engine.authorize(request, principal)
         deny = engine.authorize(request, None)
@@ -132,10 +140,16 @@ def measurements(work_dir: Path, certs: DevCerts, check: CheckRequest,
             repeated(lambda: responder.render(deny, request.request_id)))
         yield SERIALISE, microseconds_per_call(
             repeated(allowed_response.SerializeToString))
-        yield "audit: build decision event", microseconds_per_call(
-            repeated(lambda: decision_event(request, allow, 123, server.instance)))
-        event = decision_event(request, allow, 123, server.instance)
-        yield "audit: emit JSON line to a file", microseconds_per_call(repeated(lambda: server.audit.emit(event)))
+        timings = {"screen": 3, "authenticate": 2, "authorize": 1, "respond": 9}
+        redactor = server.audit.redactor
+        yield AUDIT_BUILD, microseconds_per_call(
+            repeated(lambda: decision_event(request, allow, 123, server.instance, timings, redactor)))
+        event = decision_event(request, allow, 123, server.instance, timings, redactor)
+        yield BEFORE_LINE, microseconds_per_call(repeated(structlog_line_per_event(work_dir / "before.jsonl", event)))
+        yield AUDIT_ENQUEUE, microseconds_per_call(enqueue_batch(event, server.instance))
+        yield AUDIT_WRITER, microseconds_per_call(writer_batch(work_dir / "audit.jsonl", event, server.instance))
+        yield METRICS, microseconds_per_call(repeated(
+            lambda: pipeline.metrics.record("allow", "ok", 35, timings)))
         yield JWT_CHECK, microseconds_per_call(
             repeated_async(lambda: pipeline.check(check), loop))
         yield "Pipeline.check, public route", microseconds_per_call(
@@ -143,7 +157,43 @@ def measurements(work_dir: Path, certs: DevCerts, check: CheckRequest,
     finally:
         for authenticator in (server.authenticator, no_cache):
             loop.run_until_complete(authenticator.stop())
-        server.audit.close()
+        server.audit.output.close()
+
+
+def structlog_line_per_event(path: Path, event: dict[str, object]) -> Callable[[], None]:
+    """The audit sink before schema v1, for comparison: a structlog logger rendering and writing one line per
+    event on the Check path (ISO timestamp, JSON, line-buffered file)."""
+    stream = path.open("a", encoding="utf-8", buffering=1)
+    logger = structlog.wrap_logger(structlog.WriteLogger(stream), wrapper_class=structlog.BoundLogger, processors=[
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        structlog.processors.JSONRenderer(separators=(",", ":"))])
+    fields = {key: value for key, value in event.items() if key not in ("event", "ts")}
+    return lambda: logger.msg("decision", **fields)
+
+
+def enqueue_batch(event: dict[str, object], instance: str) -> Batch:
+    """`AuditWriter.emit` as the Check path calls it; the queue is emptied between batches (not timed)."""
+    writer = AuditWriter(FdOutput(-1, owns=False, name="unused"), instance=instance, queue_size=10_000_000)
+
+    def batch(size: int) -> None:
+        for _ in range(size):
+            writer.emit(event)
+        writer._droppable.clear()
+    return batch
+
+
+def writer_batch(path: Path, event: dict[str, object], instance: str) -> Batch:
+    """What the writer task spends per event, off the Check path: redaction, timestamp, JSON, hash chain, and
+    one `write` per batch of up to 1,024 events. Includes copying the event (the processors change it)."""
+    output = FdOutput.open(path)
+    writer = AuditWriter(output, instance=instance, queue_size=10_000_000)
+
+    def batch(size: int) -> None:
+        for _ in range(size):
+            writer.emit(dict(event))
+        while writer.depth:
+            output.write(writer._render_batch())
+    return batch
 
 
 def main() -> int:
@@ -166,6 +216,11 @@ def main() -> int:
     loop.close()
     ours = results[PARSE] + results[JWT_CHECK] + results[SERIALISE]
     print(f"\nOur share of one JWT Check (parse + Pipeline.check + serialise): {ours:.0f} µs")
+    before = results[AUDIT_BUILD] + results[BEFORE_LINE]
+    on_path = results[AUDIT_BUILD] + results[AUDIT_ENQUEUE] + results[METRICS]
+    print(f"Audit per Check, before v1 (build + structlog line, all on the Check path): {before:.1f} µs")
+    print(f"Audit per Check, now: on the Check path (build + enqueue + metrics) {on_path:.1f} µs; "
+          f"CPU in total (+ writer task) {on_path + results[AUDIT_WRITER]:.1f} µs")
     return 0
 
 

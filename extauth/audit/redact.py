@@ -12,6 +12,7 @@ Raw tokens, cookies and API keys are never copied into an event in the first pla
 second line for credentials a client puts where nobody expects them.
 """
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -34,7 +35,9 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _CLIENT_TEXT_FIELDS = ("path", "host")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_name(name: str) -> bool:
+    """Cached: the same few header and parameter names come back on every request."""
     return name.lower() in SECRET_HEADERS or SECRET_NAME.search(name) is not None
 
 

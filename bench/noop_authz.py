@@ -2,7 +2,8 @@
 
 Same stack as extauth (grpc.aio on uvloop, extauth's server options and concurrency cap), so the gap between
 this and extauth through Envoy is the cost of extauth's own work. Health is served so the bench can wait for
-it the way it waits for extauth.
+it the way it waits for extauth, and Envoy's access-log stream is accepted and discarded, so Envoy does the
+same work in front of both (no failing, retried stream here only).
 
     python bench/noop_authz.py /tmp/noop.sock
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import uvloop
+from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from google.rpc import code_pb2, status_pb2
@@ -30,10 +32,18 @@ class NoopAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
         return _OK
 
 
+class DiscardAccessLogs(als_pb2_grpc.AccessLogServiceServicer):
+    async def StreamAccessLogs(self, request_iterator, context: grpc.aio.ServicerContext):  # noqa: N802
+        async for _ in request_iterator:
+            pass
+        return als_pb2.StreamAccessLogsResponse()
+
+
 async def serve(socket_path: Path) -> None:
     """Until SIGTERM or SIGINT, as `ManagedProcess.stop` sends."""
     server = grpc.aio.server(options=GRPC_OPTIONS, maximum_concurrent_rpcs=ServerConfig().max_concurrent_checks)
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(NoopAuthorization(), server)
+    als_pb2_grpc.add_AccessLogServiceServicer_to_server(DiscardAccessLogs(), server)
     health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
     socket_path.unlink(missing_ok=True)
     server.add_insecure_port(f"unix:{socket_path}")

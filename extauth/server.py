@@ -73,7 +73,7 @@ class ExtauthServer:
         self.rate_limiter = RateLimiter(
             open_storage(limits.backend, timeout_ms=limits.timeout_ms), clock, timeout_ms=limits.timeout_ms,
             breaker=CircuitBreaker(clock, limits.breaker.failure_threshold, limits.breaker.cooldown_seconds),
-            batch_window_us=limits.batch_window_us)
+            batch_window_us=limits.batch_window_us, metrics=REDIS)
         self.pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
                                  self.audit, self.instance, redactor=redactor, metrics=CheckMetrics(),
                                  rate_limit=RateLimitPhase(self.rate_limiter, limits.headers_on_allow))
@@ -92,7 +92,8 @@ class ExtauthServer:
         self.metrics_registry = CollectorRegistry(auto_describe=False)
         self.metrics_registry.register(ExtauthCollector(
             checks=self.pipeline.metrics, redis=REDIS, audit=self.audit, access_log=self.access_log,
-            policy=self.policy, key_stores=self.authenticator.key_stores, clock=clock, pipeline=self.pipeline))
+            policy=self.policy, key_stores=self.authenticator.key_stores, clock=clock, pipeline=self.pipeline,
+            limiter=self.rate_limiter))
         self.metrics_server = None
         if config.server.metrics_listen:
             metrics_address = ListenAddress.parse(config.server.metrics_listen, config_path.parent)

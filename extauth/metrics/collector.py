@@ -21,7 +21,8 @@ class ExtauthCollector(Collector):
     """Reads the pipeline, audit writer, access-log servicer, policy store, key stores and the Redis hook."""
 
     def __init__(self, *, checks: CheckMetrics, redis: RedisMetrics, audit: Any = None, access_log: Any = None,
-                 policy: Any = None, key_stores: Any = (), clock: Any = None, pipeline: Any = None) -> None:
+                 policy: Any = None, key_stores: Any = (), clock: Any = None, pipeline: Any = None,
+                 limiter: Any = None) -> None:
         self._checks = checks
         self._redis = redis
         self._audit = audit
@@ -30,10 +31,13 @@ class ExtauthCollector(Collector):
         self._key_stores = key_stores
         self._clock = clock
         self._pipeline = pipeline
+        self._limiter = limiter
 
     def collect(self) -> Iterator[Metric]:
         yield from self._check_metrics()
         yield from self._redis_metrics()
+        if self._limiter is not None:
+            yield from self._limiter_metrics()
         if self._audit is not None:
             yield from self._audit_metrics()
         if self._access_log is not None:
@@ -62,6 +66,24 @@ class ExtauthCollector(Collector):
                                          "Checks where the shadow policy decided differently.")
             shadow.add_metric([], self._pipeline.shadow_differences)
             yield shadow
+
+    def _limiter_metrics(self) -> Iterator[Metric]:
+        stats = self._limiter.stats
+        for name, help_text, value in (
+            ("extauth_ratelimit_checks", "Requests counted against rate limits.", stats.requests),
+            ("extauth_ratelimit_rejections", "Requests rejected by an enforced limit (429 or 503).", stats.rejections),
+            ("extauth_ratelimit_shadow_rejections", "Would-be rejections by shadow limits.", stats.shadow_rejections),
+            ("extauth_ratelimit_degraded", "Requests answered by a failure mode instead of the store.", stats.degraded),
+            ("extauth_ratelimit_short_circuited", "Store calls skipped because the breaker was open.",
+             stats.short_circuited),
+        ):
+            counter = CounterMetricFamily(name, help_text)
+            counter.add_metric([], value)
+            yield counter
+        breaker = GaugeMetricFamily("extauth_ratelimit_breaker_open",
+                                    "1 while the store's circuit breaker is open or probing.")
+        breaker.add_metric([], 1 if self._limiter.degraded else 0)
+        yield breaker
 
     def _redis_metrics(self) -> Iterator[Metric]:
         yield histogram_family("extauth_redis_duration_seconds", "Redis call latency by operation.", ["operation"],

@@ -9,18 +9,23 @@ plain attributes of `stats`.
 """
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import structlog
 
 from extauth.clock import Clock
+from extauth.metrics import REDIS
+from extauth.metrics.registry import RedisMetrics
 from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import ALLOWED, LimitCheck, LimitOutcome, RateLimitResult
 from extauth.ratelimit.storage import Storage, StorageError
 
 log = structlog.get_logger("extauth.ratelimit")
+#: The one store operation: a GCRA script call covering every limit of one request.
+_OPERATION = "gcra"
 
 
 @dataclass
@@ -89,7 +94,8 @@ class _Batcher:
 class RateLimiter:
     def __init__(self, storage: Storage, clock: Clock, *, timeout_ms: float = 50.0,
                  breaker: CircuitBreaker | None = None, local_fallback: MemoryStorage | None = None,
-                 batch_window_us: float | None = None, max_batch: int = 256) -> None:
+                 batch_window_us: float | None = None, max_batch: int = 256,
+                 metrics: RedisMetrics | None = None) -> None:
         self.storage = storage
         self.clock = clock
         self.timeout_seconds = timeout_ms / 1000
@@ -97,6 +103,8 @@ class RateLimiter:
         self.breaker.on_change = self._on_breaker_change
         self.local_fallback = local_fallback or MemoryStorage()
         self.stats = LimiterStats()
+        #: Store latency and errors for the metrics endpoint (the process-wide hook by default).
+        self.metrics = metrics or REDIS
         self.last_error: str | None = None
         self._embedded = storage if isinstance(storage, MemoryStorage) else None
         self._batcher = (None if batch_window_us is None or self._embedded is not None
@@ -150,6 +158,7 @@ class RateLimiter:
             stats.short_circuited += 1
             return self._degrade(checks, now_ms)
         stats.backend_calls += 1
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 if self._batcher is not None:
@@ -158,11 +167,14 @@ class RateLimiter:
                     outcomes = await self.storage.acquire(checks, now_ms)
         except TimeoutError:
             stats.timeouts += 1
+            self.metrics.error(_OPERATION, "timeout")
             self._failed(f"{self.storage.name}: no answer within {self.timeout_seconds * 1000:g} ms")
             return self._degrade(checks, now_ms)
         except StorageError as error:
+            self.metrics.error(_OPERATION, "storage")
             self._failed(str(error))
             return self._degrade(checks, now_ms)
+        self.metrics.observe(_OPERATION, time.perf_counter() - started)
         self.breaker.record_success()
         return outcomes
 

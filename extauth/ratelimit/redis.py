@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
@@ -50,6 +51,9 @@ def script_args(placed: Sequence[Placed], now_ms: int) -> tuple[list[str], list[
     return keys, args
 
 
+_RETRY_BROKEN_CONNECTION = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+
+
 class RedisStorage:
     """`redis.asyncio.Redis` or `RedisCluster` behind the `Storage` interface; backend errors become `StorageError`."""
 
@@ -62,11 +66,14 @@ class RedisStorage:
     @classmethod
     def from_url(cls, url: str, timeout_ms: float = 50, connect_timeout_ms: float | None = None,
                  max_connections: int = 64) -> "RedisStorage":
-        """Socket timeouts in milliseconds; no client-side retries (the limiter's breaker decides)."""
+        """Socket timeouts in milliseconds. One immediate retry on a broken connection only: after Redis
+        restarts, every pooled connection is dead, and without it each would cost a failed Check and re-open
+        the breaker. Timeouts are never retried (the limiter's timeout and breaker decide)."""
         timeouts = {"socket_timeout": timeout_ms / 1000,
                     "socket_connect_timeout": (connect_timeout_ms or timeout_ms) / 1000}
         if not is_cluster_url(url):
-            return cls(Redis.from_url(url, retry=Retry(NoBackoff(), 0), max_connections=max_connections, **timeouts))
+            return cls(Redis.from_url(url, retry=_RETRY_BROKEN_CONNECTION, max_connections=max_connections,
+                                      **timeouts))
         parts = urlsplit(url)
         nodes = []
         for address in parts.netloc.rpartition("@")[2].split(","):
@@ -74,7 +81,7 @@ class RedisStorage:
             nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
         auth = {"username": unquote(parts.username) if parts.username else None,
                 "password": unquote(parts.password) if parts.password else None}
-        client = RedisCluster(startup_nodes=nodes, ssl=parts.scheme == "rediss+cluster", retry=Retry(NoBackoff(), 1),
+        client = RedisCluster(startup_nodes=nodes, ssl=parts.scheme == "rediss+cluster", retry=_RETRY_BROKEN_CONNECTION,
                               max_connections=max_connections, **auth, **timeouts)
         return cls(client)
 
@@ -103,6 +110,10 @@ class RedisStorage:
             else:
                 replies = await asyncio.gather(*(self._run(call, now_ms) for call in calls))
         except BACKEND_ERRORS as error:
+            if isinstance(error, RedisConnectionError) and not self.cluster:
+                # The server went away: every idle pooled connection is dead too. Drop them now, so the first
+                # Checks after Redis returns do not fail one by one on stale sockets and re-open the breaker.
+                await self.client.connection_pool.disconnect(inuse_connections=False)
             raise StorageError(f"{self.name}: {type(error).__name__}: {error}") from error
         for call, reply in zip(calls, replies, strict=True):
             for i, (r, j, check) in enumerate(call):

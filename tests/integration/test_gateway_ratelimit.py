@@ -1,6 +1,7 @@
 """Rate limits on a running gateway: 429 through real Envoy, and exact counts across extauth processes sharing Redis."""
 
 import asyncio
+import time
 import uuid
 from pathlib import Path
 
@@ -50,8 +51,11 @@ def test_over_limit_client_gets_429_with_retry_after_through_envoy(
         assert limited.status == 429 and limited.json()["reason"] == "rate_limited"
         assert limited.headers["retry-after"] == "2"
         assert b"demo-upstream" not in limited.body
-        event = extauth.audit_events()[-1]
-        assert event["reason"] == "rate_limited" and event["rate_limit"]["remaining"] == 0
+        deadline = time.monotonic() + 10
+        while not (limited_events := [e for e in extauth.audit_events() if e.get("reason") == "rate_limited"]):
+            assert time.monotonic() < deadline, "no rate_limited audit event"
+            time.sleep(0.05)
+        assert limited_events[0]["rate_limit"]["remaining"] == 0
     finally:
         envoy.stop()
         extauth.stop()

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2
-from support.checks import check, health_status
+from support.checks import health_status
 
-from extauth.devstack.gateway import DEMO_POLICIES, ExtauthProcess, extauth_config
+from extauth.devstack.gateway import DEMO_POLICIES, EnvoyProcess, ExtauthProcess, extauth_config
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
+from extauth.devtools.upstream import RunningUpstream
 
 ADMIN_FOR_READERS = """\
 apiVersion: extauth/v1
@@ -38,52 +39,57 @@ def reader_token(certs: DevCerts) -> str:
     return mint_token(certs.jwt_signing_key, subject="alice", claims={"roles": ["reader"]})
 
 
-def test_broken_reload_keeps_serving_the_last_good_policy(tmp_path: Path, certs: DevCerts, reader_token: str) -> None:
-    """SIGHUP with a broken policy file changes nothing (old decisions, health SERVING, error logged with
-    file:line); a later valid edit is picked up by the file watch without a signal."""
+def test_broken_reload_keeps_serving_the_last_good_policy(
+        tmp_path: Path, certs: DevCerts, reader_token: str, upstream: RunningUpstream, envoy_binary: Path) -> None:
+    """Through Envoy: SIGHUP with a broken policy file changes nothing (same decisions, health SERVING, error
+    logged with file:line); a later valid edit is picked up by the file watch without a signal."""
     policies = tmp_path / "policies"
     shutil.copytree(DEMO_POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
     config = extauth_config(tmp_path, certs, policy={"path": str(policies), "watch_interval_seconds": 0.2})
     extauth = ExtauthProcess(tmp_path, config)
+    extauth.wait_serving()
+    envoy = EnvoyProcess(tmp_path, certs, upstream.port, extauth.addresses)
     try:
-        extauth.wait_serving()
         address = extauth.addresses[0]
-        assert check(address, reader_token, "/admin/users").denied_response.status.code == 403
-        first_version = extauth.audit_events()[-1]["policy_version"]
+        assert envoy.get("/admin/users", reader_token).status == 403
+        first_version = _nth_decision(extauth, 1)["policy_version"]
 
         (policies / "broken.yaml").write_text("apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: x}\n"
                                               "routes:\n  - name: r\n    match: {path: {prefix: nope}}\n")
         extauth.process.process.send_signal(signal.SIGHUP)
         wait_for(lambda: "policy_reload_failed" in extauth.process.log_tail(50))
         assert f"{policies / 'broken.yaml'}:6: routes[0].match.path" in extauth.process.log_tail(50)
-        assert check(address, reader_token, "/admin/users").denied_response.status.code == 403
-        assert extauth.audit_events()[-1]["policy_version"] == first_version
+        assert envoy.get("/admin/users", reader_token).status == 403
+        assert _nth_decision(extauth, 2)["policy_version"] == first_version
         extauth.wait_serving(timeout=1)
         assert health_status(address) == health_pb2.HealthCheckResponse.SERVING
 
         (policies / "broken.yaml").unlink()
         (policies / "demo.yaml").write_text((DEMO_POLICIES / "demo.yaml").read_text().replace(
             "roles: [admin]", "roles: [reader]"))
-        wait_for(lambda: check(address, reader_token, "/admin/users").HasField("ok_response"))
-        assert extauth.audit_events()[-1]["policy_version"] != first_version
+        wait_for(lambda: envoy.get("/admin/users", reader_token).status == 200)
+        wait_for(lambda: _decisions(extauth)[-1]["decision"] == "allow")
+        assert _decisions(extauth)[-1]["policy_version"] != first_version
     finally:
+        envoy.stop()
         extauth.stop()
 
 
 def test_shadow_policy_differences_are_audited_but_not_enforced(
-        tmp_path: Path, certs: DevCerts, reader_token: str) -> None:
-    """A candidate policy that would allow readers on /admin leaves the live 403 in place and audits the difference."""
+        tmp_path: Path, certs: DevCerts, reader_token: str, upstream: RunningUpstream, envoy_binary: Path) -> None:
+    """Through Envoy: a candidate policy allowing readers on /admin leaves the live 403 in place and audits
+    the difference (and the reverse difference on /public)."""
     candidate = tmp_path / "candidate"
     candidate.mkdir()
     (candidate / "candidate.yaml").write_text(ADMIN_FOR_READERS)
     config = extauth_config(tmp_path, certs, policy={"path": str(DEMO_POLICIES), "shadow_path": str(candidate)})
     extauth = ExtauthProcess(tmp_path, config)
+    extauth.wait_serving()
+    envoy = EnvoyProcess(tmp_path, certs, upstream.port, extauth.addresses)
     try:
-        extauth.wait_serving()
-        address = extauth.addresses[0]
-        assert check(address, reader_token, "/admin/users").denied_response.status.code == 403
-        assert check(address, reader_token, "/public/x").HasField("ok_response")
-        admin_event, public_event = extauth.audit_events()[-2:]
+        assert envoy.get("/admin/users", reader_token).status == 403
+        assert envoy.get("/public/x", reader_token).status == 200
+        admin_event, public_event = _nth_decision(extauth, 1), _nth_decision(extauth, 2)
         assert (admin_event["decision"], admin_event["shadow_decision"], admin_event["shadow_differs"]) == (
             "deny", "allow", True)
         assert admin_event["shadow_rule"] == "candidate/admin/readers-too"
@@ -91,5 +97,15 @@ def test_shadow_policy_differences_are_audited_but_not_enforced(
             "allow", "deny", True)
         assert public_event["shadow_reason"] == "no_matching_route"
     finally:
+        envoy.stop()
         extauth.stop()
 
+
+def _decisions(extauth: ExtauthProcess) -> list[dict]:
+    return [event for event in extauth.audit_events() if event.get("event") == "decision"]
+
+
+def _nth_decision(extauth: ExtauthProcess, n: int) -> dict:
+    """The n-th decision event (1-based), once the audit writer has written it."""
+    wait_for(lambda: len(_decisions(extauth)) >= n)
+    return _decisions(extauth)[n - 1]

@@ -9,8 +9,9 @@ from prometheus_client.registry import Collector
 from extauth.metrics.registry import CheckMetrics, Histogram, RedisMetrics
 
 
-def histogram_family(name: str, documentation: str, labels: list[str],
-                     histograms: dict[tuple[str, ...], Histogram]) -> HistogramMetricFamily:
+def histogram_family(
+    name: str, documentation: str, labels: list[str], histograms: dict[tuple[str, ...], Histogram]
+) -> HistogramMetricFamily:
     family = HistogramMetricFamily(name, documentation, labels=labels)
     for label_values, histogram in histograms.items():
         family.add_metric(list(label_values), histogram.cumulative(), histogram.sum)
@@ -20,9 +21,19 @@ def histogram_family(name: str, documentation: str, labels: list[str],
 class ExtauthCollector(Collector):
     """Reads the pipeline, audit writer, access-log servicer, policy store, key stores and the Redis hook."""
 
-    def __init__(self, *, checks: CheckMetrics, redis: RedisMetrics, audit: Any = None, access_log: Any = None,
-                 policy: Any = None, key_stores: Any = (), clock: Any = None, pipeline: Any = None,
-                 limiter: Any = None) -> None:
+    def __init__(
+        self,
+        *,
+        checks: CheckMetrics,
+        redis: RedisMetrics,
+        audit: Any = None,
+        access_log: Any = None,
+        policy: Any = None,
+        key_stores: Any = (),
+        clock: Any = None,
+        pipeline: Any = None,
+        limiter: Any = None,
+    ) -> None:
         self._checks = checks
         self._redis = redis
         self._audit = audit
@@ -41,31 +52,45 @@ class ExtauthCollector(Collector):
         if self._audit is not None:
             yield from self._audit_metrics()
         if self._access_log is not None:
-            entries = CounterMetricFamily("extauth_access_log_entries", "HTTP access-log entries received from Envoy.")
-            entries.add_metric([], self._access_log.stats.entries)
-            yield entries
-            streams = GaugeMetricFamily("extauth_access_log_streams", "Open access-log streams from Envoy.")
-            streams.add_metric([], self._access_log.stats.streams_open)
-            yield streams
+            yield CounterMetricFamily(
+                "extauth_access_log_entries",
+                "HTTP access-log entries received from Envoy.",
+                value=self._access_log.stats.entries,
+            )
+            yield GaugeMetricFamily(
+                "extauth_access_log_streams",
+                "Open access-log streams from Envoy.",
+                value=self._access_log.stats.streams_open,
+            )
         if self._policy is not None:
             yield from self._policy_metrics()
         yield from self._jwks_metrics()
 
     def _check_metrics(self) -> Iterator[Metric]:
-        decisions = CounterMetricFamily("extauth_decisions", "Check decisions by result and reason code.",
-                                        labels=["decision", "reason"])
+        decisions = CounterMetricFamily(
+            "extauth_decisions", "Check decisions by result and reason code.", labels=["decision", "reason"]
+        )
         for (decision, reason), count in sorted(self._checks.decisions.items()):
             decisions.add_metric([decision, reason], count)
         yield decisions
-        yield histogram_family("extauth_check_duration_seconds", "Check latency inside extauth (Pipeline.check).",
-                               [], {(): self._checks.latency})
-        yield histogram_family("extauth_check_phase_duration_seconds", "Check latency per phase.", ["phase"],
-                               {(phase,): histogram for phase, histogram in self._checks.phases.items()})
+        yield histogram_family(
+            "extauth_check_duration_seconds",
+            "Check latency inside extauth (Pipeline.check).",
+            [],
+            {(): self._checks.latency},
+        )
+        yield histogram_family(
+            "extauth_check_phase_duration_seconds",
+            "Check latency per phase.",
+            ["phase"],
+            {(phase,): histogram for phase, histogram in self._checks.phases.items()},
+        )
         if self._pipeline is not None:
-            shadow = CounterMetricFamily("extauth_shadow_differences",
-                                         "Checks where the shadow policy decided differently.")
-            shadow.add_metric([], self._pipeline.shadow_differences)
-            yield shadow
+            yield CounterMetricFamily(
+                "extauth_shadow_differences",
+                "Checks where the shadow policy decided differently.",
+                value=self._pipeline.shadow_differences,
+            )
 
     def _limiter_metrics(self) -> Iterator[Metric]:
         stats = self._limiter.stats
@@ -74,54 +99,66 @@ class ExtauthCollector(Collector):
             ("extauth_ratelimit_rejections", "Requests rejected by an enforced limit (429 or 503).", stats.rejections),
             ("extauth_ratelimit_shadow_rejections", "Would-be rejections by shadow limits.", stats.shadow_rejections),
             ("extauth_ratelimit_degraded", "Requests answered by a failure mode instead of the store.", stats.degraded),
-            ("extauth_ratelimit_short_circuited", "Store calls skipped because the breaker was open.",
-             stats.short_circuited),
+            (
+                "extauth_ratelimit_short_circuited",
+                "Store calls skipped because the breaker was open.",
+                stats.short_circuited,
+            ),
         ):
-            counter = CounterMetricFamily(name, help_text)
-            counter.add_metric([], value)
-            yield counter
-        breaker = GaugeMetricFamily("extauth_ratelimit_breaker_open",
-                                    "1 while the store's circuit breaker is open or probing.")
-        breaker.add_metric([], 1 if self._limiter.degraded else 0)
-        yield breaker
+            yield CounterMetricFamily(name, help_text, value=value)
+        yield GaugeMetricFamily(
+            "extauth_ratelimit_breaker_open",
+            "1 while the store's circuit breaker is open or probing.",
+            value=1 if self._limiter.degraded else 0,
+        )
 
     def _redis_metrics(self) -> Iterator[Metric]:
-        yield histogram_family("extauth_redis_duration_seconds", "Redis call latency by operation.", ["operation"],
-                               {(operation,): histogram for operation, histogram in self._redis.latency.items()})
-        errors = CounterMetricFamily("extauth_redis_errors", "Failed Redis calls by operation and kind.",
-                                     labels=["operation", "kind"])
+        yield histogram_family(
+            "extauth_redis_duration_seconds",
+            "Redis call latency by operation.",
+            ["operation"],
+            {(operation,): histogram for operation, histogram in self._redis.latency.items()},
+        )
+        errors = CounterMetricFamily(
+            "extauth_redis_errors", "Failed Redis calls by operation and kind.", labels=["operation", "kind"]
+        )
         for (operation, kind), count in sorted(self._redis.errors.items()):
             errors.add_metric([operation, kind], count)
         yield errors
 
     def _audit_metrics(self) -> Iterator[Metric]:
         stats = self._audit.stats
-        depth = GaugeMetricFamily("extauth_audit_queue_depth", "Audit events waiting for the writer.")
-        depth.add_metric([], self._audit.depth)
-        yield depth
-        capacity = GaugeMetricFamily("extauth_audit_queue_capacity", "audit.queue_size (denies may add deny_overflow).")
-        capacity.add_metric([], self._audit.queue_size)
-        yield capacity
-        written = CounterMetricFamily("extauth_audit_events_written", "Audit lines written, by event type.",
-                                      labels=["event"])
+        yield GaugeMetricFamily(
+            "extauth_audit_queue_depth", "Audit events waiting for the writer.", value=self._audit.depth
+        )
+        yield GaugeMetricFamily(
+            "extauth_audit_queue_capacity",
+            "audit.queue_size (denies may add deny_overflow).",
+            value=self._audit.queue_size,
+        )
+        written = CounterMetricFamily(
+            "extauth_audit_events_written", "Audit lines written, by event type.", labels=["event"]
+        )
         for event, count in sorted(stats.written.items()):
             written.add_metric([event], count)
         yield written
-        dropped = CounterMetricFamily("extauth_audit_events_dropped",
-                                      "Audit events lost: allow/completion to overflow, deny past deny_overflow, "
-                                      "write_failed after retries.", labels=["kind"])
+        dropped = CounterMetricFamily(
+            "extauth_audit_events_dropped",
+            "Audit events lost: allow/completion to overflow, deny past deny_overflow, write_failed after retries.",
+            labels=["kind"],
+        )
         for kind in ("allow", "completion", "deny", "write_failed"):
             dropped.add_metric([kind], stats.dropped.get(kind, 0))
         yield dropped
-        sampled = CounterMetricFamily("extauth_audit_events_sampled_out", "Allowed requests left out by sampling.")
-        sampled.add_metric([], stats.sampled_out)
-        yield sampled
-        overflow = CounterMetricFamily("extauth_audit_deny_overflow", "Denies queued beyond queue_size.")
-        overflow.add_metric([], stats.deny_overflow)
-        yield overflow
-        errors = CounterMetricFamily("extauth_audit_write_errors", "Failed writes to the audit output.")
-        errors.add_metric([], stats.write_errors)
-        yield errors
+        yield CounterMetricFamily(
+            "extauth_audit_events_sampled_out", "Allowed requests left out by sampling.", value=stats.sampled_out
+        )
+        yield CounterMetricFamily(
+            "extauth_audit_deny_overflow", "Denies queued beyond queue_size.", value=stats.deny_overflow
+        )
+        yield CounterMetricFamily(
+            "extauth_audit_write_errors", "Failed writes to the audit output.", value=stats.write_errors
+        )
 
     def _policy_metrics(self) -> Iterator[Metric]:
         stats = self._policy.stats
@@ -129,8 +166,9 @@ class ExtauthCollector(Collector):
         reloads.add_metric(["ok"], stats.reloads)
         reloads.add_metric(["failed"], stats.failures)
         yield reloads
-        triggers = CounterMetricFamily("extauth_policy_reload_attempts", "Policy reload attempts by trigger.",
-                                       labels=["trigger"])
+        triggers = CounterMetricFamily(
+            "extauth_policy_reload_attempts", "Policy reload attempts by trigger.", labels=["trigger"]
+        )
         for trigger, count in sorted(stats.by_trigger.items()):
             triggers.add_metric([trigger], count)
         yield triggers
@@ -139,12 +177,15 @@ class ExtauthCollector(Collector):
         yield info
 
     def _jwks_metrics(self) -> Iterator[Metric]:
-        age = GaugeMetricFamily("extauth_jwks_age_seconds", "Seconds since the provider's keys last loaded.",
-                                labels=["provider"])
-        failures = CounterMetricFamily("extauth_jwks_refresh_failures", "Failed JWKS fetches by provider.",
-                                       labels=["provider"])
-        refreshes = CounterMetricFamily("extauth_jwks_refreshes", "Successful JWKS loads by provider.",
-                                        labels=["provider"])
+        age = GaugeMetricFamily(
+            "extauth_jwks_age_seconds", "Seconds since the provider's keys last loaded.", labels=["provider"]
+        )
+        failures = CounterMetricFamily(
+            "extauth_jwks_refresh_failures", "Failed JWKS fetches by provider.", labels=["provider"]
+        )
+        refreshes = CounterMetricFamily(
+            "extauth_jwks_refreshes", "Successful JWKS loads by provider.", labels=["provider"]
+        )
         for store in self._key_stores:
             name = getattr(store, "name", None)
             if name is None or not hasattr(store, "refresh_failures"):

@@ -127,6 +127,15 @@ class Hammer:
         await asyncio.gather(*self.tasks)
 
 
+async def counts_again_after_cooldown(load: "Hammer", limiter: RateLimiter, clock: ManualClock) -> None:
+    """Once the breaker's cool-down passes, its probe closes it and every following check is counted by Redis."""
+    clock.advance(1)
+    await load.until(lambda: limiter.breaker_state is BreakerState.CLOSED)
+    after = load.seen.copy()
+    await load.until(lambda: sum((load.seen - after).values()) > 300)
+    assert {verdict for (_, verdict) in load.seen - after} == {"counted"}
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     with RedisServer(tmp_path / "redis") as server:
@@ -156,11 +165,7 @@ async def test_killing_redis_mid_run_gives_each_failure_mode_then_recovers(own_r
         assert limiter.degraded
 
         own_redis.restart()
-        clock.advance(1)
-        await load.until(lambda: limiter.breaker_state is BreakerState.CLOSED)
-        after = load.seen.copy()
-        await load.until(lambda: sum((load.seen - after).values()) > 300)
-        assert {verdict for (_, verdict) in load.seen - after} == {"counted"}
+        await counts_again_after_cooldown(load, limiter, clock)
     finally:
         await load.stop()
         await limiter.close()
@@ -183,11 +188,7 @@ async def test_a_hung_redis_mid_run_is_cut_off_by_the_timeout_and_the_breaker(ow
             assert limiter.stats.backend_errors == limiter.stats.timeouts
         finally:
             own_redis.resume()
-        clock.advance(1)
-        await load.until(lambda: limiter.breaker_state is BreakerState.CLOSED)
-        after = load.seen.copy()
-        await load.until(lambda: sum((load.seen - after).values()) > 300)
-        assert {verdict for (_, verdict) in load.seen - after} == {"counted"}
+        await counts_again_after_cooldown(load, limiter, clock)
     finally:
         await load.stop()
         await limiter.close()

@@ -80,7 +80,7 @@ class Pipeline:
         watch = Stopwatch()
         request = Request(check_request)
         live, shadow = self._policy.current, self._policy.shadow
-        decision = Decision.deny(Reason.CHECK_CANCELLED, "the check was cancelled", policy_version=live.version)
+        decision: Decision | None = None
         shadow_decision = None
         try:
             decision = await self._decide(live, request, watch)
@@ -88,16 +88,19 @@ class Pipeline:
                 decision = await self._rate_limit.apply(live.limits, request, decision)
                 watch.lap("rate_limit")
             if shadow is not None:
-                shadow_decision = await self._decide(shadow, request)
+                shadow_decision = await self._shadow_decide(shadow, request)
                 watch.lap("shadow")
             response = self._responder.render(decision, request.request_id)
             watch.lap("respond")
             return response
         except Exception:
-            log.exception("check_failed", request_id=request.request_id, reason=decision.reason.value)
+            log.exception("check_failed", request_id=request.request_id,
+                          reason=decision.reason.value if decision else None)
             decision = Decision.deny(Reason.INTERNAL_ERROR, "internal error", policy_version=live.version)
             return self._responder.render(decision, request.request_id)
         finally:
+            if decision is None:  # cancelled (Envoy's timeout) before any decision: still audited
+                decision = Decision.deny(Reason.CHECK_CANCELLED, "the check was cancelled", policy_version=live.version)
             latency_us = watch.elapsed_us()
             event = decision_event(request, decision, latency_us, self._instance, watch.laps, self._redactor)
             if shadow_decision is not None:
@@ -125,6 +128,14 @@ class Pipeline:
         if watch:
             watch.lap("authorize")
         return decision
+
+    async def _shadow_decide(self, shadow: CompiledPolicy, request: Request) -> Decision:
+        """A broken candidate policy is reported, never allowed to change the live answer."""
+        try:
+            return await self._decide(shadow, request)
+        except Exception:
+            log.exception("shadow_check_failed", request_id=request.request_id)
+            return Decision.deny(Reason.INTERNAL_ERROR, "internal error", policy_version=shadow.version)
 
     def _add_shadow(self, event: dict[str, object], live: Decision, shadow: Decision) -> None:
         differs = live.allowed != shadow.allowed or live.status != shadow.status

@@ -109,3 +109,19 @@ async def test_not_ready_answers_503(certs: DevCerts) -> None:
     response = await pipeline.check(check_request("/public/x"))
     assert response.denied_response.status.code == 503
     assert sink.events[0]["reason"] == "not_ready"
+
+
+async def test_a_failing_shadow_policy_never_changes_the_live_answer(certs: DevCerts) -> None:
+    """If evaluating the shadow policy raises, the live decision stands and the shadow records internal_error."""
+    pipeline, sink = await started_pipeline(certs, BrokenShadow())
+    response = await pipeline.check(check_request("/public/x"))
+    assert response.HasField("ok_response")
+    event = sink.events[0]
+    assert (event["decision"], event["shadow_decision"], event["shadow_reason"]) == ("allow", "deny", "internal_error")
+
+
+class BrokenShadow:
+    def __init__(self) -> None:
+        working = compile_policy(DEMO_POLICIES, SystemClock())
+        self.current = working
+        self.shadow = replace(working, engine=BrokenEngine())

@@ -184,7 +184,7 @@ class Condition(Strict):
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 KEY_PARTS = ("subject", "issuer", "client_ip", "route", "method", "host")
-KEY_PART_PREFIXES = ("claim:", "param:", "header:")
+KEY_PART_PREFIXES = ("claim:", "param:", "header:", "context:")
 
 
 def _duration(value: object) -> object:
@@ -204,7 +204,7 @@ def _key_part(value: str) -> str:
             syntax.claim_path(name)
         return f"header:{name.lower()}" if kind == "header" else value
     raise ValueError(f"{value!r} is not a key part: use one of {', '.join(KEY_PARTS)}, "
-                     "or claim:NAME, param:NAME, header:NAME")
+                     "or claim:NAME, param:NAME, header:NAME, context:NAME")
 
 
 class Window(Strict):

@@ -61,6 +61,8 @@ def _key_part(spec: str) -> KeyPart:
         return claim
     if kind == "param":
         return lambda request, principal, decision: _bounded(decision.params.get(name, "~"))
+    if kind == "context":
+        return lambda request, principal, decision: _bounded(request.context_extensions.get(name, "~"))
     if kind == "header":
         return lambda request, principal, decision: _bounded(request.headers.get(name, ""), always_hash=True)
     raise ValueError(f"unknown key part {spec!r}")  # the schema admits only the kinds above

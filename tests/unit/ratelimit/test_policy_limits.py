@@ -154,7 +154,8 @@ BAD_LIMITS = {
     "bad duration": ("windows: [{requests: 5, per: 10 seconds}]",
                      "windows[0].per: '10 seconds' is not a duration such as 500ms, 10s, 5m, 1h or 1d"),
     "bad key part": ("key: [user]", "key[0]: 'user' is not a key part: use one of subject, issuer, client_ip, "
-                                    "route, method, host, or claim:NAME, param:NAME, header:NAME"),
+                                    "route, method, host, or claim:NAME, param:NAME, header:NAME, "
+                                    "context:NAME"),
     "unknown path parameter": ("key: [param:tenant]", "key[0]: the route's path has no parameter 'tenant'"),
     "undefined role in override": ("overrides: [{when: {roles: [vip]}, windows: [{requests: 1, per: 1s}]}]",
                                    "overrides[0].when.roles: undefined role 'vip' (declare it under roles:)"),
@@ -182,3 +183,15 @@ def test_plan_is_empty_without_limits(tmp_path: Path, clock) -> None:
     (tmp_path / "p.yaml").write_text("apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: p}\n"
                                      "routes:\n  - {name: r, public: true}\n")
     assert not RateLimitPlan(load_policies(tmp_path), clock)
+
+
+def test_envoy_context_extensions_can_key_a_limit(tmp_path: Path, clock: ManualClock) -> None:
+    """`context:service` counts per service named in the Envoy route, so one limit can cover many routes."""
+    (tmp_path / "p.yaml").write_text(
+        "apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: p}\nroutes:\n  - name: r\n    public: true\n"
+        "    limits:\n      - {name: per-service, key: [context:service], windows: [{requests: 5, per: 1s}]}\n")
+    policy = compile_policy(tmp_path, clock)
+    request = Request(check_request("/x", context_extensions={"service": "orders"}))
+    decision = policy.engine.authorize(request, None)
+    (check,) = policy.limits.checks_for(request, decision)
+    assert check.key == "p/r/per-service|context:service=orders"

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+import cel
+
 from extauth.clock import Clock
 from extauth.identity.principal import Principal
 from extauth.policy.matching import Params
@@ -79,6 +81,8 @@ def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], c
         checks.append(_param_equals_claim(param, claim))
     if when.time:
         checks.append(_time(when.time, clock))
+    if when.expression:
+        checks.append(_expression(when.expression))
     return tuple(checks)
 
 
@@ -228,3 +232,41 @@ def _time(window: TimeWindow, clock: Clock) -> Check:
         return f"{local:%a %H:%M} in {window.timezone} is outside {window_text}"
 
     return Check("time", test, why)
+
+
+_CEL_VARIABLES: dict[str, Callable[[Request, Principal, Params], Any]] = {
+    "request": lambda request, principal, params: {
+        "method": request.method, "host": request.hostname, "path": request.path, "headers": dict(request.headers),
+        "query": dict(request.query_params), "source_ip": request.source_address, "peer": request.peer_principal,
+        "context": dict(request.context_extensions)},
+    "principal": lambda request, principal, params: {"subject": principal.subject, "issuer": principal.issuer},
+    "claims": lambda request, principal, params: dict(principal.claims),
+    "roles": lambda request, principal, params: sorted(principal.roles),
+    "params": lambda request, principal, params: dict(params),
+}
+
+
+def _expression(source: str) -> Check:
+    """CEL, compiled once. A missing field or a non-boolean result means the condition does not hold.
+    Only the variables the expression names are built per evaluation (copying every header costs more
+    than evaluating most expressions)."""
+    program = cel.compile(source)
+    builders = [(name, _CEL_VARIABLES[name]) for name in program.variables() if name in _CEL_VARIABLES]
+
+    def evaluate(request: Request, principal: Principal, params: Params) -> Any:
+        return program.execute({name: build(request, principal, params) for name, build in builders})
+
+    def test(request: Request, principal: Principal, params: Params) -> bool:
+        try:
+            return evaluate(request, principal, params) is True
+        except Exception:
+            return False
+
+    def why(request: Request, principal: Principal, params: Params) -> str:
+        try:
+            result = evaluate(request, principal, params)
+        except Exception as error:
+            return f"{source!r} failed: {type(error).__name__}: {error}"
+        return f"{source!r} is {result!r}"
+
+    return Check("expression", test, why)

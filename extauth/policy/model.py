@@ -9,6 +9,7 @@ import re
 import zoneinfo
 from typing import Annotated, Any, Literal
 
+import cel
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from extauth.config.schema import HeaderName, Name, Strict
@@ -41,6 +42,14 @@ def _timezone(value: str) -> str:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)") from None
+    return value
+
+
+def _expression(value: str) -> str:
+    try:
+        cel.compile(value)
+    except ValueError as exc:
+        raise ValueError(f"invalid CEL expression: {str(exc).splitlines()[0]}") from None
     return value
 
 
@@ -179,6 +188,9 @@ class Condition(Strict):
     #: path parameter → claim that must equal it (`{tenant: tenant}`): the tenant / owner check.
     params_match_claims: dict[str, ClaimPath] | None = Field(None, min_length=1)
     time: TimeWindow | None = None
+    #: A CEL expression over `request`, `principal`, `claims`, `roles` and `params`: the escape hatch. It costs
+    #: 20-50 µs per evaluation (the native conditions ~1 µs), so it is evaluated after them.
+    expression: Annotated[str, AfterValidator(_expression)] | None = None
 
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")

@@ -35,9 +35,10 @@ def read_text(path: Path) -> str:
 
 def parse_documents(path: Path, text: str) -> list[tuple[Any, LineMap]]:
     """Every YAML document in ``text`` as (data, line map); syntax errors carry the offending line."""
-    loader = yaml.SafeLoader(text)
     documents = []
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)
         while loader.check_node():
             node = loader.get_node()
             lines: LineMap = {}
@@ -46,10 +47,14 @@ def parse_documents(path: Path, text: str) -> list[tuple[Any, LineMap]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         raise ConfigError.single(path, f"invalid YAML: {exc.problem or exc.context}", line) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError.single(path, f"invalid YAML: character #x{exc.character:04x} is not allowed", line) from None
     except yaml.YAMLError as exc:
         raise ConfigError.single(path, f"invalid YAML: {exc}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return documents
 
 

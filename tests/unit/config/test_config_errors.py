@@ -62,6 +62,10 @@ CASES = {
         "policy: {path: p.yaml\nserver: {}\n",
         ["2: invalid YAML: expected ',' or '}', but got ':'"],
     ),
+    "control character": (
+        "policy: {path: p.yaml}\nserver: {workers: 1}\x07\n",
+        ["2: invalid YAML: character #x0007 is not allowed"],
+    ),
     "several errors at once": (
         "policy: {path: p.yaml}\nserver:\n  workers: 0\n  grace_period_seconds: -1\n",
         ["3: server.workers: Input should be greater than or equal to 1",

@@ -41,7 +41,10 @@ Event = dict[str, Any]
 Processor = Callable[[Any, str, Event], Any]
 
 #: After the writer wakes up it waits this long, so a busy loop's events go out in one write, not one each.
-LINGER_SECONDS = 0.002
+#: Each write is a hand-off to the writer thread (futex wake, context switch, loop wake-up): through Envoy at
+#: ~2k Checks/s, 50 ms instead of 2 ms cut extauth's CPU per Check by ~15% (bench/README.md). Events reach
+#: the file at most ~50 ms late; a graceful stop still flushes everything.
+LINGER_SECONDS = 0.05
 MAX_BATCH = 1024
 CLOSE_TIMEOUT_SECONDS = 30.0
 _RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)

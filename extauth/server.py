@@ -62,18 +62,20 @@ class ExtauthServer:
         ]
         self.instance = f"{socket.gethostname()}/{worker_index}"
         clock = SystemClock()
-        self.policy = PolicyStore(config.policy.path, clock, config.policy.shadow_path)
-        self.authenticator = Authenticator(config.authentication, clock)
         audit = config.audit
         redactor = Redactor(audit.headers, audit.include_query)
         self.audit = AuditWriter.open(audit.output, self.instance, queue_size=audit.queue_size,
                                       deny_overflow=audit.deny_overflow, allow_sample_rate=audit.allow_sample_rate,
                                       redactor=redactor)
+        # Reloads, IdP and Redis outages and recoveries go into the audit stream beside the decisions.
+        notify = self.audit.record
+        self.policy = PolicyStore(config.policy.path, clock, config.policy.shadow_path, notify)
+        self.authenticator = Authenticator(config.authentication, clock, notify=notify)
         limits = config.rate_limit
         self.rate_limiter = RateLimiter(
             open_storage(limits.backend, timeout_ms=limits.timeout_ms), clock, timeout_ms=limits.timeout_ms,
             breaker=CircuitBreaker(clock, limits.breaker.failure_threshold, limits.breaker.cooldown_seconds),
-            batch_window_us=limits.batch_window_us, metrics=REDIS)
+            batch_window_us=limits.batch_window_us, metrics=REDIS, notify=notify)
         self.pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
                                  self.audit, self.instance, redactor=redactor, metrics=CheckMetrics(),
                                  rate_limit=RateLimitPhase(self.rate_limiter, limits.headers_on_allow))

@@ -258,6 +258,10 @@ class AuditWriter:
                   "sampled_out": self.stats.sampled_out}
         await self._write(self._render(self._internal(closed)).encode())
 
+    def record(self, event: str, **fields: Any) -> None:
+        """An operational event (extauth.events.Notify): queued with the denies, never dropped or sampled."""
+        self._emit_internal({"event": event, **fields})
+
     def _emit_internal(self, record: Event) -> None:
         self._arrivals += 1
         self._protected.append((self._arrivals, self._internal(record)))

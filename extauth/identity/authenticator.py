@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from extauth.clock import Clock
 from extauth.config.schema import AuthenticationConfig
+from extauth.events import Notify, ignore
 from extauth.identity.cache import TokenCache, token_digest
 from extauth.identity.http import HttpFetcher, UrllibFetcher
 from extauth.identity.jwks import KeyStore, key_store_for
@@ -19,11 +20,12 @@ from extauth.reasons import Reason
 
 
 class Authenticator:
-    def __init__(self, config: AuthenticationConfig, clock: Clock, fetcher: HttpFetcher | None = None) -> None:
+    def __init__(self, config: AuthenticationConfig, clock: Clock, fetcher: HttpFetcher | None = None,
+                 notify: Notify = ignore) -> None:
         fetcher = fetcher or UrllibFetcher()
         self._extract = TokenExtractor(config.token_sources, config.max_token_bytes).extract
         self._cache = TokenCache(config.token_cache_size, clock)
-        self._stores = [key_store_for(provider, clock, fetcher) for provider in config.providers]
+        self._stores = [key_store_for(provider, clock, fetcher, notify) for provider in config.providers]
         self._verifiers = {
             provider.issuer: JwtVerifier(provider, store, clock)
             for provider, store in zip(config.providers, self._stores, strict=True)

@@ -24,6 +24,7 @@ from jwt.algorithms import HMACAlgorithm
 
 from extauth.clock import Clock
 from extauth.config.schema import JwtProviderConfig
+from extauth.events import Notify, ignore
 from extauth.identity.http import FetchError, HttpFetcher
 
 log = structlog.get_logger("extauth.jwks")
@@ -202,8 +203,12 @@ class JwksStore:
         fetcher: HttpFetcher,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[float], float] = lambda delay: delay * random.uniform(0.9, 1.1),
+        notify: Notify = ignore,
     ) -> None:
         assert provider.jwks is not None
+        self._notify = notify
+        #: Whether the last fetch failed: the audit stream gets the transitions, not every retry.
+        self._failing = False
         self._name = provider.name
         self._issuer = provider.issuer
         self._config = provider.jwks
@@ -281,17 +286,25 @@ class JwksStore:
             keys, skipped, url = await self._fetch()
         except Exception as error:  # no failure may end the refresh loop or drop the good keys
             self.refresh_failures += 1
+            description = _describe(error, self._config.fetch_timeout_seconds)
             log.warning(
                 "jwks_refresh_failed",
                 provider=self._name,
-                error=_describe(error, self._config.fetch_timeout_seconds),
+                error=description,
                 seconds_since_last_good=(
                     None if self._loaded_at is None else round(self._clock.monotonic() - self._loaded_at, 1)
                 ),
             )
+            if not self._failing:
+                self._failing = True
+                self._notify("jwks_unavailable", provider=self._name, error=description,
+                             serving_last_good_keys=self.keys is not None)
             return False
         else:
             self._install(keys, skipped, source=url)
+            if self._failing:
+                self._failing = False
+                self._notify("jwks_recovered", provider=self._name, keys=len(keys))
             return True
         finally:
             self._inflight = None
@@ -324,10 +337,11 @@ class JwksStore:
         log.info("jwks_loaded", provider=self._name, keys=len(keys), skipped=skipped, source=source)
 
 
-def key_store_for(provider: JwtProviderConfig, clock: Clock, fetcher: HttpFetcher) -> KeyStore:
+def key_store_for(provider: JwtProviderConfig, clock: Clock, fetcher: HttpFetcher,
+                  notify: Notify = ignore) -> KeyStore:
     if provider.shared_secret_file is not None:
         return SharedSecretStore(provider)
-    return JwksStore(provider, clock, fetcher)
+    return JwksStore(provider, clock, fetcher, notify=notify)
 
 
 def _read(path: Path, provider: str) -> bytes:

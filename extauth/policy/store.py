@@ -14,6 +14,7 @@ import structlog
 
 from extauth.clock import Clock
 from extauth.config.errors import ConfigError
+from extauth.events import Notify, ignore
 from extauth.policy.engine import PolicyEngine
 from extauth.policy.loader import load_policies, policy_files
 from extauth.ratelimit.plan import RateLimitPlan
@@ -49,8 +50,9 @@ class ReloadStats:
 
 
 class PolicyStore:
-    def __init__(self, path: Path, clock: Clock, shadow_path: Path | None = None) -> None:
+    def __init__(self, path: Path, clock: Clock, shadow_path: Path | None = None, notify: Notify = ignore) -> None:
         self.path = path
+        self._notify = notify
         self.shadow_path = shadow_path
         self._clock = clock
         self.current = compile_policy(path, clock)
@@ -68,8 +70,9 @@ class PolicyStore:
         except ConfigError as error:
             self.stats.failures += 1
             self.stats.last_error = str(error)
-            log.error("policy_reload_failed", trigger=trigger, serving_version=self.current.version,
-                      errors=[str(issue) for issue in error.issues])
+            errors = [str(issue) for issue in error.issues]
+            log.error("policy_reload_failed", trigger=trigger, serving_version=self.current.version, errors=errors)
+            self._notify("policy_reload_failed", trigger=trigger, serving_version=self.current.version, errors=errors)
             return False
         changed = live.version != self.current.version or (
             shadow is not None and self.shadow is not None and shadow.version != self.shadow.version)
@@ -78,6 +81,8 @@ class PolicyStore:
         self.stats.last_error = None
         log.info("policy_reloaded", trigger=trigger, version=live.version, changed=changed,
                  shadow_version=shadow.version if shadow else None)
+        self._notify("policy_reloaded", trigger=trigger, version=live.version, changed=changed,
+                     shadow_version=shadow.version if shadow else None)
         return True
 
     def files_changed(self) -> bool:

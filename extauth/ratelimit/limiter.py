@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from extauth.clock import Clock
+from extauth.events import Notify, ignore
 from extauth.metrics import REDIS
 from extauth.metrics.registry import RedisMetrics
 from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
@@ -95,7 +96,7 @@ class RateLimiter:
     def __init__(self, storage: Storage, clock: Clock, *, timeout_ms: float = 50.0,
                  breaker: CircuitBreaker | None = None, local_fallback: MemoryStorage | None = None,
                  batch_window_us: float | None = None, max_batch: int = 256,
-                 metrics: RedisMetrics | None = None) -> None:
+                 metrics: RedisMetrics | None = None, notify: Notify = ignore) -> None:
         self.storage = storage
         self.clock = clock
         self.timeout_seconds = timeout_ms / 1000
@@ -105,6 +106,7 @@ class RateLimiter:
         self.stats = LimiterStats()
         #: Store latency and errors for the metrics endpoint (the process-wide hook by default).
         self.metrics = metrics or REDIS
+        self._notify = notify
         self.last_error: str | None = None
         self._embedded = storage if isinstance(storage, MemoryStorage) else None
         self._batcher = (None if batch_window_us is None or self._embedded is not None
@@ -209,8 +211,10 @@ class RateLimiter:
         if state is BreakerState.OPEN and previous is BreakerState.CLOSED:
             log.warning("ratelimit_backend_degraded", backend=self.storage.name, error=self.last_error,
                         cooldown_seconds=self.breaker.cooldown_seconds)
+            self._notify("ratelimit_backend_degraded", backend=self.storage.name, error=self.last_error)
         elif state is BreakerState.CLOSED:
             log.info("ratelimit_backend_recovered", backend=self.storage.name)
+            self._notify("ratelimit_backend_recovered", backend=self.storage.name)
 
     async def close(self) -> None:
         await self.storage.close()

@@ -70,6 +70,14 @@ def test_broken_reload_keeps_serving_the_last_good_policy(
         wait_for(lambda: envoy.get("/admin/users", reader_token).status == 200)
         wait_for(lambda: _decisions(extauth)[-1]["decision"] == "allow")
         assert _decisions(extauth)[-1]["policy_version"] != first_version
+        # The audit trail records both the rejected and the accepted change, beside the decisions.
+        records = extauth.audit_events(kind=None)
+        changes = [e["event"] for e in records if e["event"].startswith("policy_")]
+        # The fix (delete one file, edit another) may be picked up by one poll or by two.
+        assert changes[0] == "policy_reload_failed" and set(changes[1:]) == {"policy_reloaded"}
+        failed = next(e for e in records if e["event"] == "policy_reload_failed")
+        assert failed["trigger"] == "sighup" and failed["serving_version"] == first_version
+        assert failed["errors"][0].startswith(f"{policies / 'broken.yaml'}:6: routes[0].match.path")
     finally:
         envoy.stop()
         extauth.stop()

@@ -45,6 +45,10 @@ def test_not_serving_until_keys_load_then_serving(tmp_path: Path, certs: DevCert
         extauth.wait_serving(timeout=15)
         token = mint_token(certs.jwt_signing_key, subject="alice", claims={"roles": ["reader"]})
         assert check(address, token).HasField("ok_response")
+        extauth.stop()
+        outages = [e for e in extauth.audit_events(kind=None) if e["event"] in ("jwks_unavailable", "jwks_recovered")]
+        assert [e["event"] for e in outages] == ["jwks_unavailable", "jwks_recovered"]
+        assert outages[0]["provider"] == "idp" and outages[0]["serving_last_good_keys"] is False
     finally:
         extauth.stop()
         idp.stop()

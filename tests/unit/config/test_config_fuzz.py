@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,25 +17,14 @@ YAML_FRAGMENTS = st.sampled_from([
 DOCUMENTS = st.lists(st.one_of(YAML_FRAGMENTS, st.text(max_size=20)), max_size=30).map("\n".join)
 
 
+@pytest.mark.parametrize("load", [load_config, load_policies], ids=["config", "policy"])
 @settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=DOCUMENTS)
-def test_any_config_text_loads_or_fails_with_a_config_error(tmp_path: Path, text: str) -> None:
-    """Whatever the file holds, load_config returns a Config or raises ConfigError whose issues name the file."""
+def test_any_text_loads_or_fails_with_a_config_error_naming_the_file(tmp_path: Path, load, text: str) -> None:
+    """Whatever the file holds, the loader returns a result or raises ConfigError whose issues name the file."""
     path = tmp_path / "extauth.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     try:
-        load_config(path)
-    except ConfigError as error:
-        assert error.issues and all(issue.file == path for issue in error.issues)
-
-
-@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(text=DOCUMENTS)
-def test_any_policy_text_loads_or_fails_with_a_config_error(tmp_path: Path, text: str) -> None:
-    """Whatever a policy file holds, the loader returns a policy set or raises ConfigError naming that file."""
-    path = tmp_path / "policy.yaml"
-    path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    try:
-        load_policies(path)
+        load(path)
     except ConfigError as error:
         assert error.issues and all(issue.file == path for issue in error.issues)

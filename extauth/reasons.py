@@ -37,6 +37,8 @@ class Reason(StrEnum):
     SIGNATURE_MATCH = "signature_match"
     #: `;parameters` in a path segment, which upstreams disagree about (see docs/security.md).
     PATH_PARAMETERS = "path_parameters"
+    #: A method-override header or `_method` parameter: the upstream would serve another method than the one decided.
+    METHOD_OVERRIDE = "method_override"
     #: The path does not percent-decode to UTF-8 text.
     MALFORMED_PATH = "malformed_path"
     #: `:authority` is not a host name, IPv4 or bracketed IPv6 literal with an optional port.

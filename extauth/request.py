@@ -45,6 +45,12 @@ def canonical_segments(path: str) -> tuple[str, ...] | None:
     return tuple(segments)
 
 
+def fold_case(text: str) -> str:
+    """Lower case as case-insensitive upstreams compare: through upper case, so `ſ` (long s) and `ı` (dotless i)
+    fold to `s` and `i`, as Java's equalsIgnoreCase and .NET's OrdinalIgnoreCase see them."""
+    return text.lower() if text.isascii() else text.upper().lower()
+
+
 def canonical_host(host: str) -> str | None:
     """`API.Example.com.:8443` → `api.example.com`, `[::1]:80` → `::1`; None when it is not a host at all."""
     host = host.lower()
@@ -143,13 +149,13 @@ class Request:
     def folded_path(self) -> str:
         """The canonical path lower-cased, for case-insensitive route matching (the default)."""
         if self._folded is None:
-            self._folded = self.path.lower()
+            self._folded = fold_case(self.path)
         return self._folded
 
     @property
     def folded_segments(self) -> tuple[str, ...]:
         if self._folded_segments is None:
-            self._folded_segments = tuple(segment.lower() for segment in self.path_segments)
+            self._folded_segments = tuple(fold_case(segment) for segment in self.path_segments)
         return self._folded_segments
 
     @property

@@ -47,7 +47,7 @@ class Responder:
         self._forward = forward
         self._claim_headers = tuple(forward.claim_headers.items())
         identity_headers = [forward.subject_header, forward.issuer_header, *forward.claim_headers]
-        removed = [name for name in identity_headers if name]
+        removed = [name for name in identity_headers if name] + list(forward.remove_request_headers)
         if forward.strip_authorization:
             removed.append("authorization")
         #: Client-sent copies of identity headers are always removed, so an anonymous (public-route)

@@ -185,6 +185,13 @@ class TokenSourceConfig(Strict):
         return self
 
 
+#: Headers only a proxy may set, which upstream frameworks read as the URL or host instead of the request line
+#: (IIS/Symfony `X-Original-URL`, Spring `X-Forwarded-Prefix`, Django/Rails `X-Forwarded-Host`, RFC 7239
+#: `Forwarded`): removed from the client's request, so the upstream serves the request that was authorised.
+DEFAULT_PROXY_HEADERS = ("x-original-url", "x-rewrite-url", "x-forwarded-host", "x-forwarded-prefix",
+                         "x-forwarded-path", "x-forwarded-server", "x-host", "forwarded")
+
+
 class ForwardConfig(Strict):
     """Identity headers added to the upstream request when a request is allowed."""
 
@@ -193,6 +200,9 @@ class ForwardConfig(Strict):
     claim_headers: dict[HeaderName, str] = Field(default_factory=dict)
     strip_authorization: bool = True
     max_header_value_bytes: int = Field(1024, ge=16, le=16_384)
+    #: Removed from the client's request on every allow (docs/security.md); `[]` when a trusted proxy in front
+    #: of Envoy sets them.
+    remove_request_headers: list[HeaderName] = Field(default_factory=lambda: list(DEFAULT_PROXY_HEADERS))
 
 
 class AuthenticationConfig(Strict):

@@ -55,6 +55,11 @@ class PolicyEngine:
         self.owned_headers: tuple[str, ...] = tuple(sorted({name for route in routes for rule in route.rules
                                                              for name, _ in rule.headers}))
 
+    @property
+    def routes(self) -> tuple[CompiledRoute, ...]:
+        """Every route's matcher, in policy order (for `explain` and tests)."""
+        return tuple(route.match for route in self._routes)
+
     def authorize(self, request: Request, principal: Principal | None) -> Decision:
         version = self.version
         matched, params, mismatch = self._index.resolve(request)

@@ -1,10 +1,10 @@
 """The route index: a request's candidate routes, most specific first, from one dictionary look-up.
 
-Routes are keyed by their first literal path segment, lower-cased and without any extension (`/api/...`,
-`/favicon.ico` under `favicon`), so every spelling the matchers accept finds the same bucket. Routes pinning no
-first segment (regex, a template starting with a parameter, the `/` prefix, no path: host or context_extensions
-only) are candidates for every request. Each bucket is merged and sorted at load, so the cost of a look-up does not
-grow with the number of routes.
+Routes are keyed by their first literal path segment, case-folded and without any extension or trailing
+spaces (`/api/...`, `/favicon.ico` under `favicon`), so every spelling the matchers accept finds the same bucket.
+Routes pinning no first segment (regex, a template starting with a parameter, the `/` prefix, no path: host or
+context_extensions only) are candidates for every request. Each bucket is merged and sorted at load, so the cost
+of a look-up does not grow with the number of routes.
 
 `resolve` implements the rule in docs/policy.md: the most specific route whose *resource* (host, Envoy route labels,
 path) matches decides, together with the routes of exactly the same specificity; if none of those admits the
@@ -48,7 +48,7 @@ class RouteIndex:
         if not self._by_segment:
             return self._everywhere
         segments = request.folded_segments
-        first = segments[1].partition(".")[0] if len(segments) > 1 else ""
+        first = segments[1].partition(".")[0].rstrip(" ") if len(segments) > 1 else ""
         return self._by_segment.get(first, self._everywhere)
 
     def resolve(self, request: Request) -> Resolution:

@@ -16,7 +16,7 @@ from types import MappingProxyType
 
 from extauth.policy import syntax
 from extauth.policy.model import PathMatch, RouteMatch
-from extauth.request import Request, canonical_method, canonical_segments
+from extauth.request import Request, canonical_method, canonical_segments, fold_case
 
 Params = Mapping[str, str]
 NO_PARAMS: Params = MappingProxyType({})
@@ -40,16 +40,18 @@ class PathMatcher:
 
 def _pattern_segments(text: str, case_sensitive: bool) -> tuple[str, ...]:
     segments = canonical_segments(text) or tuple(text.split("/"))
-    return segments if case_sensitive else tuple(segment.lower() for segment in segments)
+    return segments if case_sensitive else tuple(fold_case(segment) for segment in segments)
 
 
 def _literal_matches(literal: str, segment: str, last: bool, extensions: bool) -> bool:
     """`orders` matches `orders`, and as the request's last segment also `orders.json`, `orders.`, `orders.x.y`:
-    the same resource to an upstream with suffix matching. A literal that has a dot itself matches exactly."""
+    the same resource to an upstream with suffix matching (a literal that has a dot itself matches exactly).
+    Trailing dots and spaces never make another resource: IIS drops them (`tenants./` is `tenants/`)."""
     if literal == segment:
         return True
-    return (extensions and last and segment.startswith(literal) and segment[len(literal):len(literal) + 1] == "."
-            and "." not in literal)
+    if extensions and last and "." not in literal:
+        segment = segment.partition(".")[0]
+    return segment.rstrip(". ") == literal
 
 
 def compile_path(path: PathMatch) -> PathMatcher:
@@ -71,7 +73,8 @@ def compile_path(path: PathMatch) -> PathMatcher:
             if len(parts) < count or (not prefix and len(parts) != count):
                 return None
             for index in range(count - 1):
-                if parts[index] != pattern[index]:
+                part = parts[index]
+                if part != pattern[index] and part.rstrip(". ") != pattern[index]:
                     return None
             return NO_PARAMS if _literal_matches(last_literal, parts[count - 1], len(parts) == count,
                                                  extensions) else None
@@ -88,7 +91,7 @@ def compile_path(path: PathMatch) -> PathMatcher:
         return PathMatcher("template", path.template,
                            _template_matcher(template, case_sensitive, extensions, segments_of),
                            (literal_count, bound, _KIND_RANK["template"] if template.rest is None else 1),
-                           None if first is None else _index_key(("", first.lower())))
+                           None if first is None else _index_key(("", fold_case(first))))
     assert path.regex is not None
     regex = re.compile(path.regex, 0 if case_sensitive else re.IGNORECASE)
 
@@ -104,7 +107,7 @@ def compile_path(path: PathMatch) -> PathMatcher:
 
 
 def _index_key(pattern: tuple[str, ...]) -> str | None:
-    return pattern[1].partition(".")[0].lower() if len(pattern) > 1 else None
+    return fold_case(pattern[1].partition(".")[0]) if len(pattern) > 1 else None
 
 
 def _template_matcher(template: syntax.Template, case_sensitive: bool, extensions: bool,
@@ -112,7 +115,7 @@ def _template_matcher(template: syntax.Template, case_sensitive: bool, extension
     segments, names, rest = template.segments, template.params, template.rest
     count = len(segments)
     slots = tuple(index for index, segment in enumerate(segments) if segment is None)
-    literals = tuple((index, segment if case_sensitive else segment.lower())
+    literals = tuple((index, segment if case_sensitive else fold_case(segment))
                      for index, segment in enumerate(segments) if segment is not None)
 
     def match(request: Request) -> Params | None:

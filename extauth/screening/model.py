@@ -41,6 +41,9 @@ class Blocks(Strict):
     #: `;params` in any path segment → 400. Switch off only for upstreams that need them (Java servlet
     #: `;jsessionid`); they are then dropped before matching, as those upstreams drop them (docs/security.md).
     path_parameters: bool = True
+    #: `X-HTTP-Method-Override` and its kin, or a `_method` query parameter → 400: frameworks serve such a POST as
+    #: the method named there, which is not the method the policy decided on.
+    method_override: bool = True
 
 
 SignatureTarget = Literal["path", "query", "headers"]

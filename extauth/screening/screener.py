@@ -52,6 +52,11 @@ CONTROL_RULE = "screening/control_characters"
 ENCODED_SLASH_RULE = "screening/encoded_slashes"
 TRAVERSAL_RULE = "screening/path_traversal"
 PATH_PARAMETERS_RULE = "screening/path_parameters"
+METHOD_OVERRIDE_RULE = "screening/method_override"
+#: Headers that Symfony, Laravel, Rails (Rack::MethodOverride), Express (method-override), ASP.NET and Spring
+#: (HiddenHttpMethodFilter reads `_method`) honour in place of the request method.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override", "x-original-method")
+_METHOD_OVERRIDE_QUERY = re.compile(r"(?:^|[&;])(?:_|%5f)method(?:=|&|;|$)", re.IGNORECASE)
 MALFORMED_PATH_RULE = "screening/malformed_path"
 HOST_RULE = "screening/host"
 
@@ -65,6 +70,7 @@ _DESCRIPTIONS = {
     Reason.PATH_TRAVERSAL: "path traversal in the request",
     Reason.SIGNATURE_MATCH: "request matches a blocked pattern",
     Reason.PATH_PARAMETERS: "path parameters (';') are not accepted",
+    Reason.METHOD_OVERRIDE: "method override is not accepted; send the method itself",
     Reason.MALFORMED_PATH: "the path is not valid percent-encoded UTF-8",
     Reason.INVALID_HOST: "invalid host",
 }
@@ -166,6 +172,9 @@ class Screener:
             return _deny(Reason.MALFORMED_PATH, MALFORMED_PATH_RULE)
         if not request.host_is_valid:
             return _deny(Reason.INVALID_HOST, HOST_RULE)
+        if blocks.method_override and (any(name in upb_headers for name in METHOD_OVERRIDE_HEADERS) or (
+                "method" in query.lower() and _METHOD_OVERRIDE_QUERY.search(query))):
+            return _deny(Reason.METHOD_OVERRIDE, METHOD_OVERRIDE_RULE)
         # 4. headers: copied out of upb once; sizes and control characters over all values at once
         headers = dict(upb_headers)
         values = "".join(headers.values())

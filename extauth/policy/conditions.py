@@ -341,13 +341,10 @@ def _expression(source: str, deny: bool, rule: str) -> Check:
         return deny
 
     def why(request: Request, principal: Principal, params: Params) -> str:
-        outcome = "denies (fail closed)" if deny else "does not hold"
         try:
             result = evaluate(request, principal, params)
         except Exception as error:
-            return f"{source!r} failed: {type(error).__name__}: {error}; the condition {outcome}"
-        if not isinstance(result, bool):
-            return f"{source!r} is {result!r}, not a boolean; the condition {outcome}"
+            return f"{source!r} failed: {type(error).__name__}: {error}"
         return f"{source!r} is {result!r}"
 
     return Check("expression", test, why)

@@ -15,6 +15,7 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import cel
 
@@ -190,20 +191,27 @@ def _query_key(name: str) -> str:
 def _query_values(name: str) -> Callable[[Request], list[Any]]:
     """Every occurrence of the parameter (decoded, as are the names) under any spelling an upstream may read as
     it, trimmed. MISSING stands for the reading of an upstream that finds no parameter spelt exactly `name`:
-    when it is absent, or only present under another spelling (`A=1` or `a[]=1` for `a`)."""
+    when it is absent, or only present under another spelling (`A=1` or `a[]=1` for `a`). A query with `;` is
+    read both ways, as some upstreams (Rack 2, old Python) also split at `;`."""
     key = _query_key(name)
 
-    def values(request: Request) -> list[Any]:
+    def occurrences(params: Mapping[str, list[str]]) -> list[Any]:
         found: list[Any] = []
         exact = False
-        for spelling, occurrences in request.query_params.items():
+        for spelling, values in params.items():
             if spelling == name:
                 exact = True
             elif _query_key(spelling) != key:
                 continue
-            found.extend(occurrence.strip(_PADDING) for occurrence in occurrences)
+            found.extend(value.strip(_PADDING) for value in values)
         if not exact:
             found.append(MISSING)
+        return found
+
+    def values(request: Request) -> list[Any]:
+        found = occurrences(request.query_params)
+        if ";" in request.query:
+            found += occurrences(parse_qs(request.query.replace(";", "&"), keep_blank_values=True))
         return found
 
     return values

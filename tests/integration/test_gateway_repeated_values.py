@@ -109,6 +109,7 @@ def test_repeated_header_lines_are_read_as_one_list(client: Client, lines: list[
     ("view=summary&view=other", Reason.AMBIGUOUS_REQUEST),
     ("View=summary", Reason.AMBIGUOUS_REQUEST),
     ("view=+summary+", Reason.OK),
+    ("view=summary;view=raw", Reason.DENIED_BY_RULE),
 ])
 def test_repeated_query_parameters_are_every_occurrence(client: Client, query: str, reason: Reason) -> None:
     """Every occurrence and spelling of `view` counts: any `raw` denies, disagreeing values are a 400."""

@@ -95,10 +95,15 @@ def test_header_values_are_the_trimmed_comma_separated_elements(engine: PolicyEn
     ("view=other", Reason.FORBIDDEN),
     ("views=summary", Reason.FORBIDDEN),
     ("VIEW=other", Reason.FORBIDDEN),
+    ("view=summary;view=raw", Reason.DENIED_BY_RULE),
+    ("page=1;view=raw", Reason.DENIED_BY_RULE),
+    ("view=summary;page=2", Reason.AMBIGUOUS_REQUEST),
+    ("view=summary&page=2;3", Reason.OK),
 ])
 def test_query_values_are_every_occurrence_under_every_spelling(engine: PolicyEngine, query, reason) -> None:
     """Names and values are decoded; any letter case or an array suffix is the same parameter to some upstream,
-    so it counts for a deny rule and, if the exact name is not also there, makes an allow rule ambiguous."""
+    so it counts for a deny rule and, if the exact name is not also there, makes an allow rule ambiguous; a `;`
+    separates parameters for some upstreams, so a query with one is read both ways."""
     assert query_decision(engine, "/query", query) is reason
 
 

@@ -181,9 +181,10 @@ def _header_values(name: str) -> Callable[[Request], list[Any]]:
     return values
 
 
-def _query_key(name: str) -> str:
-    """What upstreams may read as the same parameter: any case, and PHP/Rails/qs arrays (`a[]`, `a[0]`)."""
-    if name.endswith("]") and "[" in name:
+def _query_key(name: str, arrays: bool) -> str:
+    """What upstreams may read as the same parameter: any case, and with `arrays`, PHP/Rails/qs arrays (`a[]`,
+    `a[0]` for `a`; not for a policy name that is itself bracketed, such as JSON:API's `filter[status]`)."""
+    if arrays and name.endswith("]") and "[" in name:
         name = name[:name.index("[")]
     return name.strip(_PADDING).casefold()
 
@@ -193,7 +194,8 @@ def _query_values(name: str) -> Callable[[Request], list[Any]]:
     it, trimmed. MISSING stands for the reading of an upstream that finds no parameter spelt exactly `name`:
     when it is absent, or only present under another spelling (`A=1` or `a[]=1` for `a`). A query with `;` is
     read both ways, as some upstreams (Rack 2, old Python) also split at `;`."""
-    key = _query_key(name)
+    arrays = "[" not in name
+    key = _query_key(name, arrays)
 
     def occurrences(params: Mapping[str, list[str]]) -> list[Any]:
         found: list[Any] = []
@@ -201,7 +203,7 @@ def _query_values(name: str) -> Callable[[Request], list[Any]]:
         for spelling, values in params.items():
             if spelling == name:
                 exact = True
-            elif _query_key(spelling) != key:
+            elif _query_key(spelling, arrays) != key:
                 continue
             found.extend(value.strip(_PADDING) for value in values)
         if not exact:

@@ -32,6 +32,10 @@ routes:
     rules:
       - {name: no-raw, effect: deny, when: {query: {view: raw}}}
       - {name: known-views, when: {query: {view: [summary, full]}}}
+  - name: query-bracketed
+    match: {path: {prefix: /filtered}}
+    rules:
+      - {name: open-only, when: {query: {"filter[status]": open}}}
   - name: query-present
     match: {path: {prefix: /quiet}}
     rules:
@@ -105,6 +109,17 @@ def test_query_values_are_every_occurrence_under_every_spelling(engine: PolicyEn
     so it counts for a deny rule and, if the exact name is not also there, makes an allow rule ambiguous; a `;`
     separates parameters for some upstreams, so a query with one is read both ways."""
     assert query_decision(engine, "/query", query) is reason
+
+
+@pytest.mark.parametrize("query, reason", [
+    ("filter[status]=open&filter[type]=x", Reason.OK),
+    ("filter%5Bstatus%5D=open", Reason.OK),
+    ("filter[status]=open&FILTER[Status]=closed", Reason.AMBIGUOUS_REQUEST),
+    ("filter[status]=closed", Reason.FORBIDDEN),
+])
+def test_a_bracketed_parameter_name_is_its_own_parameter(engine: PolicyEngine, query, reason) -> None:
+    """A policy name such as `filter[status]` is not widened to other `filter[...]` parameters; case still counts."""
+    assert query_decision(engine, "/filtered", query) is reason
 
 
 @pytest.mark.parametrize("query, reason", [

@@ -130,8 +130,8 @@ def _compile(scope: str, limit: RateLimit, granting: Mapping[str, frozenset[str]
         limit_id=f"{scope}/{limit.name}",
         parts=tuple((spec, _key_part(spec)) for spec in limit.key),
         windows=_limits(limit.windows),
-        overrides=tuple((compile_condition(override.when, granting, clock), _limits(override.windows))
-                        for override in limit.overrides),
+        overrides=tuple((compile_condition(override.when, granting, clock, deny=False, source=f"{scope}/{limit.name}"),
+                         _limits(override.windows)) for override in limit.overrides),
         failure_mode=limit.failure_mode,
         shadow=limit.shadow,
         cost=limit.cost,

@@ -1,0 +1,82 @@
+"""One bad request in a batch window cannot disable limits for the others (real Redis, standalone and Cluster)."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from extauth.clock import ManualClock
+from extauth.policy.store import compile_policy
+from extauth.policy.synthetic import check_request, principal
+from extauth.ratelimit import CircuitBreaker, RateLimiter
+from extauth.ratelimit.phase import RateLimitPhase
+from extauth.request import Request
+from tests.unit.ratelimit.conftest import open_backend
+
+pytestmark = pytest.mark.redis
+
+POLICY = """\
+apiVersion: extauth/v1
+kind: Policy
+metadata: {name: poison}
+roles: {reader: []}
+routes:
+  - name: api
+    match: {path: {prefix: /api}}
+    rules:
+      - {name: readers, when: {roles: [reader]}}
+    limits:
+      - {name: per-subject, key: [subject, claim:tenant, header:x-api-key], windows: [{requests: 3, per: 1h}],
+         failure_mode: closed}
+"""
+
+#: Values a client (or a token it controls) can put into a key part: JSON claims may carry lone surrogates
+#: and NULs (`"\ud800"`, `"\u0000"`); headers reach us as valid UTF-8 (protobuf strings) but may hold controls.
+POISONS = {
+    "lone surrogate subject": {"subject": "eve\ud800"},
+    "lone surrogate claim": {"tenant": "\udcff{x}|sub=alice"},
+    "nul in a claim": {"tenant": "acme\x00evil"},
+    "1 MB claim": {"tenant": "x" * 1_000_000},
+    "control characters and braces in a header": {"x-api-key": "k\x01\x7f{tag}|" + "y" * 100_000},
+}
+
+
+@pytest.fixture
+def policy(tmp_path: Path):
+    (tmp_path / "poison.yaml").write_text(POLICY)
+    return compile_policy(tmp_path, ManualClock(1_000_000))
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis-cluster"])
+@pytest.mark.parametrize("poison", POISONS.values(), ids=POISONS.keys())
+async def test_a_poison_value_in_a_batch_leaves_every_other_request_counted(request, backend, poison, policy,
+                                                                             key) -> None:
+    """Concurrent checks in one batch window, one with a poison key part: the others are counted exactly (the
+    4th of each is a 429), the poison one gets an answer of its own, and the breaker stays closed."""
+    storage = await open_backend(request, backend)
+    clock = ManualClock(1_000_000)
+    limiter = RateLimiter(storage, clock, timeout_ms=2000, batch_window_us=0,
+                          breaker=CircuitBreaker(clock, failure_threshold=1, cooldown_seconds=60))
+    phase = RateLimitPhase(limiter)
+    tenant = key.partition("|")[0].replace("/", "-")  # unique per test: the servers are shared by the session
+
+    async def one(subject: str, tenant: str, api_key: str) -> int:
+        who = principal(subject, ["reader"], claims={"tenant": tenant})
+        req = Request(check_request("/api/x", headers={"x-api-key": api_key}))
+        decision = policy.engine.authorize(req, who)
+        return (await phase.apply(policy.limits, req, decision)).status
+
+    honest = [("alice", tenant, "k1"), ("bob", tenant, "k2"), ("carol", tenant, "k3")]
+    poisoned = {"subject": "eve", "tenant": tenant, "x-api-key": "k4"} | poison
+    try:
+        for _ in range(3):
+            statuses = await asyncio.gather(*(one(*who) for who in honest),
+                                            one(poisoned["subject"], poisoned["tenant"], poisoned["x-api-key"]))
+            assert statuses == [200, 200, 200, 200]
+        statuses = await asyncio.gather(*(one(*who) for who in honest),
+                                        one(poisoned["subject"], poisoned["tenant"], poisoned["x-api-key"]))
+        assert statuses == [429, 429, 429, 429]  # the poison value got a proper key, counted like any other
+        assert limiter.stats.degraded == 0 and limiter.stats.backend_errors == 0
+        assert limiter.breaker_state.value == "closed"
+    finally:
+        await storage.close()

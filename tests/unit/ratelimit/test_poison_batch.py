@@ -8,7 +8,8 @@ import pytest
 from extauth.clock import ManualClock
 from extauth.policy.store import compile_policy
 from extauth.policy.synthetic import check_request, principal
-from extauth.ratelimit import CircuitBreaker, RateLimiter
+from extauth.ratelimit import CircuitBreaker, Limit, LimitCheck, RateLimiter
+from extauth.ratelimit.model import MAX_KEY_BYTES
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.request import Request
 from tests.unit.ratelimit.conftest import open_backend
@@ -80,3 +81,33 @@ async def test_a_poison_value_in_a_batch_leaves_every_other_request_counted(requ
         assert limiter.breaker_state.value == "closed"
     finally:
         await storage.close()
+
+
+async def test_a_key_the_script_cannot_read_fails_only_its_own_request(redis_storage, key) -> None:
+    """A key holding another Redis type makes the script's GET fail for that key alone: its requests answer by
+    their failure modes (`closed` 503, `open` allowed), the others in the same batch are counted exactly, and the
+    breaker stays closed. (One hash tag: on a Cluster too they all go to one script call.)"""
+    clock = ManualClock(1_000_000)
+    limiter = RateLimiter(redis_storage, clock, timeout_ms=2000, batch_window_us=0,
+                          breaker=CircuitBreaker(clock, failure_threshold=1, cooldown_seconds=60))
+    honest = [LimitCheck(f"{{{key}}}-{n}", Limit(2, 3600)) for n in range(3)]
+    broken = LimitCheck(f"{{{key}}}-broken", Limit(2, 3600), failure_mode="closed")
+    forgiving = LimitCheck(f"{{{key}}}-broken", Limit(2, 3600), failure_mode="open")
+    await redis_storage.client.hset(broken.storage_key, "not", "a string")
+    rounds = []
+    for _ in range(3):
+        rounds.append(await asyncio.gather(*(limiter.check([check]) for check in honest),
+                                           limiter.check([honest[0], broken]), limiter.check([forgiving])))
+    assert [[result.allowed for result in results[:3]] for results in rounds] == [[True] * 3, [True] * 3, [False] * 3]
+    assert all(results[3].unavailable and results[3].degraded for results in rounds)
+    assert all(results[4].allowed and results[4].degraded for results in rounds)
+    assert (limiter.stats.check_errors, limiter.stats.backend_errors, limiter.stats.batches) == (6, 0, 3)
+    assert limiter.breaker_state.value == "closed"
+
+
+@pytest.mark.parametrize("bad", ["\ud800", "\udcff\x00", "k" * (MAX_KEY_BYTES + 1), "é" * (MAX_KEY_BYTES // 2 + 1)],
+                         ids=["lone surrogate", "low surrogate and NUL", "too long", "too long in UTF-8"])
+def test_a_key_that_cannot_be_sent_is_refused_before_any_batch(bad: str) -> None:
+    """The engine refuses a key that is not valid UTF-8 or longer than MAX_KEY_BYTES when the check is built."""
+    with pytest.raises(ValueError, match="valid UTF-8"):
+        LimitCheck(f"api|sub={bad}", Limit(1, 1))

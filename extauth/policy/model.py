@@ -262,8 +262,7 @@ class RateLimit(Strict):
     def _prefixes_need_client_ip(self) -> "RateLimit":
         prefixes = {"ipv4_prefix", "ipv6_prefix"} & self.model_fields_set
         if prefixes and "client_ip" not in self.key:
-            raise ValueError(f"{' and '.join(sorted(prefixes))} apply to the client_ip key part, "
-                             "which this limit's key does not use")
+            raise ValueError(f"{' and '.join(sorted(prefixes))} set, but the key has no client_ip")
         return self
 
 

@@ -1,16 +1,20 @@
 """One bad request in a batch window cannot disable limits for the others (real Redis, standalone and Cluster)."""
 
 import asyncio
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from extauth.clock import ManualClock
+from extauth.devstack.redis import RedisCluster
 from extauth.policy.store import compile_policy
 from extauth.policy.synthetic import check_request, principal
-from extauth.ratelimit import CircuitBreaker, Limit, LimitCheck, RateLimiter
+from extauth.ratelimit import CircuitBreaker, Limit, LimitCheck, RateLimiter, StorageError
 from extauth.ratelimit.model import MAX_KEY_BYTES
 from extauth.ratelimit.phase import RateLimitPhase
+from extauth.ratelimit.redis import RedisStorage
 from extauth.request import Request
 from tests.unit.ratelimit.conftest import open_backend
 
@@ -111,3 +115,37 @@ def test_a_key_that_cannot_be_sent_is_refused_before_any_batch(bad: str) -> None
     """The engine refuses a key that is not valid UTF-8 or longer than MAX_KEY_BYTES when the check is built."""
     with pytest.raises(ValueError, match="valid UTF-8"):
         LimitCheck(f"api|sub={bad}", Limit(1, 1))
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A Cluster of this test's own, one of whose nodes it hangs."""
+    cluster = RedisCluster(tmp_path / "cluster").start()
+    yield cluster
+    cluster.stop()
+
+
+async def test_a_hung_cluster_node_fails_only_the_requests_with_checks_in_its_slots(own_cluster, key) -> None:
+    """One call per slot: while one node hangs (SIGSTOP), requests with a check in its slots fail alone, the
+    requests of the other slots in the same batch get their answers."""
+    storage = RedisStorage.from_url(own_cluster.url, timeout_ms=300, connect_timeout_ms=2000)
+    try:
+        await storage.client.initialize()
+        by_port: dict[int, LimitCheck] = {}
+        for n in itertools.count():
+            check = LimitCheck(f"{key}-{n}", Limit(5, 60))
+            by_port.setdefault(storage.client.get_node_from_key(check.storage_key).port, check)
+            if len(by_port) == len(own_cluster.servers):
+                break
+        hung = own_cluster.servers[0]
+        others = [check for port, check in by_port.items() if port != hung.port]
+        await storage.acquire_many([[check] for check in by_port.values()], 0)  # the script is loaded everywhere
+        hung.pause()
+        try:
+            answers = await storage.acquire_many([[by_port[hung.port]], *([check] for check in others)], 0)
+        finally:
+            hung.resume()
+        assert isinstance(answers[0], StorageError)
+        assert [[outcome.allowed for outcome in answer] for answer in answers[1:]] == [[True]] * len(others)
+    finally:
+        await storage.close()

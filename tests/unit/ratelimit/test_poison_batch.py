@@ -81,6 +81,7 @@ async def test_a_poison_value_in_a_batch_leaves_every_other_request_counted(requ
         statuses = await asyncio.gather(*(one(*who) for who in honest),
                                         one(poisoned["subject"], poisoned["tenant"], poisoned["x-api-key"]))
         assert statuses == [429, 429, 429, 429]  # the poison value got a proper key, counted like any other
+        assert limiter.stats.batches == 4  # each round was one batch: the poison shared it with the others
         assert limiter.stats.degraded == 0 and limiter.stats.backend_errors == 0
         assert limiter.breaker_state.value == "closed"
     finally:

@@ -17,7 +17,6 @@ import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote
 
 MASK = "[redacted]"
 #: Headers that carry credentials, whatever the allowlist says.
@@ -43,12 +42,13 @@ CREDENTIAL_PATTERNS = (
 )
 #: `scheme://user:password@` (and `scheme:user@`, backslashes: what URL parsers accept); the last `@` before
 #: the host ends the userinfo, as in a URL parser, so a password containing `@` is masked whole.
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*:[/\\\t]*)[^/\\?# \r\n]*@")
-_SCHEME_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic|digest|negotiate|apikey|token)(\s+|%20|\+)[^\s,;&]+")
+_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[/\\\t]*([^/\\?# \r\n]*)@")
+_SCHEME_CREDENTIAL = re.compile(r"(?i)\b(?:bearer|basic|digest|negotiate|apikey|token)(?:\s+|%20|\+)([^\s,;&]+)")
 _PATH_PARAMETER = re.compile(r";([^/;=?]*)=([^/;?]*)")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 #: Percent-decoding rounds applied when looking for encoded credentials (`%255F` is `_` after two).
 _MAX_DECODES = 4
+_ASCII_ESCAPE = re.compile(r"%([0-7][0-9A-Fa-f])")
 #: Event fields whose text comes from the client and is scrubbed for token-shaped substrings.
 _CLIENT_TEXT_FIELDS = ("path", "host")
 
@@ -61,7 +61,11 @@ def is_secret_name(name: str) -> bool:
 
 class TextScrubber:
     """Masks credential-shaped substrings of client text: `CREDENTIAL_PATTERNS` and the extra patterns,
-    `user:password@` in URLs, `Bearer xyz`-style credentials and `;jsessionid=` path parameters."""
+    `user:password@` in URLs, `Bearer xyz`-style credentials and `;jsessionid=` path parameters.
+
+    The text keeps the form it was sent in; a credential is looked for in it and in its percent-decoded forms
+    (`sk%5Flive…`, `%2573k…`: an encoded secret is still the secret), and the characters it was sent as are
+    masked."""
 
     def __init__(self, extra_patterns: Iterable[str] = ()) -> None:
         self._credentials = [(marker, re.compile(pattern)) for marker, pattern in CREDENTIAL_PATTERNS]
@@ -69,34 +73,64 @@ class TextScrubber:
         self._extra = [re.compile(pattern) for pattern in extra_patterns]
 
     def __call__(self, text: str) -> str:
-        """Text as sent with credentials masked; if only percent-decoding reveals a credential (`sk%5Flive…`),
-        the decoded text, masked: an encoded secret is still the secret."""
-        decoded = text
+        spans = self._spans(text)
+        view, origin = text, range(len(text) + 1)
         for _ in range(_MAX_DECODES):
-            if "%" not in decoded or (step := unquote(decoded)) == decoded:
+            if "%" not in view:
                 break
-            decoded = step
-        if decoded != text:
-            scrubbed = self._scrub(decoded)
-            if scrubbed != decoded:
-                return scrubbed
-        return self._scrub(text)
+            decoded, step = _decode_ascii_escapes(view)
+            if decoded == view:
+                break
+            view, origin = decoded, [origin[index] for index in step]
+            spans.extend((origin[start], origin[end]) for start, end in self._spans(view))
+        return _mask(text, spans) if spans else text
 
-    def _scrub(self, text: str) -> str:
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """Where in `text` the credentials are (start, end)."""
+        found = []
         if self._any_marker.search(text):
             for marker, pattern in self._credentials:
                 if marker in text:
-                    text = pattern.sub(MASK, text)
+                    found.extend(match.span() for match in pattern.finditer(text))
         for pattern in self._extra:
-            text = pattern.sub(MASK, text)
+            found.extend(match.span() for match in pattern.finditer(text))
         if ":" in text and "@" in text:
-            text = _USERINFO.sub(lambda match: f"{match[1]}{MASK}@", text)
+            found.extend(match.span(1) for match in _USERINFO.finditer(text))
         if " " in text or "%20" in text or "+" in text:
-            text = _SCHEME_CREDENTIAL.sub(lambda match: f"{match[1]} {MASK}", text)
+            found.extend(match.span(1) for match in _SCHEME_CREDENTIAL.finditer(text))
         if ";" in text:
-            text = _PATH_PARAMETER.sub(
-                lambda match: f";{match[1]}={MASK}" if is_secret_name(match[1]) else match[0], text)
-        return text
+            found.extend(match.span(2) for match in _PATH_PARAMETER.finditer(text) if is_secret_name(match[1]))
+        return found
+
+
+def _decode_ascii_escapes(text: str) -> tuple[str, list[int]]:
+    """One round of decoding `%XX` below 0x80 (every credential shape is ASCII), and for each decoded character
+    (plus the end) the index in `text` it came from."""
+    decoded: list[str] = []
+    origin: list[int] = []
+    position = 0
+    for match in _ASCII_ESCAPE.finditer(text):
+        decoded.append(text[position:match.start()])
+        origin.extend(range(position, match.start()))
+        decoded.append(chr(int(match[1], 16)))
+        origin.append(match.start())
+        position = match.end()
+    decoded.append(text[position:])
+    origin.extend(range(position, len(text) + 1))
+    return "".join(decoded), origin
+
+
+def _mask(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with each run of overlapping or touching non-empty spans replaced by one MASK."""
+    parts = []
+    position = 0
+    for start, end in sorted(span for span in spans if span[1] > span[0]):
+        if start > position or not parts:
+            parts.append(text[position:start])
+            parts.append(MASK)
+        position = max(position, end)
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 scrub_text = TextScrubber()

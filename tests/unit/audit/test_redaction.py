@@ -34,7 +34,6 @@ HOSTILE_ALLOWLIST = ["user-agent", "authorization", "cookie", "x-api-key", "prox
 secrets = st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=14, max_size=40).map("zq".__add__)
 hostile_text = st.text(st.characters(codec="utf-8", exclude_characters="\x00\r\n"), max_size=60)
 
-
 ALNUM = string.ascii_letters + string.digits
 BASE64URL = ALNUM + "-_"
 
@@ -57,6 +56,7 @@ CREDENTIAL_FAMILIES = {
     "jwt": st.tuples(*(st.text(BASE64URL, min_size=size, max_size=80) for size in (4, 4, 0))).map(
         lambda parts: "eyJ" + ".".join(parts)),
 }
+
 
 class Collect:
     def __init__(self) -> None:

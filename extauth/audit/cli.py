@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from extauth.audit.chain import verify
 from extauth.audit.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, Verifier, load_public_key, write_key_pair
 
@@ -85,7 +87,7 @@ def _filter_parser() -> argparse.ArgumentParser:
     return audit
 
 
-def _public_key(text: str) -> Any:
+def _public_key(text: str) -> Ed25519PublicKey:
     try:
         return load_public_key(Path(text))
     except (OSError, ValueError) as error:
@@ -103,7 +105,8 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def run_verify(files: Sequence[str], require_sealed: bool, out: TextIO, public_keys: Sequence[Any] = ()) -> int:
+def run_verify(files: Sequence[str], require_sealed: bool, out: TextIO,
+               public_keys: Sequence[Ed25519PublicKey] = ()) -> int:
     report = verify(_lines(files), Verifier.of(public_keys) if public_keys else None)
     for problem in report.problems:
         print(f"TAMPERED {problem}", file=out)

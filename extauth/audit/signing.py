@@ -110,14 +110,15 @@ class Verifier:
     def of(cls, public_keys: Iterable[Ed25519PublicKey]) -> "Verifier":
         return cls({key_id(key): key for key in public_keys})
 
-    def problem(self, body: str, signer: object) -> str | None:
-        """`body`: a line without its `hash` field. None when its signature verifies, else what is wrong."""
+    def problem(self, body: str, claimed_key_id: object) -> str | None:
+        """`body`: a line without its `hash` field; `claimed_key_id`: its `key_id`. None when its signature
+        verifies, else what is wrong."""
         match = _SIGNATURE_SUFFIX.search(body)
         if match is None:
             return "is not signed (a checkpoint or seal written without the key)"
-        key = self.keys.get(signer) if isinstance(signer, str) else None
+        key = self.keys.get(claimed_key_id) if isinstance(claimed_key_id, str) else None
         if key is None:
-            return f"is signed by key {signer!r}, not by any of the given public keys"
+            return f"is signed by key {claimed_key_id!r}, not by any of the given public keys"
         signature = base64.urlsafe_b64decode(match[1] + "==")
         try:
             key.verify(signature, SIGNATURE_DOMAIN + (body[:match.start()] + "}").encode())

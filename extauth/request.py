@@ -19,6 +19,8 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 #: What a DNS name or IPv4 literal may contain once lower-cased (RFC 3986 reg-name without escapes or sub-delims).
 _HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9_])?")
 _PORT = re.compile(r"[0-9]{1,5}")
+_KNOWN_HOSTS: dict[str, str | None] = {}
+_KNOWN_HOSTS_MAX = 4096
 
 
 def canonical_method(method: str) -> str:
@@ -52,18 +54,29 @@ def fold_case(text: str) -> str:
 
 
 def canonical_host(host: str) -> str | None:
-    """`API.Example.com.:8443` → `api.example.com`, `[::1]:80` → `::1`; None when it is not a host at all."""
+    """`API.Example.com.:8443` → `api.example.com`, `[::1]:80` → `::1`; None when it is not a host at all.
+    A gateway sees few distinct hosts, so answers are remembered (a bounded table, cleared when full)."""
+    known = _KNOWN_HOSTS.get(host, False)
+    if known is not False:
+        return known  # type: ignore[return-value]
+    if len(_KNOWN_HOSTS) >= _KNOWN_HOSTS_MAX:
+        _KNOWN_HOSTS.clear()
+    canonical = _KNOWN_HOSTS[host] = _parse_host(host)
+    return canonical
+
+
+def _parse_host(host: str) -> str | None:
     host = host.lower()
     if host.startswith("["):
         literal, bracket, port = host[1:].partition("]")
-        if not bracket or (port and not (port[0] == ":" and _PORT.fullmatch(port[1:]))):
+        if not bracket or (port and not (port[0] == ":" and _PORT.fullmatch(port[1:]) and int(port[1:]) <= 65535)):
             return None
         try:
             return str(ipaddress.IPv6Address(literal))
         except ValueError:
             return None
     name, colon, port = host.partition(":")
-    if colon and not _PORT.fullmatch(port):
+    if colon and not (_PORT.fullmatch(port) and int(port) <= 65535):
         return None
     if name.endswith("."):
         name = name[:-1]
@@ -155,7 +168,10 @@ class Request:
     @property
     def folded_segments(self) -> tuple[str, ...]:
         if self._folded_segments is None:
-            self._folded_segments = tuple(fold_case(segment) for segment in self.path_segments)
+            segments = self.path_segments
+            folded = tuple(fold_case(self.path).split("/"))
+            # One fold of the whole path, unless a decoded segment holds a '/' (only with encoded slashes allowed).
+            self._folded_segments = folded if len(folded) == len(segments) else tuple(map(fold_case, segments))
         return self._folded_segments
 
     @property

@@ -61,7 +61,8 @@ class RouteIndex:
             params = route.match(request)
             if params is None:
                 continue
-            if route.admits(method):
+            methods = route.methods
+            if methods is None or method in methods:
                 return Resolution(route, params)
             level = route.specificity
             mismatched.append(route)

@@ -124,7 +124,8 @@ def _template_matcher(template: syntax.Template, case_sensitive: bool, extension
         if total != count and (rest is None or total < count):
             return None
         for index, literal in literals:
-            if not _literal_matches(literal, parts[index], index == total - 1, extensions):
+            part = parts[index]
+            if part != literal and not _literal_matches(literal, part, index == total - 1, extensions):
                 return None
         values = request.path_segments  # parameters keep the case the client sent
         params = {}

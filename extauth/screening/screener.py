@@ -56,6 +56,7 @@ METHOD_OVERRIDE_RULE = "screening/method_override"
 #: Headers that Symfony, Laravel, Rails (Rack::MethodOverride), Express (method-override), ASP.NET and Spring
 #: (HiddenHttpMethodFilter reads `_method`) honour in place of the request method.
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override", "x-original-method")
+_METHOD_OVERRIDE_NAMES = frozenset(METHOD_OVERRIDE_HEADERS)
 _METHOD_OVERRIDE_QUERY = re.compile(r"(?:^|[&;])(?:_|%5f)method(?:=|&|;|$)", re.IGNORECASE)
 MALFORMED_PATH_RULE = "screening/malformed_path"
 HOST_RULE = "screening/host"
@@ -172,8 +173,7 @@ class Screener:
             return _deny(Reason.MALFORMED_PATH, MALFORMED_PATH_RULE)
         if not request.host_is_valid:
             return _deny(Reason.INVALID_HOST, HOST_RULE)
-        if blocks.method_override and (any(name in upb_headers for name in METHOD_OVERRIDE_HEADERS) or (
-                "method" in query.lower() and _METHOD_OVERRIDE_QUERY.search(query))):
+        if blocks.method_override and "method" in query.lower() and _METHOD_OVERRIDE_QUERY.search(query):
             return _deny(Reason.METHOD_OVERRIDE, METHOD_OVERRIDE_RULE)
         # 4. headers: copied out of upb once; sizes and control characters over all values at once
         headers = dict(upb_headers)
@@ -188,8 +188,10 @@ class Screener:
             return _deny(Reason.HEADERS_TOO_LARGE, MAX_HEADERS_BYTES_RULE)
         if blocks.control_characters and _has_control(values, _HEADER_CONTROL_BYTES):
             return _deny(Reason.CONTROL_CHARACTERS, CONTROL_RULE)
+        if blocks.method_override and not _METHOD_OVERRIDE_NAMES.isdisjoint(headers):
+            return _deny(Reason.METHOD_OVERRIDE, METHOD_OVERRIDE_RULE)
         # 5. signatures: platform teams' regular expressions, in the order they were declared
-        canonical = request.path
+        canonical = request.path if self._path_signatures else path
         for signature in self._path_signatures:
             search = signature.pattern.search
             if search(path) is not None or (canonical != path and search(canonical) is not None):

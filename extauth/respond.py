@@ -1,6 +1,6 @@
 """Respond phase: render a Decision as the CheckResponse Envoy acts on.
 
-Allowed: identity headers for the upstream (sanitised, bounded), removal of client-sent copies of those
+Allowed: identity headers for the upstream (exactly as authenticated, never altered), removal of client-sent
 headers so they cannot be spoofed, optional removal of `Authorization`.
 Denied: the HTTP status, a JSON body `{"error", "reason", "request_id"}` and, for 401, an RFC 6750
 `WWW-Authenticate` challenge.
@@ -17,6 +17,8 @@ from google.rpc import code_pb2, status_pb2
 
 from extauth.config.schema import ForwardConfig
 from extauth.decision import Decision
+from extauth.identity.claims import MISSING, find_claim
+from extauth.identity.headers import header_value_problem
 from extauth.identity.principal import Principal
 from extauth.reasons import Reason
 
@@ -78,18 +80,23 @@ class Responder:
         return CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
 
     def _identity_headers(self, principal: Principal | None) -> list[tuple[str, str]]:
+        """Identity and issuer go out exactly as authentication accepted them (it refuses any that would need
+        sanitising). A claim value that is not header-safe is left out like a missing claim, never altered, so
+        two distinct values can never arrive upstream as one."""
         if principal is None:
             return []
         forward = self._forward
         headers = []
         if forward.subject_header:
-            headers.append((forward.subject_header, self._sanitize(principal.subject)))
+            headers.append((forward.subject_header, principal.identity))
         if forward.issuer_header:
-            headers.append((forward.issuer_header, self._sanitize(principal.issuer)))
+            headers.append((forward.issuer_header, principal.issuer))
         for name, claim in self._claim_headers:
-            value = principal.claims.get(claim)
-            if value is not None:
-                headers.append((name, self._sanitize(_claim_text(value))))
+            value = find_claim(principal.claims, claim)
+            if value is not MISSING and value is not None:
+                text = _claim_text(value)
+                if header_value_problem(text, forward.max_header_value_bytes) is None:
+                    headers.append((name, text))
         return headers
 
     def _sanitize(self, value: str) -> str:
@@ -121,9 +128,13 @@ def _bearer_challenge(decision: Decision) -> str:
 
 
 def _claim_text(value: Any) -> str:
+    """Strings as they are, booleans as `true`/`false`, a list of strings comma-joined when no item holds a comma
+    (so `["a,b"]` and `["a", "b"]` stay apart), anything else as compact JSON."""
     if isinstance(value, str):
         return value
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) and "," not in item for item in value):
         return ",".join(value)
     if isinstance(value, (Mapping, list, tuple)):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)

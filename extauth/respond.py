@@ -47,8 +47,7 @@ class Responder:
     def __init__(self, forward: ForwardConfig) -> None:
         self._forward = forward
         self._claim_headers = tuple(forward.claim_headers.items())
-        identity_headers = [forward.subject_header, forward.issuer_header, *forward.claim_headers]
-        removed = [name for name in identity_headers if name]
+        removed = list(forward.header_names)
         if forward.strip_authorization:
             removed.append("authorization")
         #: Client-sent copies of identity headers are always removed, so an anonymous (public-route)
@@ -91,8 +90,13 @@ class Responder:
             headers.append((forward.subject_header, principal.identity))
         if forward.issuer_header:
             headers.append((forward.issuer_header, principal.issuer))
-        for name, claim in self._claim_headers:
-            value = find_claim(principal.claims, claim)
+        values: list[tuple[str, Any]] = [(name, find_claim(principal.claims, claim))
+                                         for name, claim in self._claim_headers]
+        if forward.roles_header and principal.roles:
+            values.append((forward.roles_header, sorted(principal.roles)))
+        if forward.groups_header and principal.groups:
+            values.append((forward.groups_header, sorted(principal.groups)))
+        for name, value in values:
             if value is not MISSING and value is not None:
                 text = _claim_text(value)
                 if header_value_problem(text, forward.max_header_value_bytes) is None:

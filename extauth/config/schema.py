@@ -224,10 +224,29 @@ class ForwardConfig(Strict):
     subject_header: HeaderName | None = "x-extauth-subject"
     #: On by default: with several providers the issuer is part of who the caller is.
     issuer_header: HeaderName | None = "x-extauth-issuer"
-    #: `header: claim`, the claim a literal name or a dotted path (`realm_access.roles`).
+    #: The principal's roles as authorization saw them: only from the issuing provider's trusted `roles_claim`.
+    roles_header: HeaderName | None = None
+    #: The principal's groups, likewise only from the trusted `groups_claim`.
+    groups_header: HeaderName | None = None
+    #: `header: claim`, the claim a literal name or a dotted path (`realm_access.roles`), as any provider sent it.
     claim_headers: dict[HeaderName, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
     strip_authorization: bool = True
     max_header_value_bytes: int = Field(DEFAULT_MAX_HEADER_VALUE_BYTES, ge=16, le=16_384)
+
+    @model_validator(mode="after")
+    def _distinct_headers(self) -> "ForwardConfig":
+        names = [name for name in (self.subject_header, self.issuer_header, self.roles_header, self.groups_header)
+                 if name] + list(self.claim_headers)
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each forwarded header carries one thing; named more than once: {repeated}")
+        return self
+
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """Every header a forwarded identity may set: the ones a client's copy of is always removed."""
+        return tuple(name for name in (self.subject_header, self.issuer_header, self.roles_header,
+                                       self.groups_header, *self.claim_headers) if name)
 
 
 class AuthenticationConfig(Strict):

@@ -185,8 +185,9 @@ class JwtProviderConfig(Strict):
 
     @model_validator(mode="after")
     def _discovery_over_tls(self) -> "JwtProviderConfig":
-        if self.jwks is not None and self.jwks.oidc_discovery:
-            _key_url(self.issuer)
+        problem = key_url_problem(self.issuer) if self.jwks is not None and self.jwks.oidc_discovery else None
+        if problem is not None:
+            raise ValueError(f"issuer {self.issuer!r} {problem}: with oidc_discovery it is where keys come from")
         return self
 
     @model_validator(mode="after")

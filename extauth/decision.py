@@ -9,6 +9,7 @@ from extauth.reasons import Reason
 _STATUS_BY_REASON = {
     Reason.OK: 200,
     Reason.PUBLIC_ROUTE: 200,
+    Reason.CORS_PREFLIGHT: 200,
     Reason.METHOD_NOT_ALLOWED: 405,
     Reason.URI_TOO_LONG: 414,
     Reason.HEADERS_TOO_LARGE: 431,
@@ -16,6 +17,10 @@ _STATUS_BY_REASON = {
     Reason.CONTROL_CHARACTERS: 400,
     Reason.ENCODED_SLASH: 400,
     Reason.SIGNATURE_MATCH: 403,
+    Reason.PATH_PARAMETERS: 400,
+    Reason.METHOD_OVERRIDE: 400,
+    Reason.MALFORMED_PATH: 400,
+    Reason.INVALID_HOST: 400,
     Reason.RATE_LIMITED: 429,
     Reason.RATE_LIMIT_UNAVAILABLE: 503,
     Reason.NO_MATCHING_ROUTE: 403,

@@ -90,7 +90,7 @@ class Pipeline:
             if shadow is not None:
                 shadow_decision = await self._shadow_decide(shadow, request)
                 watch.lap("shadow")
-            response = self._responder.render(decision, request.request_id)
+            response = self._responder.render(decision, request.request_id, live.engine.owned_headers)
             watch.lap("respond")
             return response
         except Exception:

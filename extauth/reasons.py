@@ -11,6 +11,8 @@ class Reason(StrEnum):
     # allowed
     OK = "ok"
     PUBLIC_ROUTE = "public_route"
+    #: An OPTIONS preflight on a route with `cors_preflight: true`, allowed without credentials.
+    CORS_PREFLIGHT = "cors_preflight"
     # authentication (401)
     MISSING_TOKEN = "missing_token"
     MALFORMED_TOKEN = "malformed_token"
@@ -36,6 +38,14 @@ class Reason(StrEnum):
     CONTROL_CHARACTERS = "control_characters"
     ENCODED_SLASH = "encoded_slash"
     SIGNATURE_MATCH = "signature_match"
+    #: `;parameters` in a path segment, which upstreams disagree about (see docs/security.md).
+    PATH_PARAMETERS = "path_parameters"
+    #: A method-override header or `_method` parameter: the upstream would serve another method than the one decided.
+    METHOD_OVERRIDE = "method_override"
+    #: The path does not percent-decode to UTF-8 text.
+    MALFORMED_PATH = "malformed_path"
+    #: `:authority` is not a host name, IPv4 or bracketed IPv6 literal with an optional port.
+    INVALID_HOST = "invalid_host"
     # authorization (403)
     NO_MATCHING_ROUTE = "no_matching_route"
     FORBIDDEN = "forbidden"

@@ -1,7 +1,8 @@
 """Respond phase: render a Decision as the CheckResponse Envoy acts on.
 
 Allowed: identity headers for the upstream (exactly as authenticated, never altered), removal of client-sent
-headers so they cannot be spoofed, optional removal of `Authorization`.
+copies of every header extauth owns (the identity headers and every header a rule of the live policy can set,
+whether or not a rule set it on this request) so none can be spoofed, optional removal of `Authorization`.
 Denied: the HTTP status, a JSON body `{"error", "reason", "request_id"}` and, for 401, an RFC 6750
 `WWW-Authenticate` challenge.
 """
@@ -47,26 +48,36 @@ class Responder:
     def __init__(self, forward: ForwardConfig) -> None:
         self._forward = forward
         self._claim_headers = tuple(forward.claim_headers.items())
-        removed = list(forward.header_names)
+        removed = [*forward.header_names, *forward.remove_request_headers]
         if forward.strip_authorization:
             removed.append("authorization")
         #: Client-sent copies of identity headers are always removed, so an anonymous (public-route)
         #: request cannot smuggle `x-extauth-subject: admin` to the upstream.
         self._headers_to_remove = tuple(removed)
+        #: The last policy's owned headers and the full removal list built from them (a policy changes rarely).
+        self._owned: tuple[tuple[str, ...], tuple[str, ...]] = ((), self._headers_to_remove)
         self._status_by_code = {status: HttpStatus(code=status) for status in _ERROR_BY_STATUS}
 
-    def render(self, decision: Decision, request_id: str) -> CheckResponse:
+    def render(self, decision: Decision, request_id: str, owned_headers: tuple[str, ...] = ()) -> CheckResponse:
+        """`owned_headers`: every header the live policy's rules can set (`PolicyEngine.owned_headers`)."""
         if decision.allowed:
-            return self._allow(decision)
+            return self._allow(decision, owned_headers)
         return self._deny(decision, request_id)
 
-    def _allow(self, decision: Decision) -> CheckResponse:
+    def _removal(self, owned_headers: tuple[str, ...]) -> tuple[str, ...]:
+        cached_for, removal = self._owned
+        if owned_headers is not cached_for:
+            removal = tuple(dict.fromkeys((*self._headers_to_remove, *owned_headers)))
+            self._owned = (owned_headers, removal)
+        return removal
+
+    def _allow(self, decision: Decision, owned_headers: tuple[str, ...]) -> CheckResponse:
         identity = self._identity_headers(decision.principal)
         # Envoy applies headers_to_remove after the headers it sets, so a name we set is not also removed;
         # setting it already overwrites any client-sent copy.
-        removed = self._headers_to_remove
-        if identity:
-            names = {name for name, _ in identity}
+        removed = self._removal(owned_headers)
+        if identity or decision.upstream_headers:
+            names = {name for name, _ in identity}.union(name for name, _ in decision.upstream_headers)
             removed = tuple(name for name in removed if name not in names)
         ok = OkHttpResponse(headers_to_remove=removed)
         for name, value in decision.client_headers:

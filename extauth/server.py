@@ -23,8 +23,9 @@ from extauth.accesslog import SERVICE_NAME as ACCESS_LOG_SERVICE
 from extauth.accesslog import AccessLogServicer
 from extauth.audit.redact import Redactor
 from extauth.audit.writer import AuditWriter
+from extauth.callers import CallerGate
 from extauth.clock import SystemClock
-from extauth.config.schema import Config, ListenAddress
+from extauth.config.schema import Config, ListenAddress, ServerTlsConfig
 from extauth.identity.authenticator import Authenticator
 from extauth.metrics import REDIS, CheckMetrics
 from extauth.metrics.collector import ExtauthCollector
@@ -79,12 +80,14 @@ class ExtauthServer:
         self.pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
                                  self.audit, self.instance, redactor=redactor, metrics=CheckMetrics(),
                                  rate_limit=RateLimitPhase(self.rate_limiter, limits.headers_on_allow))
-        self.access_log = AccessLogServicer(self.audit, self.instance, redactor) if audit.completion_events else None
+        self.callers = CallerGate(config.server.tls)
+        self.access_log = (AccessLogServicer(self.audit, self.instance, redactor, self.callers)
+                           if audit.completion_events else None)
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(options=GRPC_OPTIONS,
                                        maximum_concurrent_rpcs=config.server.max_concurrent_checks)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(AuthorizationServicer(self.pipeline),
-                                                                   self._server)
+        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
+            AuthorizationServicer(self.pipeline, self.callers), self._server)
         services = [AUTHORIZATION_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME]
         if self.access_log is not None:
             als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.access_log, self._server)
@@ -95,7 +98,7 @@ class ExtauthServer:
         self.metrics_registry.register(ExtauthCollector(
             checks=self.pipeline.metrics, redis=REDIS, audit=self.audit, access_log=self.access_log,
             policy=self.policy, key_stores=self.authenticator.key_stores, clock=clock, pipeline=self.pipeline,
-            limiter=self.rate_limiter))
+            limiter=self.rate_limiter, callers=self.callers))
         self.metrics_server = None
         if config.server.metrics_listen:
             metrics_address = ListenAddress.parse(config.server.metrics_listen, config_path.parent)
@@ -105,8 +108,10 @@ class ExtauthServer:
 
     async def start(self) -> None:
         await self.audit.start()
+        credentials = _server_credentials(self._config.server.tls)
         for address in self._addresses:
-            _bind(self._server, address)
+            _bind(self._server, address, credentials)
+        self._warn_about_open_doors()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         log.info("listening", addresses=[str(address) for address in self._addresses], instance=self.instance,
@@ -119,6 +124,18 @@ class ExtauthServer:
         if self._config.policy.watch:
             self._background.append(asyncio.create_task(
                 self.policy.watch(self._config.policy.watch_interval_seconds)))
+
+    def _warn_about_open_doors(self) -> None:
+        """`insecure: true` is a written decision, but one every start repeats, in the log and the audit trail."""
+        for address in self._addresses:
+            if self._config.server.unauthenticated(address):
+                transport = "plaintext" if self._config.server.tls is None else "tls_without_client_certificate"
+                log.warning("insecure_listener", address=str(address), transport=transport, instance=self.instance)
+                self.audit.record("insecure_listener", address=str(address), transport=transport)
+        if self.access_log is not None and not self.callers.accepts_access_logs_over_tls and not any(
+                address.kind == "unix" for address in self._addresses):
+            log.warning("access_logs_refused_everywhere", instance=self.instance,
+                        hint="completion events need a unix listener or server.tls.access_log_clients")
 
     def reload_policy(self) -> None:
         """SIGHUP: reload now; a broken policy is rejected and the current one keeps serving."""
@@ -158,13 +175,26 @@ class ExtauthServer:
                  audit_dropped=self.audit.stats.dropped)
 
 
-def _bind(server: grpc.aio.Server, address: ListenAddress) -> None:
+def _server_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | None:
+    if tls is None:
+        return None
+    return grpc.ssl_server_credentials(
+        [(tls.key_file.read_bytes(), tls.cert_file.read_bytes())],
+        root_certificates=tls.client_ca_file.read_bytes() if tls.client_ca_file else None,
+        require_client_auth=tls.require_client_certificate)
+
+
+def _bind(server: grpc.aio.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None) -> None:
+    """TCP listeners use the TLS credentials when there are some; unix sockets never do."""
     if address.kind == "unix":
         assert address.path is not None
         address.path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_socket(address.path)
     try:
-        bound = server.add_insecure_port(address.grpc_target())
+        if address.kind == "tcp" and credentials is not None:
+            bound = server.add_secure_port(address.grpc_target(), credentials)
+        else:
+            bound = server.add_insecure_port(address.grpc_target())
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc}") from None
     if address.kind == "tcp" and bound == 0:

@@ -4,6 +4,10 @@ Envoy's `envoy.access_loggers.http_grpc` logger (envoy/envoy.yaml) streams one `
 to extauth's own sockets; each becomes a `completion` event (status, bytes, upstream, durations) in the same
 audit stream as the decisions, joined to its decision by `request_id`.
 
+Only connections the CallerGate admits may send entries (unix sockets, or TLS clients listed in
+`server.tls.access_log_clients`; see extauth/callers.py): any other stream ends at once with PERMISSION_DENIED,
+before a single entry is read, and is counted.
+
 The streams never end on Envoy's side, so on shutdown `close_streams()` ends them (after the server stopped
 accepting new Checks and a short drain for the entries Envoy is still flushing), and the server's grace
 period is not spent waiting on them.
@@ -20,9 +24,11 @@ from envoy.service.accesslog.v3 import als_pb2, als_pb2_grpc
 from extauth.audit.events import completion_event
 from extauth.audit.redact import Redactor
 from extauth.audit.sink import AuditSink
+from extauth.callers import CallerGate
 
 log = structlog.get_logger("extauth.accesslog")
 
+CALLER_REFUSED = "this connection may not send access logs"
 SERVICE_NAME = als_pb2.DESCRIPTOR.services_by_name["AccessLogService"].full_name
 
 
@@ -35,8 +41,10 @@ class AccessLogStats:
 
 
 class AccessLogServicer(als_pb2_grpc.AccessLogServiceServicer):
-    def __init__(self, audit: AuditSink, instance: str, redactor: Redactor | None = None) -> None:
+    def __init__(self, audit: AuditSink, instance: str, redactor: Redactor | None = None,
+                 callers: CallerGate | None = None) -> None:
         self._audit = audit
+        self._callers = callers or CallerGate(None)
         self._instance = instance
         self._redactor = redactor or Redactor()
         self._closing = asyncio.Event()
@@ -44,6 +52,8 @@ class AccessLogServicer(als_pb2_grpc.AccessLogServiceServicer):
 
     async def StreamAccessLogs(self, request_iterator: Any,  # noqa: N802
                                context: grpc.aio.ServicerContext) -> als_pb2.StreamAccessLogsResponse:
+        if not self._callers.admits_access_logs(context):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, CALLER_REFUSED)
         self.stats.streams_opened += 1
         self.stats.streams_open += 1
         closing = asyncio.ensure_future(self._closing.wait())

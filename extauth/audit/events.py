@@ -57,9 +57,9 @@ def decision_event(request: Request, decision: Decision, latency_us: int, instan
         "roles": None,
         "source_address": request.source_address,
         "peer_principal": request.peer_principal or None,
-        "method": request.method,
+        "method": request.wire_method,
         "host": request.host,
-        "path": request.path,
+        "path": request.wire_path,
         "service": context.get("service"),
         "envoy_route": context.get("route"),
         "headers": redactor.headers(headers),
@@ -75,6 +75,8 @@ def decision_event(request: Request, decision: Decision, latency_us: int, instan
                      client_id=client_id if isinstance(client_id, str) else None, roles=sorted(principal.roles))
     if redactor.include_query and request.query:
         event["query"] = request.query
+    if request.path != request.wire_path:  # what the policy decided on (docs/security.md), when it differs
+        event["canonical_path"] = request.path
     return event
 
 

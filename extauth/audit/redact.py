@@ -32,7 +32,7 @@ _SCHEME_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic|digest|negotiate|apikey|to
 _PATH_PARAMETER = re.compile(r";([^/;=?]*)=([^/;?]*)")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 #: Event fields whose text comes from the client and is scrubbed for token-shaped substrings.
-_CLIENT_TEXT_FIELDS = ("path", "host")
+_CLIENT_TEXT_FIELDS = ("path", "canonical_path", "host")
 
 
 @functools.lru_cache(maxsize=4096)

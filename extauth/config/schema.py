@@ -4,11 +4,14 @@ Process settings (`server`, `audit`, `logging`) take effect at start; `policy` f
 Relative paths are resolved against the directory of the file that names them.
 """
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -107,6 +110,18 @@ class ListenAddress:
         assert self.path is not None
         return ListenAddress("unix", path=self.path.with_name(f"{self.path.stem}-{index}{self.path.suffix}"))
 
+    def local_only(self) -> bool:
+        """Unix sockets and loopback TCP. `localhost` counts, other host names do not (they may resolve
+        anywhere); `0.0.0.0` and `::` mean every interface, so they are not loopback."""
+        if self.kind == "unix" or self.host == "localhost":
+            return True
+        try:
+            ip = ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
     def grpc_target(self) -> str:
         if self.kind == "unix":
             return f"unix:{self.path}"
@@ -117,8 +132,118 @@ class ListenAddress:
         return f"unix:{self.path}" if self.kind == "unix" else f"tcp:{self.grpc_target()}"
 
 
+#: How an allowlisted client identity is written: the certificate field it must equal, then its value.
+CLIENT_IDENTITY_KINDS = ("uri", "dns", "cn")
+_DNS_NAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+_NO_SPACE_OR_CONTROL = re.compile(r"^[^\s\x00-\x1f\x7f]+$")
+
+
+def canonical_client_identity(kind: str, value: str) -> str:
+    """`kind:value` as compared: DNS names are case-insensitive and one trailing dot names the same host;
+    URIs (SPIFFE IDs) and common names are compared exactly, so `/sa/Envoy` never matches `/sa/envoy`."""
+    if kind == "dns":
+        value = value.lower().removesuffix(".")
+    return f"{kind}:{value}"
+
+
+def _client_identity(text: str) -> str:
+    kind, separator, value = text.partition(":")
+    if not separator or kind not in CLIENT_IDENTITY_KINDS:
+        raise ValueError(f"{text!r} must be 'uri:URI', 'dns:NAME' or 'cn:COMMON NAME'")
+    if kind != "cn" and not _NO_SPACE_OR_CONTROL.match(value):
+        raise ValueError(f"{text!r}: the {kind} must be non-empty, without spaces or control characters")
+    if kind == "cn" and (not value.strip() or not value.isprintable()):
+        raise ValueError(f"{text!r}: the common name must be non-empty printable text")
+    canonical = canonical_client_identity(kind, value)
+    if kind == "dns" and not _DNS_NAME.match(canonical.removeprefix("dns:")):
+        # Wildcards included: a certificate for `*.internal` is not the client `envoy.internal`.
+        raise ValueError(f"{text!r}: not a DNS name (letters, digits, '-' and '.'; no wildcards)")
+    if kind == "uri" and not re.match(r"^[a-z][a-z0-9+.-]*://.", value):
+        raise ValueError(f"{text!r}: not an absolute URI such as spiffe://trust-domain/path")
+    return canonical
+
+
+def _pem_certificates(path: Path) -> Path:
+    try:
+        x509.load_pem_x509_certificates(path.read_bytes())
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ValueError(f"{path} holds no PEM certificate") from None
+    return path
+
+
+def _pem_private_key(path: Path) -> Path:
+    try:
+        serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, TypeError):
+        raise ValueError(f"{path} holds no unencrypted PEM private key") from None
+    return path
+
+
+ClientIdentity = Annotated[str, AfterValidator(_client_identity)]
+CertificateFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_pem_certificates)]
+PrivateKeyFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_pem_private_key)]
+
+
+class ServerTlsConfig(Strict):
+    """TLS on every TCP listener (unix sockets stay plaintext: file permissions guard them). The files are read
+    at start; a renewed certificate takes a restart (one worker at a time keeps Envoy served)."""
+
+    cert_file: CertificateFile
+    key_file: PrivateKeyFile
+    #: The CA bundle client certificates must chain to; required when client certificates are.
+    client_ca_file: CertificateFile | None = None
+    #: Refuse the handshake of a client without a certificate that `client_ca_file` verifies.
+    require_client_certificate: bool = True
+    #: Who may call Check over TLS (`uri:`, `dns:`, `cn:` identities); empty: any verified client certificate.
+    allowed_clients: list[ClientIdentity] = Field(default_factory=list)
+    #: Who may stream access logs (completion events) over TLS; empty: nobody over TCP.
+    access_log_clients: list[ClientIdentity] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _client_certificates_consistent(self) -> "ServerTlsConfig":
+        if self.require_client_certificate and self.client_ca_file is None:
+            raise ValueError("require_client_certificate needs client_ca_file, the CA that issues client "
+                             "certificates")
+        if not self.require_client_certificate and (self.allowed_clients or self.access_log_clients):
+            raise ValueError("allowed_clients and access_log_clients need require_client_certificate: true "
+                             "(without a certificate a client has no identity)")
+        certificate = x509.load_pem_x509_certificates(self.cert_file.read_bytes())[0]
+        key = serialization.load_pem_private_key(self.key_file.read_bytes(), password=None)
+        if key.public_key() != certificate.public_key():
+            raise ValueError(f"key_file {self.key_file} is not the key of the first certificate in {self.cert_file}")
+        return self
+
+
+def _guarded_listen_address(value: str, info: ValidationInfo) -> str:
+    """A TCP listener reachable from other hosts must authenticate its callers, or say in writing that it
+    does not: Check reveals the policy to whoever asks and the Access Log Service writes the audit trail."""
+    if "tls" not in info.data or "insecure" not in info.data:
+        return value  # tls itself is invalid and reported; judging the listener on it would mislead
+    tls: ServerTlsConfig | None = info.data["tls"]
+    address = ListenAddress.parse(value)
+    if address.local_only() or info.data["insecure"]:
+        return value
+    if tls is None:
+        raise ValueError(f"{value} is reachable from other hosts without TLS: configure server.tls with client "
+                         "certificates, listen on loopback or a unix socket, or set server.insecure: true")
+    if not tls.require_client_certificate:
+        raise ValueError(f"{value} is reachable from other hosts and TLS does not require client certificates, "
+                         "so anyone can call Check: set server.tls.require_client_certificate: true or "
+                         "server.insecure: true")
+    return value
+
+
 class ServerConfig(Strict):
-    listen: list[Annotated[str, AfterValidator(_listen_address)]] = Field(
+    # `insecure` and `tls` come before `listen` because each listen address is judged against them.
+    #: Accept unauthenticated callers on TCP addresses other hosts can reach (no TLS, or TLS without client
+    #: certificates). Logged as a warning and an `insecure_listener` audit event at every start.
+    insecure: bool = False
+    tls: ServerTlsConfig | None = None
+    listen: list[Annotated[str, AfterValidator(_listen_address), AfterValidator(_guarded_listen_address)]] = Field(
         default_factory=lambda: ["tcp:127.0.0.1:9001"], min_length=1
     )
     workers: int = Field(1, ge=1, le=64)
@@ -129,6 +254,11 @@ class ServerConfig(Strict):
 
     def addresses(self, base: Path) -> list[ListenAddress]:
         return [ListenAddress.parse(value, base) for value in self.listen]
+
+    def unauthenticated(self, address: ListenAddress) -> bool:
+        """A listener other hosts can reach that lets any of them call (only with `insecure: true`)."""
+        mutual_tls = self.tls is not None and self.tls.require_client_certificate
+        return not address.local_only() and not mutual_tls
 
 
 class JwksConfig(Strict):
@@ -218,6 +348,13 @@ class TokenSourceConfig(Strict):
         return self
 
 
+#: Headers only a proxy may set, which upstream frameworks read as the URL or host instead of the request line
+#: (IIS/Symfony `X-Original-URL`, Spring `X-Forwarded-Prefix`, Django/Rails `X-Forwarded-Host`, RFC 7239
+#: `Forwarded`): removed from the client's request, so the upstream serves the request that was authorised.
+DEFAULT_PROXY_HEADERS = ("x-original-url", "x-rewrite-url", "x-forwarded-host", "x-forwarded-prefix",
+                         "x-forwarded-path", "x-forwarded-server", "x-host", "forwarded")
+
+
 class ForwardConfig(Strict):
     """Identity headers added to the upstream request when a request is allowed."""
 
@@ -233,6 +370,9 @@ class ForwardConfig(Strict):
     claim_headers: dict[HeaderName, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
     strip_authorization: bool = True
     max_header_value_bytes: int = Field(DEFAULT_MAX_HEADER_VALUE_BYTES, ge=16, le=16_384)
+    #: Removed from the client's request on every allow (docs/security.md); `[]` when a trusted proxy in front
+    #: of Envoy sets them.
+    remove_request_headers: list[HeaderName] = Field(default_factory=lambda: list(DEFAULT_PROXY_HEADERS))
 
     @model_validator(mode="after")
     def _distinct_headers(self) -> "ForwardConfig":

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,38 @@ VALIDATE_TIMEOUT_SECONDS = 60
 _LOG_PREFIX = re.compile(r"^\[[^]]*\]\[\d+\]\[(critical|error)\]\[[^]]*\] \[[^]]*\] ")
 
 Node = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ExtauthClientTls:
+    """Envoy's side of mutual TLS towards a TCP extauth listener (`server.tls`): the client certificate it
+    presents, the CA that issued extauth's certificate, and the name that certificate must carry."""
+
+    client_cert: Path
+    client_key: Path
+    ca_cert: Path
+    server_name: str
+
+    def transport_socket(self) -> Node:
+        return {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": self.server_name,
+                "common_tls_context": {
+                    "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+                    "alpn_protocols": ["h2"],  # gRPC
+                    "tls_certificates": [{"certificate_chain": {"filename": str(self.client_cert)},
+                                          "private_key": {"filename": str(self.client_key)}}],
+                    "validation_context": {
+                        "trusted_ca": {"filename": str(self.ca_cert)},
+                        # CA-signed is not enough: it must be extauth's own name.
+                        "match_typed_subject_alt_names": [{"san_type": "DNS",
+                                                           "matcher": {"exact": self.server_name}}],
+                    },
+                },
+            },
+        }
 
 
 class EnvoyNotFoundError(RuntimeError):
@@ -66,10 +99,11 @@ def render_bootstrap(
     extauth_endpoints: Sequence[ListenAddress],
     certs_dir: Path,
     access_log: Path | None = None,
+    extauth_tls: ExtauthClientTls | None = None,
 ) -> str:
     """The shipped bootstrap with its environment replaced: ports (0 lets the kernel choose), the extauth
     endpoints (one per worker socket; they also receive the gRPC access log), the certificate directory and,
-    optionally, the file of the JSON access log."""
+    optionally, the file of the JSON access log and mutual TLS on the connections to extauth."""
     if not extauth_endpoints:
         raise ValueError("at least one extauth endpoint is needed")
     bootstrap: Node = yaml.safe_load(Path(source).read_text())
@@ -85,6 +119,8 @@ def render_bootstrap(
     extauth["load_assignment"]["endpoints"] = [
         {"lb_endpoints": [{"endpoint": {"address": _envoy_address(address)}} for address in extauth_endpoints]}
     ]
+    if extauth_tls is not None:
+        extauth["transport_socket"] = extauth_tls.transport_socket()
     if access_log is not None:
         for connection_manager in connection_managers(listener):
             for logger in connection_manager.get("access_log", []):

@@ -15,10 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import yaml
 
 from extauth.config.schema import ListenAddress
-from extauth.devstack.envoy import REPO_ROOT, SHIPPED_BOOTSTRAP, Node, envoy_command, render_bootstrap
+from extauth.devstack.envoy import (
+    REPO_ROOT,
+    SHIPPED_BOOTSTRAP,
+    ExtauthClientTls,
+    Node,
+    envoy_command,
+    render_bootstrap,
+)
 from extauth.devstack.processes import ManagedProcess, envoy_ready, extauth_command, grpc_serving
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER
 from extauth.devtools.certs import DevCerts
@@ -59,9 +67,11 @@ class ExtauthProcess:
         self.process = ManagedProcess("extauth", extauth_command("serve", "--config", str(self.config_path), *args),
                                       run_dir / "extauth.log")
 
-    def wait_serving(self, address: ListenAddress | None = None, timeout: float = 20.0) -> None:
+    def wait_serving(self, address: ListenAddress | None = None, timeout: float = 20.0,
+                     credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None) -> None:
+        """Until the health service says SERVING; a TLS listener is asked over TLS with `credentials`."""
         target = address or self.addresses[0]
-        self.process.wait_until(lambda: grpc_serving(target), timeout)
+        self.process.wait_until(lambda: grpc_serving(target, credentials, server_name), timeout)
 
     def audit_events(self, kind: str | None = "decision", settle_seconds: float = 0.1) -> list[dict[str, Any]]:
         """The audit events of `kind` (None: every record) once the background writer has caught up, i.e. the
@@ -102,14 +112,15 @@ class EnvoyProcess:
     """
 
     def __init__(self, run_dir: Path, certs: DevCerts, upstream_port: int,
-                 extauth_endpoints: list[ListenAddress], edit: Callable[[Node], None] | None = None) -> None:
+                 extauth_endpoints: list[ListenAddress], edit: Callable[[Node], None] | None = None,
+                 extauth_tls: ExtauthClientTls | None = None) -> None:
         self.port = free_port()
         self.admin_port = free_port()
         self.certs = certs
         bootstrap = render_bootstrap(
             SHIPPED_BOOTSTRAP, listen_port=self.port, admin_port=self.admin_port, upstream_port=upstream_port,
             extauth_endpoints=extauth_endpoints, certs_dir=certs.ca_cert.parent,
-            access_log=run_dir / "envoy-access.log")
+            access_log=run_dir / "envoy-access.log", extauth_tls=extauth_tls)
         if edit is not None:
             edited: Node = yaml.safe_load(bootstrap)
             edit(edited)

@@ -69,9 +69,19 @@ def tcp_open(host: str, port: int) -> bool:
         return False
 
 
-def grpc_serving(address: ListenAddress) -> bool:
+def grpc_channel(address: ListenAddress, credentials: grpc.ChannelCredentials | None = None,
+                 server_name: str | None = None) -> grpc.Channel:
+    """Plaintext, or TLS (`credentials`) checking the server certificate for `server_name`."""
+    if credentials is None:
+        return grpc.insecure_channel(address.grpc_target())
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return grpc.secure_channel(address.grpc_target(), credentials, options)
+
+
+def grpc_serving(address: ListenAddress, credentials: grpc.ChannelCredentials | None = None,
+                 server_name: str | None = None) -> bool:
     try:
-        with grpc.insecure_channel(address.grpc_target()) as channel:
+        with grpc_channel(address, credentials, server_name) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
             return reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:

@@ -20,6 +20,10 @@ from extauth.devtools import DEV_KEY_ID
 
 CLIENT_SPIFFE_ID = "spiffe://extauth.local/ns/demo/sa/client"
 UPSTREAM_DNS_NAME = "demo-upstream.local"
+#: extauth's own gRPC listener when it is TCP with mutual TLS: Envoy checks this name (SNI and SAN).
+EXTAUTH_DNS_NAME = "extauth.local"
+#: Envoy's identity towards extauth, for `server.tls.allowed_clients` / `access_log_clients`.
+ENVOY_SPIFFE_ID = "spiffe://extauth.local/ns/gateway/sa/envoy"
 VALIDITY = datetime.timedelta(days=365)
 # Tolerates a little clock skew between the machine that issues and the process that verifies.
 BACKDATE = datetime.timedelta(minutes=5)
@@ -40,6 +44,10 @@ class DevCerts:
     upstream_key: Path
     client_cert: Path
     client_key: Path
+    extauth_cert: Path
+    extauth_key: Path
+    envoy_client_cert: Path
+    envoy_client_key: Path
     jwt_signing_key: Path
     jwks: Path
 
@@ -54,6 +62,10 @@ class DevCerts:
             upstream_key=directory / "upstream.key",
             client_cert=directory / "client.crt",
             client_key=directory / "client.key",
+            extauth_cert=directory / "extauth.crt",
+            extauth_key=directory / "extauth.key",
+            envoy_client_cert=directory / "envoy-client.crt",
+            envoy_client_key=directory / "envoy-client.key",
             jwt_signing_key=directory / "jwt-signing.key",
             jwks=directory / "jwks.json",
         )
@@ -81,19 +93,38 @@ def create_dev_certs(directory: Path, *, force: bool = False) -> DevCerts:
     localhost = [x509.DNSName("localhost"), _ip("127.0.0.1"), _ip("::1")]
     upstream = [x509.DNSName(UPSTREAM_DNS_NAME), _ip("127.0.0.1")]
     client = [x509.UniformResourceIdentifier(CLIENT_SPIFFE_ID)]
+    extauth = [x509.DNSName(EXTAUTH_DNS_NAME), *localhost]
+    envoy_client = [x509.UniformResourceIdentifier(ENVOY_SPIFFE_ID)]
+    server, client_auth = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
     for cert_path, key_path, common_name, names, usage in (
-        (certs.server_cert, certs.server_key, "extauth dev envoy", localhost, ExtendedKeyUsageOID.SERVER_AUTH),
-        (certs.upstream_cert, certs.upstream_key, UPSTREAM_DNS_NAME, upstream, ExtendedKeyUsageOID.SERVER_AUTH),
-        (certs.client_cert, certs.client_key, "extauth dev client", client, ExtendedKeyUsageOID.CLIENT_AUTH),
+        (certs.server_cert, certs.server_key, "extauth dev envoy", localhost, server),
+        (certs.upstream_cert, certs.upstream_key, UPSTREAM_DNS_NAME, upstream, server),
+        (certs.client_cert, certs.client_key, "extauth dev client", client, client_auth),
+        (certs.extauth_cert, certs.extauth_key, EXTAUTH_DNS_NAME, extauth, server),
+        (certs.envoy_client_cert, certs.envoy_client_key, "extauth dev envoy client", envoy_client, client_auth),
     ):
-        leaf_key = _new_tls_key()
-        _write_private_key(key_path, leaf_key)
-        _write_certificate(cert_path, _issue_leaf(ca_key, ca_cert, leaf_key, common_name, names, usage))
+        _write_leaf(ca_key, ca_cert, cert_path, key_path, common_name, names, usage)
 
     signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     _write_private_key(certs.jwt_signing_key, signing_key)
     certs.jwks.write_text(json.dumps(_public_jwks(signing_key), indent=2) + "\n")
     return certs
+
+
+def issue_client_certificate(certs: DevCerts, cert_path: Path, key_path: Path, common_name: str,
+                             names: list[SubjectAltName]) -> None:
+    """One more client certificate from the dev CA (tests use it for identities outside an allowlist)."""
+    ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    ca_cert = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
+    _write_leaf(ca_key, ca_cert, cert_path, key_path, common_name, names, ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def _write_leaf(ca_key: TlsKey, ca_cert: x509.Certificate, cert_path: Path, key_path: Path, common_name: str,
+                names: list[SubjectAltName], usage: x509.ObjectIdentifier) -> None:
+    leaf_key = _new_tls_key()
+    _write_private_key(key_path, leaf_key)
+    _write_certificate(cert_path, _issue_leaf(ca_key, ca_cert, leaf_key, common_name, names, usage))
 
 
 def _new_tls_key() -> TlsKey:

@@ -33,6 +33,7 @@ class ExtauthCollector(Collector):
         clock: Any = None,
         pipeline: Any = None,
         limiter: Any = None,
+        callers: Any = None,
     ) -> None:
         self._checks = checks
         self._redis = redis
@@ -43,6 +44,7 @@ class ExtauthCollector(Collector):
         self._clock = clock
         self._pipeline = pipeline
         self._limiter = limiter
+        self._callers = callers
 
     def collect(self) -> Iterator[Metric]:
         yield from self._check_metrics()
@@ -51,6 +53,14 @@ class ExtauthCollector(Collector):
             yield from self._limiter_metrics()
         if self._audit is not None:
             yield from self._audit_metrics()
+        if self._callers is not None:
+            refused = CounterMetricFamily(
+                "extauth_callers_refused",
+                "Calls refused because the connection may not use the service (docs/architecture.md).",
+                labels=["service", "transport"])
+            for (service, transport), count in sorted(self._callers.stats.refused.items()):
+                refused.add_metric([service, transport], count)
+            yield refused
         if self._access_log is not None:
             yield CounterMetricFamily(
                 "extauth_access_log_entries",

@@ -1,8 +1,11 @@
 """Policy evaluation, compiled once per load.
 
-Semantics: the first route (in file order) whose match holds decides; no route → 403 (default deny).
-A public route admits anyone. Otherwise a principal is required (401 without one), any matching `deny`
-rule wins over any matching `allow` rule, and no matching rule → 403. The allowing rule's headers go upstream.
+Semantics (docs/policy.md): the most specific route whose resource (host, Envoy route labels, path) matches the
+canonical request decides, ties broken by file order; if no route at that level admits the method → 405 (a broader
+route never takes over); no route → 403 (default deny). A public route admits anyone; a CORS preflight is admitted
+without credentials where the route allows it. Otherwise a principal is required (401 without one), any matching
+`deny` rule wins over any matching `allow` rule, and no matching rule → 403. The allowing rule's headers go upstream;
+every header any rule can set is owned by extauth (`owned_headers`) and removed from what the client sent.
 """
 
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from extauth.policy.matching import NO_PARAMS, CompiledRoute, Params, compile_ro
 from extauth.policy.roles import granting_roles
 from extauth.policy.rules import CompiledRule, compile_rule
 from extauth.reasons import Reason
-from extauth.request import Request
+from extauth.request import Request, canonical_method
 
 _SYSTEM_CLOCK = SystemClock()
 
@@ -42,19 +45,33 @@ class PolicyEngine:
             for route in loaded.document.routes:
                 route_id = f"{loaded.document.metadata.name}/{route.name}"
                 rules = tuple(compile_rule(route_id, rule, granting, clock) for rule in route.rules)
-                routes.append(_Route(compile_route(route_id, len(routes), route.match), route.public, rules,
+                routes.append(_Route(compile_route(route_id, len(routes), route.match, route.cors_preflight),
+                                     route.public, rules,
                                      tuple(rule for rule in rules if rule.deny),
                                      tuple(rule for rule in rules if not rule.deny)))
         self._routes = tuple(routes)
         self._index = RouteIndex([route.match for route in routes])
+        #: Every upstream header a rule of this policy can set: removed from the client's request on every allow.
+        self.owned_headers: tuple[str, ...] = tuple(sorted({name for route in routes for rule in route.rules
+                                                             for name, _ in rule.headers}))
+
+    @property
+    def routes(self) -> tuple[CompiledRoute, ...]:
+        """Every route's matcher, in policy order (for `explain` and tests)."""
+        return tuple(route.match for route in self._routes)
 
     def authorize(self, request: Request, principal: Principal | None) -> Decision:
         version = self.version
-        found = self._index.first_match(request)
-        if found is None:
+        matched, params, mismatch = self._index.resolve(request)
+        if request.method == "OPTIONS" and ((matched is not None and matched.cors_preflight) or mismatch):
+            preflight = self._preflight(request, principal, (matched,) if matched is not None else mismatch)
+            if preflight is not None:
+                return preflight
+        if matched is None:
+            if mismatch:
+                return _method_not_allowed(mismatch, principal, version)
             return Decision.deny(Reason.NO_MATCHING_ROUTE, "no route matches this request",
                                  principal=principal, policy_version=version)
-        matched, params = found
         route = self._routes[matched.position]
         route_id = matched.route_id
         if route.public:
@@ -75,19 +92,46 @@ class PolicyEngine:
         return Decision.deny(Reason.FORBIDDEN, "no rule allows this request", principal=principal,
                              route=route_id, policy_version=version)
 
+    def _preflight(self, request: Request, principal: Principal | None,
+                   level: tuple[CompiledRoute, ...]) -> Decision | None:
+        """A CORS preflight asks whether a later request may be sent; it carries no credentials, so a route that
+        opts in answers it for any method the same resource admits."""
+        headers = request.headers
+        wanted = headers.get("access-control-request-method")
+        if "origin" not in headers or not wanted:
+            return None
+        route = next((route for route in level if route.cors_preflight), None)
+        if route is None or not any(other.admits(canonical_method(wanted.strip())) for other in level):
+            return None
+        return Decision(True, Reason.CORS_PREFLIGHT, principal=principal, route=route.route_id,
+                        rule=route.route_id, policy_version=self.version)
+
     def explain(self, request: Request, principal: Principal | None) -> Explanation:
         """The decision `authorize` makes, with every route tried and every rule of the deciding route."""
         decision = self.authorize(request, principal)
         routes = []
         for route in self._routes:
             why = route.match.mismatch(request)
-            routes.append(RouteTrace(route.match.route_id, why is None, why or ""))
+            if why is None and not route.match.admits(request.method):
+                why = f"method {request.method} is not one of {', '.join(sorted(route.match.methods or ()))}"
+            routes.append(RouteTrace(route.match.route_id, why is None, why or "", route.match.specificity))
         deciding = next((route for route in self._routes if route.match.route_id == decision.route), None)
-        if deciding is None:
+        if deciding is None or decision.reason is Reason.METHOD_NOT_ALLOWED:
             return Explanation(decision, tuple(routes), (), NO_PARAMS)
         params = deciding.match.match(request) or NO_PARAMS
         return Explanation(decision, tuple(routes), tuple(_trace(rule, request, principal, params)
                                                    for rule in deciding.rules), params)
+
+
+def _method_not_allowed(level: tuple[CompiledRoute, ...], principal: Principal | None, version: str) -> Decision:
+    """The most specific resource exists but not for this method: 405 with `Allow`, never a broader route."""
+    methods = set().union(*(route.methods or () for route in level))
+    if "GET" in methods:
+        methods.add("HEAD")
+    first = level[0].route_id
+    return Decision.deny(Reason.METHOD_NOT_ALLOWED, "method not allowed for this resource", principal=principal,
+                         route=first, rule=first, policy_version=version,
+                         client_headers=[("allow", ", ".join(sorted(methods)))])
 
 
 def _trace(rule: CompiledRule, request: Request, principal: Principal | None, params: Params) -> RuleTrace:

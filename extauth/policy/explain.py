@@ -15,6 +15,8 @@ class RouteTrace:
     matched: bool
     #: Why the route does not match (e.g. `path /x does not match prefix /api/`); '' when it does.
     why: str = ""
+    #: The route's rank (docs/policy.md): of the matching routes, the most specific decides.
+    specificity: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,7 @@ class RuleTrace:
 @dataclass(frozen=True, slots=True)
 class Explanation:
     decision: Decision
-    #: Every route in policy order; the first one matched decides, later matches are shadowed.
+    #: Every route in policy order; the most specific match decides (file order among equals).
     routes: tuple[RouteTrace, ...]
     #: The deciding route's rules in file order (empty for a public route or when no route matches).
     rules: tuple[RuleTrace, ...]
@@ -39,9 +41,17 @@ class Explanation:
     def lines(self) -> list[str]:
         """A readable trace, one line per route and rule, ending with the decision."""
         out = []
+        refused = self.decision.reason == "method_not_allowed" and self.decision.route is not None
+        level = next((trace.specificity for trace in self.routes if trace.route == self.decision.route), None)
         for trace in self.routes:
-            deciding = trace.route == self.decision.route
-            state = "matched (decides)" if deciding else "matched (shadowed)" if trace.matched else "no"
+            deciding = trace.route == self.decision.route and not refused
+            if deciding:
+                state = "matched (decides)"
+            elif trace.matched:
+                state = "matched (less specific)" if level is not None and trace.specificity < level \
+                    else "matched (shadowed)"
+            else:
+                state = "no"
             out.append(f"route {trace.route}: {state}{': ' + trace.why if trace.why else ''}")
             if deciding:
                 out.extend(f"  {'├' if rule is not self.rules[-1] else '└'} rule {rule.rule} ({rule.effect}): "
@@ -49,6 +59,9 @@ class Explanation:
         if self.params:
             out.append("params: " + ", ".join(f"{name}={value}" for name, value in self.params.items()))
         decision = self.decision
+        if refused:
+            out.append(f"the most specific matching resource ({decision.route}) does not admit this method; "
+                       "broader routes are not consulted")
         verdict = "allow" if decision.allowed else "deny"
         out.append(f"decision: {verdict} {decision.status} {decision.reason} (rule {decision.rule or '-'})")
         out.extend(f"upstream header: {name}: {value}" for name, value in decision.upstream_headers)

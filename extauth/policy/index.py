@@ -1,69 +1,68 @@
-"""The route index: a request's candidate routes, in policy order, from at most two dictionary look-ups.
+"""The route index: a request's candidate routes, most specific first, from one dictionary look-up.
 
-Routes are keyed by what their path pins down: an exact path, or the first path segment (a prefix such as
-`/api/` or `/api/v1`, a template starting `/api/...`). Routes pinning neither (regex, a prefix within the first
-segment such as `/ap`, a template starting with a parameter, no path: host or context_extensions only) are
-candidates for every request. Each key's candidate tuple is merged and ordered at load, so the cost of a
-lookup does not grow with the number of routes; only the candidates are matched in full.
+Routes are keyed by their first literal path segment, case-folded and without any extension or trailing
+spaces (`/api/...`, `/favicon.ico` under `favicon`), so every spelling the matchers accept finds the same bucket.
+Routes pinning no first segment (regex, a template starting with a parameter, the `/` prefix, no path: host or
+context_extensions only) are candidates for every request. Each bucket is merged and sorted at load, so the cost
+of a look-up does not grow with the number of routes.
+
+`resolve` implements the rule in docs/policy.md: the most specific route whose *resource* (host, Envoy route labels,
+path) matches decides, together with the routes of exactly the same specificity; if none of those admits the
+method, the answer is 405, never a broader route further down.
 """
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
-from extauth.policy import syntax
-from extauth.policy.matching import CompiledRoute, Params
+from extauth.policy.matching import NO_PARAMS, CompiledRoute, Params
 from extauth.request import Request
+
+
+class Resolution(NamedTuple):
+    #: The route that decides, or None (no resource matched, or a method mismatch: see `method_mismatch`).
+    route: CompiledRoute | None
+    params: Params
+    #: When the most specific matching resource does not admit the method: its routes (for 405 and `Allow`).
+    method_mismatch: tuple[CompiledRoute, ...] = ()
+
+
+_NOTHING = Resolution(None, NO_PARAMS)
 
 
 class RouteIndex:
     def __init__(self, routes: Sequence[CompiledRoute]) -> None:
-        by_path: dict[str, list[CompiledRoute]] = {}
         by_segment: dict[str, list[CompiledRoute]] = {}
         everywhere: list[CompiledRoute] = []
         for route in routes:
-            kind, key = _key(route)
-            table = by_path if kind == "path" else by_segment if kind == "segment" else None
-            (everywhere if table is None else table.setdefault(key, [])).append(route)
+            key = route.path.first_segment if route.path is not None else None
+            (everywhere if key is None else by_segment.setdefault(key, [])).append(route)
 
         def ordered(*groups: list[CompiledRoute]) -> tuple[CompiledRoute, ...]:
-            return tuple(sorted({route.position: route for group in groups for route in group}.values(),
-                                key=lambda route: route.position))
+            return tuple(sorted((route for group in groups for route in group),
+                                key=lambda route: (tuple(-rank for rank in route.specificity), route.position)))
 
         self._everywhere = ordered(everywhere)
         self._by_segment = {segment: ordered(group, everywhere) for segment, group in by_segment.items()}
-        self._by_path = {path: ordered(group, by_segment.get(_first_segment(path.split("/")), []), everywhere)
-                         for path, group in by_path.items()}
 
     def candidates(self, request: Request) -> tuple[CompiledRoute, ...]:
-        found = self._by_path.get(request.path)
-        if found is not None:
-            return found
-        if self._by_segment:
-            return self._by_segment.get(_first_segment(request.path_segments), self._everywhere)
-        return self._everywhere
+        if not self._by_segment:
+            return self._everywhere
+        segments = request.folded_segments
+        first = segments[1].partition(".")[0].rstrip(" ") if len(segments) > 1 else ""
+        return self._by_segment.get(first, self._everywhere)
 
-    def first_match(self, request: Request) -> tuple[CompiledRoute, Params] | None:
-        """The first route (in policy order) matching `request`, with the path parameters it binds."""
+    def resolve(self, request: Request) -> Resolution:
+        method = request.method
+        level = None
+        mismatched: list[CompiledRoute] = []
         for route in self.candidates(request):
+            if level is not None and route.specificity != level:
+                break
             params = route.match(request)
-            if params is not None:
-                return route, params
-        return None
-
-
-def _first_segment(segments: Sequence[str]) -> str | None:
-    return segments[1] if len(segments) > 1 and segments[0] == "" else None
-
-
-def _key(route: CompiledRoute) -> tuple[str, str | None]:
-    path = route.path
-    if path is None:
-        return "everywhere", None
-    if path.kind == "exact":
-        return "path", path.text
-    if path.kind == "prefix" and "/" in path.text[1:]:
-        return "segment", path.text[1:path.text.index("/", 1)]
-    if path.kind == "template":
-        template = syntax.parse_template(path.text)
-        if len(template.segments) > 1 and template.segments[1] is not None:
-            return "segment", template.segments[1]
-    return "everywhere", None
+            if params is None:
+                continue
+            if route.admits(method):
+                return Resolution(route, params)
+            level = route.specificity
+            mismatched.append(route)
+        return Resolution(None, NO_PARAMS, tuple(mismatched)) if mismatched else _NOTHING

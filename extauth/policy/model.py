@@ -87,6 +87,11 @@ class PathMatch(Strict):
     prefix: str | None = None
     template: Annotated[str, _checked(syntax.parse_template)] | None = None
     regex: Regex | None = None
+    #: Paths match case-insensitively by default (many upstreams route that way); `true` compares exactly.
+    case_sensitive: bool = False
+    #: `same_resource`: a literal last segment `orders` also matches `orders.json` (upstreams with suffix
+    #: matching serve both); `exact`: only `orders`.
+    extensions: Literal["same_resource", "exact"] = "same_resource"
 
     @model_validator(mode="after")
     def _one_kind(self) -> "PathMatch":
@@ -266,6 +271,9 @@ class Route(Strict):
     match: RouteMatch = Field(default_factory=RouteMatch)
     #: Anonymous access: no credentials needed (a presented token must still be valid).
     public: bool = False
+    #: Allow CORS preflights (OPTIONS with Origin and Access-Control-Request-Method naming a method this
+    #: resource admits) without credentials; they are still audited. Other OPTIONS requests need the method listed.
+    cors_preflight: bool = False
     rules: list[Rule] = Field(default_factory=list)
     #: Rate limits applied to every request this route allows (public ones included).
     limits: list[RateLimit] = Field(default_factory=list)

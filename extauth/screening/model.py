@@ -6,7 +6,7 @@ Without any Screening document the defaults below apply: screening is on unless 
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from extauth.config.schema import HeaderName, Name, Strict
 from extauth.policy.model import HttpMethod, Metadata
@@ -21,11 +21,29 @@ class Limits(Strict):
     max_headers_bytes: int = Field(32_768, ge=256, le=4_194_304)   # all headers; over → 431
     max_headers: int = Field(100, ge=1, le=10_000)                 # count; over → 431
 
+    @model_validator(mode="after")
+    def _reachable(self) -> "Limits":
+        """A limit written down but shadowed by the others would read as protection that never applies."""
+        written = self.model_fields_set
+        if "max_headers_bytes" in written and self.max_headers_bytes > self.max_headers * self.max_header_bytes:
+            raise ValueError(f"max_headers_bytes {self.max_headers_bytes} can never be reached: max_headers "
+                             f"{self.max_headers} × max_header_bytes {self.max_header_bytes} is smaller")
+        if "max_header_bytes" in written and self.max_header_bytes > self.max_headers_bytes:
+            raise ValueError(f"max_header_bytes {self.max_header_bytes} can never be reached: max_headers_bytes "
+                             f"{self.max_headers_bytes} (all headers together) is smaller")
+        return self
+
 
 class Blocks(Strict):
     path_traversal: bool = True       # `..` segments (raw or percent-encoded) in path or query → 400
     control_characters: bool = True   # NUL and other control characters in path, query or header values → 400
     encoded_slashes: bool = True      # `%2F` / `%5C` in the path → 400
+    #: `;params` in any path segment → 400. Switch off only for upstreams that need them (Java servlet
+    #: `;jsessionid`); they are then dropped before matching, as those upstreams drop them (docs/security.md).
+    path_parameters: bool = True
+    #: `X-HTTP-Method-Override` and its kin, or a `_method` query parameter → 400: frameworks serve such a POST as
+    #: the method named there, which is not the method the policy decided on.
+    method_override: bool = True
 
 
 SignatureTarget = Literal["path", "query", "headers"]

@@ -51,6 +51,14 @@ MAX_HEADERS_BYTES_RULE = "screening/max_headers_bytes"
 CONTROL_RULE = "screening/control_characters"
 ENCODED_SLASH_RULE = "screening/encoded_slashes"
 TRAVERSAL_RULE = "screening/path_traversal"
+PATH_PARAMETERS_RULE = "screening/path_parameters"
+METHOD_OVERRIDE_RULE = "screening/method_override"
+#: Headers that Symfony, Laravel, Rails (Rack::MethodOverride), Express (method-override), ASP.NET and Spring
+#: (HiddenHttpMethodFilter reads `_method`) honour in place of the request method.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override", "x-original-method")
+_METHOD_OVERRIDE_QUERY = re.compile(r"(?:^|[&;])(?:_|%5f)method(?:=|&|;|$)", re.IGNORECASE)
+MALFORMED_PATH_RULE = "screening/malformed_path"
+HOST_RULE = "screening/host"
 
 #: Client-facing descriptions: generic on purpose, never the offending input.
 _DESCRIPTIONS = {
@@ -61,6 +69,10 @@ _DESCRIPTIONS = {
     Reason.ENCODED_SLASH: "encoded slash in the path",
     Reason.PATH_TRAVERSAL: "path traversal in the request",
     Reason.SIGNATURE_MATCH: "request matches a blocked pattern",
+    Reason.PATH_PARAMETERS: "path parameters (';') are not accepted",
+    Reason.METHOD_OVERRIDE: "method override is not accepted; send the method itself",
+    Reason.MALFORMED_PATH: "the path is not valid percent-encoded UTF-8",
+    Reason.INVALID_HOST: "invalid host",
 }
 
 
@@ -133,11 +145,11 @@ class Screener:
     def screen(self, request: Request) -> Decision | None:
         """None when the request passes; otherwise the deny, naming the rule that fired."""
         limits, blocks = self._limits, self._blocks
-        # 1. method: one set lookup
-        if request.method not in self._methods:
+        # 1. method (as sent: HEAD is GET only once it is allowed at all): one set lookup
+        if request.wire_method not in self._methods:
             return _deny(Reason.METHOD_NOT_ALLOWED, METHODS_RULE)
         # 2. sizes of the URI and of the header map: lengths only
-        path, query = request.path, request.query
+        path, query = request.wire_path, request.query
         query_bytes = _utf8_length(query)
         uri_bytes = _utf8_length(path) + (query_bytes + 1 if query else 0)
         if uri_bytes > limits.max_uri_bytes:
@@ -153,20 +165,34 @@ class Screener:
             blocked = self._screen_target(query, _QUERY_TRAVERSAL, False)
         if blocked is not None:
             return blocked
+        # 3b. the canonical request must exist: one reading of the path and the host (docs/security.md)
+        if blocks.path_parameters and ";" in path:
+            return _deny(Reason.PATH_PARAMETERS, PATH_PARAMETERS_RULE)
+        if "%" in path and not request.path_is_text:
+            return _deny(Reason.MALFORMED_PATH, MALFORMED_PATH_RULE)
+        if not request.host_is_valid:
+            return _deny(Reason.INVALID_HOST, HOST_RULE)
+        if blocks.method_override and (any(name in upb_headers for name in METHOD_OVERRIDE_HEADERS) or (
+                "method" in query.lower() and _METHOD_OVERRIDE_QUERY.search(query))):
+            return _deny(Reason.METHOD_OVERRIDE, METHOD_OVERRIDE_RULE)
         # 4. headers: copied out of upb once; sizes and control characters over all values at once
         headers = dict(upb_headers)
         values = "".join(headers.values())
         names_bytes = len("".join(headers))  # Envoy only passes token characters in names: ASCII
-        values_bytes = _utf8_length(values)
-        if names_bytes + values_bytes > limits.max_header_bytes:  # else no single header can be over
-            blocked = self._screen_header_sizes(headers, names_bytes + values_bytes)
+        total_bytes = names_bytes + _utf8_length(values)
+        if total_bytes > limits.max_header_bytes:  # else no single header can be over
+            blocked = self._screen_header_sizes(headers)
             if blocked is not None:
                 return blocked
+        if total_bytes > limits.max_headers_bytes:
+            return _deny(Reason.HEADERS_TOO_LARGE, MAX_HEADERS_BYTES_RULE)
         if blocks.control_characters and _has_control(values, _HEADER_CONTROL_BYTES):
             return _deny(Reason.CONTROL_CHARACTERS, CONTROL_RULE)
         # 5. signatures: platform teams' regular expressions, in the order they were declared
+        canonical = request.path
         for signature in self._path_signatures:
-            if signature.pattern.search(path) is not None:
+            search = signature.pattern.search
+            if search(path) is not None or (canonical != path and search(canonical) is not None):
                 return _deny(Reason.SIGNATURE_MATCH, signature.rule)
         if query:
             for signature in self._query_signatures:
@@ -194,15 +220,13 @@ class Screener:
             return _deny(Reason.PATH_TRAVERSAL, TRAVERSAL_RULE)
         return None
 
-    def _screen_header_sizes(self, headers: Mapping[str, str], total: int) -> Decision | None:
-        """Which limit a large header map breaks: one header (name + value), or all of them together."""
+    def _screen_header_sizes(self, headers: Mapping[str, str]) -> Decision | None:
+        """Whether one header (name + value) is over its limit; the total is checked on its own."""
         limit = self._limits.max_header_bytes
         for name, value in headers.items():
             # `:path` is the URI, which max_uri_bytes governs.
             if name != ":path" and len(name) + _utf8_length(value) > limit:
                 return _deny(Reason.HEADERS_TOO_LARGE, MAX_HEADER_RULE)
-        if total > self._limits.max_headers_bytes:
-            return _deny(Reason.HEADERS_TOO_LARGE, MAX_HEADERS_BYTES_RULE)
         return None
 
 

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support.checks import check, check_request, health_status
 from support.idp import IdentityProvider
 
-from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
+from extauth.config.schema import ListenAddress
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config, free_port
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
@@ -140,3 +142,35 @@ def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path, text: str) ->
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert result.stderr.startswith(str(path) if "workers" in text else "/nonexistent")
+
+
+def test_serve_refuses_a_plaintext_listener_other_hosts_can_reach(tmp_path: Path, certs: DevCerts) -> None:
+    """`tcp:0.0.0.0:PORT` without TLS: `extauth serve` exits 1 naming file, line and field, and never listens."""
+    port = free_port()
+    config = extauth_config(tmp_path, certs, server={"listen": [f"tcp:0.0.0.0:{port}"]})
+    path = tmp_path / "extauth.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    line = path.read_text().splitlines().index(f"  - tcp:0.0.0.0:{port}") + 1
+    result = subprocess.run([sys.executable, "-m", "extauth", "serve", "--config", str(path)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{path}:{line}: server.listen[0]: tcp:0.0.0.0:{port} is reachable from other "
+                                    "hosts without TLS")
+
+
+def test_insecure_true_starts_and_warns_in_log_and_audit(tmp_path: Path, certs: DevCerts) -> None:
+    """With `insecure: true` written, 0.0.0.0 serves Checks, and the start logs and audits an insecure_listener."""
+    address = ListenAddress("tcp", host="0.0.0.0", port=free_port())
+    config = extauth_config(tmp_path, certs, server={"listen": [str(address)], "insecure": True})
+    extauth = ExtauthProcess(tmp_path, config)
+    try:
+        loopback = ListenAddress("tcp", host="127.0.0.1", port=address.port)
+        extauth.wait_serving(loopback)
+        assert check(loopback, path="/public/x").HasField("ok_response")
+        assert extauth.stop() == 0
+        (event,) = extauth.audit_events("insecure_listener")
+        assert (event["address"], event["transport"]) == (str(address), "plaintext")
+        warnings = [line for line in extauth.process.log_path.read_text().splitlines() if "insecure_listener" in line]
+        assert len(warnings) == 1 and "warning" in warnings[0]
+    finally:
+        extauth.stop()

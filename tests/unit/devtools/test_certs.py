@@ -11,9 +11,17 @@ from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store
 
 from extauth.devtools import DEV_KEY_ID
-from extauth.devtools.certs import CLIENT_SPIFFE_ID, DevCerts, create_dev_certs
+from extauth.devtools.certs import (
+    CLIENT_SPIFFE_ID,
+    ENVOY_SPIFFE_ID,
+    EXTAUTH_DNS_NAME,
+    DevCerts,
+    create_dev_certs,
+    issue_client_certificate,
+)
 
-PRIVATE_KEYS = ("ca_key", "server_key", "upstream_key", "client_key", "jwt_signing_key")
+PRIVATE_KEYS = ("ca_key", "server_key", "upstream_key", "client_key", "extauth_key", "envoy_client_key",
+                "jwt_signing_key")
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +38,7 @@ def _store(certs: DevCerts) -> Store:
 
 
 def test_creates_every_file_with_fixed_names(certs: DevCerts) -> None:
-    """All ten files exist under the names the Envoy bootstrap refers to."""
+    """All fourteen files exist under the names the Envoy bootstrap refers to."""
     assert sorted(path.name for path in certs.paths()) == sorted(
         [
             "ca.crt",
@@ -41,6 +49,10 @@ def test_creates_every_file_with_fixed_names(certs: DevCerts) -> None:
             "upstream.key",
             "client.crt",
             "client.key",
+            "extauth.crt",
+            "extauth.key",
+            "envoy-client.crt",
+            "envoy-client.key",
             "jwt-signing.key",
             "jwks.json",
         ]
@@ -83,6 +95,28 @@ def test_client_cert_carries_spiffe_id_and_is_client_only(certs: DevCerts) -> No
         PolicyBuilder().store(store).build_server_verifier(x509.DNSName("localhost")).verify(
             _load(certs.client_cert), []
         )
+
+
+@pytest.mark.parametrize("name", [x509.DNSName(EXTAUTH_DNS_NAME), x509.DNSName("localhost"),
+                                  x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+def test_extauth_server_cert_verifies_for_its_names(certs: DevCerts, name: x509.DNSName | x509.IPAddress) -> None:
+    """extauth's own gRPC certificate is a server certificate for extauth.local and the loopback names."""
+    PolicyBuilder().store(_store(certs)).build_server_verifier(name).verify(_load(certs.extauth_cert), [])
+
+
+def test_envoy_client_cert_carries_envoys_spiffe_id(certs: DevCerts) -> None:
+    """Envoy's client certificate towards extauth verifies as a client with the gateway SPIFFE ID only."""
+    verified = PolicyBuilder().store(_store(certs)).build_client_verifier().verify(_load(certs.envoy_client_cert), [])
+    assert [str(uri.value) for uri in verified.subjects or []] == [ENVOY_SPIFFE_ID]
+
+
+def test_extra_client_certificate_chains_to_the_dev_ca(certs: DevCerts, tmp_path: Path) -> None:
+    """issue_client_certificate signs a client certificate with the given names using the CA on disk."""
+    cert, key = tmp_path / "other.crt", tmp_path / "other.key"
+    issue_client_certificate(certs, cert, key, "other", [x509.DNSName("other.internal")])
+    verified = PolicyBuilder().store(_store(certs)).build_client_verifier().verify(_load(cert), [])
+    assert [name.value for name in verified.subjects or []] == ["other.internal"]
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
 
 
 def test_jwks_publishes_the_signing_key(certs: DevCerts) -> None:

@@ -7,7 +7,7 @@ from google.rpc import code_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extauth.config.schema import ForwardConfig
+from extauth.config.schema import DEFAULT_PROXY_HEADERS, ForwardConfig
 from extauth.decision import Decision
 from extauth.identity.principal import Principal
 from extauth.reasons import Reason
@@ -31,7 +31,7 @@ def test_allow_forwards_identity_and_strips_authorization() -> None:
     assert headers_of(response.ok_response.headers) == {
         "x-extauth-subject": "alice", "x-extauth-issuer": "https://idp", "x-extauth-roles": "reader,auditor",
         "x-extauth-tenant": "t1"}
-    assert list(response.ok_response.headers_to_remove) == ["authorization"]
+    assert set(response.ok_response.headers_to_remove) == {"authorization", *DEFAULT_PROXY_HEADERS}
 
 
 def test_client_sent_identity_headers_are_removed_even_for_anonymous_requests() -> None:
@@ -110,3 +110,23 @@ def test_every_reason_code_renders_with_its_status() -> None:
         response = responder.render(decision, "r")
         assert response.denied_response.status.code == decision.status
         assert json.loads(response.denied_response.body)["reason"] == reason.value
+
+
+def test_every_header_the_policy_owns_is_removed_unless_set_now() -> None:
+    """Rule headers of the live policy that this decision did not set are removed (a spoofed `x-tenant` never
+    survives an allow by a rule that sets only `x-other`); one it set is overwritten, not removed."""
+    decision = Decision(True, Reason.OK, principal=ALICE, upstream_headers=[("x-other", "1")])
+    response = Responder(FORWARD).render(decision, "r1", ("x-other", "x-support-agent", "x-tenant"))
+    removed = set(response.ok_response.headers_to_remove)
+    assert {"x-support-agent", "x-tenant", "x-forwarded-host", "x-original-url"} <= removed
+    assert "x-other" not in removed and headers_of(response.ok_response.headers)["x-other"] == "1"
+
+
+def test_owned_headers_follow_the_policy_passed_in() -> None:
+    """The removal list is rebuilt when the live policy (its owned headers) changes, as after a reload."""
+    responder = Responder(FORWARD)
+    allow = Decision(True, Reason.PUBLIC_ROUTE)
+    before = set(responder.render(allow, "r1", ("x-a",)).ok_response.headers_to_remove)
+    after = set(responder.render(allow, "r2", ("x-b",)).ok_response.headers_to_remove)
+    assert "x-a" in before and "x-b" not in before
+    assert "x-b" in after and "x-a" not in after

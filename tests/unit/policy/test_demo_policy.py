@@ -40,7 +40,18 @@ ROOT = principal("root", ["admin"])
     (ROOT, "GET", "/admin/users", (200, "ok", "demo/admin/admins-only")),
     (ROOT, "POST", "/admin/maintenance", (200, "ok", "demo/admin-maintenance/admins-in-office-hours")),
     (ROOT, "GET", "/internal/metrics", (403, "no_matching_route", None)),
-    (ROOT, "POST", "/healthz", (403, "no_matching_route", None)),
+    (ROOT, "POST", "/healthz", (405, "method_not_allowed", None)),
+    # The bypass classes of docs/security.md, decided on the canonical request:
+    (ALICE, "GET", "/api/tenants/umbrella/orders/1", (403, "forbidden", None)),
+    (ALICE, "GET", "/api/Tenants/umbrella/orders/1", (403, "forbidden", None)),
+    (ALICE, "GET", "/API/TENANTS/umbrella/ORDERS/1", (403, "forbidden", None)),
+    (ALICE, "GET", "/api/tenants/umbrella/orders.json", (403, "forbidden", None)),
+    (ALICE, "GET", "/api/tenants/umbrella/orders/", (403, "forbidden", None)),
+    (ALICE, "GET", "/api/tenants/%75mbrella/orders/1", (403, "forbidden", None)),
+    (ALICE, "OPTIONS", "/api/tenants/umbrella/orders/1", (405, "method_not_allowed", None)),
+    (ALICE, "HEAD", "/api/tenants/acme/orders/1", (200, "ok", "demo/tenant-orders-read/readers-of-the-tenant")),
+    (ALICE, "HEAD", "/api/limited", (200, "ok", "demo/limited/readers-may-read")),
+    (ROOT, "GET", "/admin/maintenance", (405, "method_not_allowed", None)),
 ])
 def test_demo_policy_decisions(who, method: str, path: str, expected: tuple) -> None:
     """Anonymous /public, reader /api (tenant-scoped orders, writes for writers), admin /admin, else denied."""

@@ -42,7 +42,7 @@ def test_explain_traces_routes_and_rules(make_engine: MakeEngine) -> None:
         "path parameter tenant is 'acme' but claim tenant is 'globex'",
         "  └ rule p/orders/support (allow): not matched: roles: roles ['reader'] include none of ['admin'] "
         "nor a role inheriting one",
-        "route p/everything-else: matched (shadowed)",
+        "route p/everything-else: matched (less specific)",
         "params: tenant=acme",
         "decision: deny 403 forbidden (rule -)",
     ]
@@ -51,13 +51,29 @@ def test_explain_traces_routes_and_rules(make_engine: MakeEngine) -> None:
 def test_explain_names_the_failing_route_part(make_engine: MakeEngine) -> None:
     """A route that fails on its method says so, and no route matching means default deny."""
     engine = make_engine(ROUTES.replace("prefix: /}", "prefix: /other/}"))
-    explanation = engine.explain(Request(check_request("/tenants/acme/orders", "POST")), None)
+    explanation = engine.explain(Request(check_request("/tenants/acme/other")), None)
     assert [(trace.route, trace.matched, trace.why) for trace in explanation.routes] == [
-        ("p/health", False, "path /tenants/acme/orders does not match exact /healthz"),
-        ("p/orders", False, "method POST is not one of GET"),
-        ("p/everything-else", False, "path /tenants/acme/orders does not match prefix /other/"),
+        ("p/health", False, "path /tenants/acme/other does not match exact /healthz"),
+        ("p/orders", False, "path /tenants/acme/other does not match template /tenants/{tenant}/orders"),
+        ("p/everything-else", False, "path /tenants/acme/other does not match prefix /other/"),
     ]
     assert explanation.decision.reason == "no_matching_route" and explanation.rules == ()
+
+
+def test_explain_shows_that_a_method_mismatch_is_405_not_a_broader_route(make_engine: MakeEngine) -> None:
+    """POST on a resource whose most specific route admits only GET is 405, and the trace says the broader
+    catch-all was not consulted although it matches."""
+    explanation = make_engine(ROUTES).explain(Request(check_request("/tenants/acme/orders", "POST")),
+                                              principal("root", ["admin"]))
+    assert explanation.decision.reason == "method_not_allowed" and explanation.decision.status == 405
+    assert dict(explanation.decision.client_headers) == {"allow": "GET, HEAD"}
+    assert explanation.lines() == [
+        "route p/health: no: path /tenants/acme/orders does not match exact /healthz",
+        "route p/orders: no: method POST is not one of GET",
+        "route p/everything-else: matched (less specific)",
+        "the most specific matching resource (p/orders) does not admit this method; broader routes are not consulted",
+        "decision: deny 405 method_not_allowed (rule p/orders)",
+    ]
 
 
 def test_explanation_carries_the_same_decision_as_authorize(make_engine: MakeEngine) -> None:

@@ -10,7 +10,8 @@ from extauth.screening.screener import Screener, compile_screening
 
 DEFAULTS: Screener = compile_screening(())
 SCREENING_REASONS = {Reason.METHOD_NOT_ALLOWED, Reason.URI_TOO_LONG, Reason.HEADERS_TOO_LARGE, Reason.PATH_TRAVERSAL,
-                     Reason.CONTROL_CHARACTERS, Reason.ENCODED_SLASH, Reason.SIGNATURE_MATCH}
+                     Reason.CONTROL_CHARACTERS, Reason.ENCODED_SLASH, Reason.SIGNATURE_MATCH,
+                     Reason.PATH_PARAMETERS, Reason.MALFORMED_PATH, Reason.INVALID_HOST}
 CONTROLS = [chr(code) for code in range(0x20)] + ["\x7f"]
 
 #: Anything protobuf accepts in a string field (valid UTF-8, so no lone surrogates), biased towards the

@@ -50,6 +50,8 @@ class Reason(StrEnum):
     NO_MATCHING_ROUTE = "no_matching_route"
     FORBIDDEN = "forbidden"
     DENIED_BY_RULE = "denied_by_rule"
+    #: 400: an allow rule holds for some values of a repeated header or query parameter and not for others.
+    AMBIGUOUS_REQUEST = "ambiguous_request"
     # rate limiting
     RATE_LIMITED = "rate_limited"
     #: The limit store is unreachable and the limit is declared `failure_mode: closed`.

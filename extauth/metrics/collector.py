@@ -6,7 +6,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from extauth.metrics.registry import CheckMetrics, Histogram, RedisMetrics
+from extauth.metrics import POLICY
+from extauth.metrics.registry import CheckMetrics, Histogram, PolicyMetrics, RedisMetrics
 
 
 def histogram_family(
@@ -34,6 +35,7 @@ class ExtauthCollector(Collector):
         pipeline: Any = None,
         limiter: Any = None,
         callers: Any = None,
+        evaluation: PolicyMetrics = POLICY,
     ) -> None:
         self._checks = checks
         self._redis = redis
@@ -45,6 +47,7 @@ class ExtauthCollector(Collector):
         self._pipeline = pipeline
         self._limiter = limiter
         self._callers = callers
+        self._evaluation = evaluation
 
     def collect(self) -> Iterator[Metric]:
         yield from self._check_metrics()
@@ -74,6 +77,7 @@ class ExtauthCollector(Collector):
             )
         if self._policy is not None:
             yield from self._policy_metrics()
+        yield self._expression_errors()
         yield from self._jwks_metrics()
 
     def _check_metrics(self) -> Iterator[Metric]:
@@ -185,6 +189,16 @@ class ExtauthCollector(Collector):
         info = GaugeMetricFamily("extauth_policy_info", "The policy version in force (value 1).", labels=["version"])
         info.add_metric([self._policy.current.version], 1)
         yield info
+
+    def _expression_errors(self) -> Metric:
+        errors = CounterMetricFamily(
+            "extauth_policy_expression_errors",
+            "CEL expressions that failed at run time, by rule: a deny rule then denies, an allow rule does not match.",
+            labels=["rule"],
+        )
+        for rule, count in sorted(self._evaluation.expression_errors.items()):
+            errors.add_metric([rule], count)
+        return errors
 
     def _jwks_metrics(self) -> Iterator[Metric]:
         age = GaugeMetricFamily(

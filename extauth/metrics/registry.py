@@ -74,3 +74,14 @@ class RedisMetrics:
     def error(self, operation: str, kind: str) -> None:
         key = (operation, kind)
         self.errors[key] = self.errors.get(key, 0) + 1
+
+
+class PolicyMetrics:
+    """The hook for policy evaluation: `POLICY.expression_error(rule)` when a CEL expression fails at run time
+    (a deny rule then denies, an allow rule does not match), so a broken expression shows before it is noticed."""
+
+    def __init__(self) -> None:
+        self.expression_errors: dict[str, int] = {}
+
+    def expression_error(self, rule: str) -> None:
+        self.expression_errors[rule] = self.expression_errors.get(rule, 0) + 1

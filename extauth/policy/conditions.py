@@ -3,6 +3,10 @@
 Each check is a closure over what it needs, prepared at load (role closures, sets, compiled regexes, network
 integers, a ZoneInfo), so evaluating one costs a few dictionary or set look-ups. Principal checks come first
 (cheapest, and most often decisive), then request checks, then time.
+
+A header or query condition reads every value the upstream might read (docs/policy.md, "Repeated values"):
+a deny rule's condition matches if any of them does, an allow rule's (and a limit override's) only if all of
+them do; when some do and some do not, the allow rule is ambiguous and the request is answered 400.
 """
 
 import ipaddress
@@ -11,12 +15,14 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import cel
 
 from extauth.clock import Clock
 from extauth.identity.claims import MISSING, claim_at
 from extauth.identity.principal import Principal
+from extauth.metrics import POLICY
 from extauth.policy.matching import Params
 from extauth.policy.model import Condition, TimeWindow, ValueMatch
 from extauth.policy.syntax import claim_path, seconds_of_day
@@ -27,14 +33,17 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class Check:
-    """One condition part: `test` decides, `why` explains a failure in words."""
+    """One condition part: `test` decides, `why` explains a failure in words, `mixed` (value checks of allow
+    rules only) says whether a failing `test` failed because the values disagree rather than all not matching."""
 
-    __slots__ = ("name", "test", "why")
+    __slots__ = ("mixed", "name", "test", "why")
 
-    def __init__(self, name: str, test: Test, why: Callable[[Request, Principal, Params], str]) -> None:
+    def __init__(self, name: str, test: Test, why: Callable[[Request, Principal, Params], str],
+                 mixed: Test | None = None) -> None:
         self.name = name
         self.test = test
         self.why = why
+        self.mixed = mixed
 
 
 def strings(value: Any) -> tuple[str, ...] | list[Any]:
@@ -44,7 +53,11 @@ def strings(value: Any) -> tuple[str, ...] | list[Any]:
     return value if isinstance(value, list) else ()
 
 
-def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], clock: Clock) -> tuple[Check, ...]:
+def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], clock: Clock, *,
+                      deny: bool, source: str) -> tuple[Check, ...]:
+    """`deny`: the condition of a deny rule, which fails closed (any value matches; an expression error holds).
+    Otherwise every value must match and an expression error does not hold. `source` names the rule (or limit
+    override) in the expression-error metric."""
     checks: list[Check] = []
     if when.roles:
         checks.append(_roles(when.roles, granting))
@@ -61,9 +74,9 @@ def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], c
     if when.peer:
         checks.append(_peer(when.peer))
     for name, spec in (when.headers or {}).items():
-        checks.append(_value(f"headers.{name}", spec, lambda r, name=name: _listed(r.headers.get(name))))
+        checks.append(_value(f"headers.{name}", spec, _header_values(name), deny))
     for name, spec in (when.query or {}).items():
-        checks.append(_value(f"query.{name}", spec, lambda r, name=name: r.query_params.get(name)))
+        checks.append(_value(f"query.{name}", spec, _query_values(name), deny))
     if when.source_cidrs:
         checks.append(_source_cidrs(when.source_cidrs))
     for param, claim in (when.params_match_claims or {}).items():
@@ -71,7 +84,7 @@ def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], c
     if when.time:
         checks.append(_time(when.time, clock))
     if when.expression:
-        checks.append(_expression(when.expression))
+        checks.append(_expression(when.expression, deny, source))
     return tuple(checks)
 
 
@@ -140,30 +153,100 @@ def _peer(peers: list[str]) -> Check:
                                                f" is not one of {peers}")
 
 
-def _listed(value: str | None) -> list[str] | None:
-    return None if value is None else [value]
+#: Trimmed from both ends of a header or query value: whitespace and control characters, as an upstream's
+#: `trim()` would (Java's trims every character up to U+0020), and zero-width spaces.
+_PADDING = "".join(character for character in map(chr, range(0x3001))
+                   if ord(character) <= 0x20 or character == "\x7f" or character.isspace()) + "\u200b\ufeff"
 
 
-def _value(name: str, spec: ValueMatch, get: Callable[[Request], list[str] | None]) -> Check:
-    """A header or query parameter; a repeated query parameter matches if any of its values does."""
+def _header_values(name: str) -> Callable[[Request], list[Any]]:
+    """The elements of a header (Envoy joins repeated headers with `,`), trimmed; [MISSING] when absent."""
+    def values(request: Request) -> list[Any]:
+        value = request.headers.get(name)
+        if value is None:
+            return [MISSING]
+        return [element.strip(_PADDING) for element in value.split(",")]
+
+    return values
+
+
+def _query_key(name: str, arrays: bool) -> str:
+    """What upstreams may read as the same parameter: any case, and with `arrays`, PHP/Rails/qs arrays (`a[]`,
+    `a[0]` for `a`; not for a policy name that is itself bracketed, such as JSON:API's `filter[status]`)."""
+    if arrays and name.endswith("]") and "[" in name:
+        name = name[:name.index("[")]
+    return name.strip(_PADDING).casefold()
+
+
+def _query_values(name: str) -> Callable[[Request], list[Any]]:
+    """Every occurrence of the parameter (decoded, as are the names) under any spelling an upstream may read as
+    it, trimmed. MISSING stands for the reading of an upstream that finds no parameter spelt exactly `name`:
+    when it is absent, or only present under another spelling (`A=1` or `a[]=1` for `a`). A query with `;` is
+    read both ways, as some upstreams (Rack 2, old Python) also split at `;`."""
+    arrays = "[" not in name
+    key = _query_key(name, arrays)
+
+    def occurrences(params: Mapping[str, list[str]]) -> list[Any]:
+        found: list[Any] = []
+        exact = False
+        for spelling, values in params.items():
+            if spelling == name:
+                exact = True
+            elif _query_key(spelling, arrays) != key:
+                continue
+            found.extend(value.strip(_PADDING) for value in values)
+        if not exact:
+            found.append(MISSING)
+        return found
+
+    def values(request: Request) -> list[Any]:
+        found = occurrences(request.query_params)
+        if ";" in request.query:
+            found += occurrences(parse_qs(request.query.replace(";", "&"), keep_blank_values=True))
+        return found
+
+    return values
+
+
+def _value(name: str, spec: ValueMatch, values: Callable[[Request], list[Any]], deny: bool) -> Check:
+    """A header or query condition, decided over every value (MISSING: no value) by `matches`: any of them for a
+    deny rule, all of them for an allow rule, which is ambiguous when some but not all match."""
+    matches: Callable[[Any], bool]
     if spec.present is not None:
         present = spec.present
-        return Check(name, lambda r, p, _: (get(r) is not None) == present,
-                     lambda r, p, _: "is absent" if present else "is present")
-    if spec.regex is not None:
+        matches = (lambda value: value is not MISSING) if present else (lambda value: value is MISSING)
+        wanted_text = "present" if present else "absent"
+    elif spec.regex is not None:
         pattern = re.compile(spec.regex)
+        matches = lambda value: value is not MISSING and pattern.fullmatch(value) is not None  # noqa: E731
+        wanted_text = f"matching {spec.regex}"
+    else:
+        wanted = frozenset(value.strip(_PADDING) for value in spec.equals or ())
+        matches = lambda value: value in wanted  # noqa: E731 - MISSING is never in `wanted`
+        wanted_text = f"one of {sorted(wanted)}"
 
-        def test(request: Request, principal: Principal, params: Params) -> bool:
-            return any(pattern.fullmatch(value) for value in get(request) or ())
+    def any_matches(request: Request, principal: Principal, params: Params) -> bool:
+        for value in values(request):  # noqa: SIM110 - the hot path; a loop beats any() over a generator
+            if matches(value):
+                return True
+        return False
 
-        return Check(name, test, lambda r, p, _: f"{get(r) or 'absent'} does not match {spec.regex}")
-    wanted = frozenset(spec.equals or ())
+    def all_match(request: Request, principal: Principal, params: Params) -> bool:
+        for value in values(request):  # noqa: SIM110 - as above
+            if not matches(value):
+                return False
+        return True
 
-    def equals(request: Request, principal: Principal, params: Params) -> bool:
-        values = get(request)
-        return values is not None and not wanted.isdisjoint(values)
+    def some_match(request: Request, principal: Principal, params: Params) -> bool:
+        return len({matches(value) for value in values(request)}) == 2
 
-    return Check(name, equals, lambda r, p, _: f"{get(r) or 'absent'} is not one of {spec.equals}")
+    def why(request: Request, principal: Principal, params: Params) -> str:
+        seen = ["(absent)" if value is MISSING else value for value in values(request)]
+        if not deny and some_match(request, principal, params):
+            return f"values {seen} disagree: some are {wanted_text} and some are not (ambiguous request)"
+        return f"{'none' if deny else 'not all'} of {seen} {'is' if deny else 'are'} {wanted_text}"
+
+    return Check(name, any_matches, why) if deny else Check(name, all_match, why, some_match)
 
 
 def _source_cidrs(cidrs: list[str]) -> Check:
@@ -236,10 +319,11 @@ _CEL_VARIABLES: dict[str, Callable[[Request, Principal, Params], Any]] = {
 }
 
 
-def _expression(source: str) -> Check:
-    """CEL, compiled once. A missing field or a non-boolean result means the condition does not hold.
-    Only the variables the expression names are built per evaluation (copying every header costs more
-    than evaluating most expressions)."""
+def _expression(source: str, deny: bool, rule: str) -> Check:
+    """CEL, compiled once. An evaluation error (such as a missing field) or a non-boolean result is counted in
+    `extauth_policy_expression_errors_total{rule}`; it makes a deny rule's condition hold (fail closed) and an
+    allow rule's not hold. Only the variables the expression names are built per evaluation (copying every
+    header costs more than evaluating most expressions)."""
     program = cel.compile(source)
     builders = [(name, _CEL_VARIABLES[name]) for name in program.variables() if name in _CEL_VARIABLES]
 
@@ -248,9 +332,13 @@ def _expression(source: str) -> Check:
 
     def test(request: Request, principal: Principal, params: Params) -> bool:
         try:
-            return evaluate(request, principal, params) is True
+            result = evaluate(request, principal, params)
         except Exception:
-            return False
+            result = None
+        if result is True or result is False:
+            return result
+        POLICY.expression_error(rule)
+        return deny
 
     def why(request: Request, principal: Principal, params: Params) -> str:
         try:

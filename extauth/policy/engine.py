@@ -89,6 +89,10 @@ class PolicyEngine:
                 return Decision(True, Reason.OK, principal=principal, route=route_id, rule=rule.rule_id,
                                 policy_version=version, params=params,
                                 upstream_headers=rule.upstream_headers(principal, params) if rule.headers else [])
+            if rule.ambiguous(request, principal, params):
+                return Decision.deny(Reason.AMBIGUOUS_REQUEST, "a repeated header or query parameter has values "
+                                     "that disagree", principal=principal, route=route_id, rule=rule.rule_id,
+                                     policy_version=version)
         return Decision.deny(Reason.FORBIDDEN, "no rule allows this request", principal=principal,
                              route=route_id, policy_version=version)
 

@@ -233,10 +233,27 @@ class LimitOverride(Strict):
     windows: list[Window] = Field(min_length=1)
 
 
+_PUBLIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_./:-]{0,62}$")
+
+
+def _public_name(value: str) -> str:
+    """Sent to clients inside a structured-field string: a plain, short name (no quotes, no backslashes)."""
+    if not _PUBLIC_NAME.match(value):
+        raise ValueError(f"{value!r} must be 1-63 letters, digits, '_', '.', '/', ':', '-', "
+                         "starting with a letter or digit")
+    return value
+
+
 class RateLimit(Strict):
     name: Name
-    #: What is counted separately: e.g. [subject], [claim:tenant, route], [client_ip].
-    key: list[Annotated[str, AfterValidator(_key_part)]] = Field(min_length=1)
+    #: The name clients see in `RateLimit-Policy` / `RateLimit` (default: `name`, never the route's internal id).
+    public_name: Annotated[str, AfterValidator(_public_name)] | None = None
+    #: What is counted separately: e.g. [subject], [claim:tenant, route], [client_ip]. At most 8 parts of at most
+    #: 128 characters each, so a key stays bounded whatever the values.
+    key: list[Annotated[str, Field(max_length=128), AfterValidator(_key_part)]] = Field(min_length=1, max_length=8)
+    #: `client_ip` counts per network of this prefix length: IPv4 per address, IPv6 per /64 by default.
+    ipv4_prefix: int = Field(32, ge=0, le=32)
+    ipv6_prefix: int = Field(64, ge=0, le=128)
     #: Every window applies at once (a burst per second and a daily quota together).
     windows: list[Window] = Field(min_length=1)
     overrides: list[LimitOverride] = Field(default_factory=list)
@@ -245,6 +262,13 @@ class RateLimit(Strict):
     #: Count and report would-be rejections without enforcing them.
     shadow: bool = False
     cost: int = Field(1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _prefixes_need_client_ip(self) -> "RateLimit":
+        prefixes = {"ipv4_prefix", "ipv6_prefix"} & self.model_fields_set
+        if prefixes and "client_ip" not in self.key:
+            raise ValueError(f"{' and '.join(sorted(prefixes))} set, but the key has no client_ip")
+        return self
 
 
 class Rule(Strict):

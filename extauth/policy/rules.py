@@ -20,12 +20,28 @@ class CompiledRule:
     checks: tuple[Check, ...]
     #: (header name, parsed value template), rendered on allow.
     headers: tuple[tuple[str, tuple[HeaderPart, ...]], ...]
+    #: Some check reads values that can disagree (a header or query condition of an allow rule).
+    can_be_ambiguous: bool = False
 
     def holds(self, request: Request, principal: Principal, params: Params) -> bool:
         for check in self.checks:  # noqa: SIM110 - the hot path; a loop beats all() over a generator
             if not check.test(request, principal, params):
                 return False
         return True
+
+    def ambiguous(self, request: Request, principal: Principal, params: Params) -> bool:
+        """Whether an allow rule that does not hold would hold for some reading of a repeated header or query
+        value and not for another: every check holds or has values that disagree, and at least one disagrees."""
+        if not self.can_be_ambiguous:
+            return False
+        disagreeing = False
+        for check in self.checks:
+            if check.test(request, principal, params):
+                continue
+            if check.mixed is None or not check.mixed(request, principal, params):
+                return False
+            disagreeing = True
+        return disagreeing
 
     def failure(self, request: Request, principal: Principal, params: Params) -> str | None:
         """The first condition that fails and why, or None when the rule matches (for `explain`)."""
@@ -45,11 +61,14 @@ class CompiledRule:
 
 
 def compile_rule(route_id: str, rule: Rule, granting: Mapping[str, frozenset[str]], clock: Clock) -> CompiledRule:
+    rule_id, deny = f"{route_id}/{rule.name}", rule.effect == "deny"
+    checks = compile_condition(rule.when, granting, clock, deny=deny, source=rule_id)
     return CompiledRule(
-        rule_id=f"{route_id}/{rule.name}",
-        deny=rule.effect == "deny",
-        checks=compile_condition(rule.when, granting, clock),
+        rule_id=rule_id,
+        deny=deny,
+        checks=checks,
         headers=tuple((name, parse_header_template(value)) for name, value in rule.headers.items()),
+        can_be_ambiguous=any(check.mixed is not None for check in checks),
     )
 
 

@@ -4,9 +4,9 @@ from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.limiter import LimiterStats, RateLimiter
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import FailureMode, Limit, LimitCheck, LimitOutcome, RateLimitResult
-from extauth.ratelimit.storage import Storage, StorageError, open_storage
+from extauth.ratelimit.storage import CheckError, Storage, StorageError, open_storage
 
 __all__ = [
-    "BreakerState", "CircuitBreaker", "FailureMode", "Limit", "LimitCheck", "LimitOutcome", "LimiterStats",
-    "MemoryStorage", "RateLimitResult", "RateLimiter", "Storage", "StorageError", "open_storage",
+    "BreakerState", "CheckError", "CircuitBreaker", "FailureMode", "Limit", "LimitCheck", "LimitOutcome",
+    "LimiterStats", "MemoryStorage", "RateLimitResult", "RateLimiter", "Storage", "StorageError", "open_storage",
 ]

@@ -22,7 +22,7 @@ from extauth.metrics.registry import RedisMetrics
 from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import ALLOWED, LimitCheck, LimitOutcome, RateLimitResult
-from extauth.ratelimit.storage import Storage, StorageError
+from extauth.ratelimit.storage import CheckError, Storage, StorageError
 
 log = structlog.get_logger("extauth.ratelimit")
 #: The one store operation: a GCRA script call covering every limit of one request.
@@ -40,6 +40,7 @@ class LimiterStats:
     timeouts: int = 0            # of which timed out
     short_circuited: int = 0     # requests not sent because the breaker was open
     batches: int = 0             # backend round trips made by the batcher
+    check_errors: int = 0        # requests the backend could not evaluate alone (answered by failure modes)
 
 
 class _Batcher:
@@ -87,9 +88,13 @@ class _Batcher:
                 if not future.done():
                     future.set_exception(failure)
             return
-        for (_, _, future), outcomes in zip(batch, results, strict=True):
-            if not future.done():
-                future.set_result(outcomes)
+        for (_, _, future), answer in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(answer, StorageError):  # this request's own failure: the others have their answers
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
 
 
 class RateLimiter:
@@ -171,6 +176,13 @@ class RateLimiter:
             stats.timeouts += 1
             self.metrics.error(_OPERATION, "timeout")
             self._failed(f"{self.storage.name}: no answer within {self.timeout_seconds * 1000:g} ms")
+            return self._degrade(checks, now_ms)
+        except CheckError:
+            # The backend answered: this request fails alone, by its failure modes, and the breaker sees a success
+            # (otherwise one client's bad key could open it and hand everyone's limits to their failure modes).
+            stats.check_errors += 1
+            self.metrics.error(_OPERATION, "check")
+            self.breaker.record_success()
             return self._degrade(checks, now_ms)
         except StorageError as error:
             self.metrics.error(_OPERATION, "storage")

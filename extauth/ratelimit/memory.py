@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from extauth.ratelimit.gcra import State, evaluate
 from extauth.ratelimit.model import LimitCheck, LimitOutcome
-from extauth.ratelimit.storage import outcome
+from extauth.ratelimit.storage import Answer, outcome
 
 
 class MemoryStorage:
@@ -26,8 +26,8 @@ class MemoryStorage:
     async def acquire(self, checks: Sequence[LimitCheck], now_ms: int) -> list[LimitOutcome]:
         return self.acquire_now([checks], now_ms)[0]
 
-    async def acquire_many(self, requests: Sequence[Sequence[LimitCheck]], now_ms: int) -> list[list[LimitOutcome]]:
-        return self.acquire_now(requests, now_ms)
+    async def acquire_many(self, requests: Sequence[Sequence[LimitCheck]], now_ms: int) -> list[Answer]:
+        return list(self.acquire_now(requests, now_ms))
 
     def acquire_now(self, requests: Sequence[Sequence[LimitCheck]], now_ms: int) -> list[list[LimitOutcome]]:
         """The synchronous core (nothing here awaits)."""

@@ -9,6 +9,8 @@ FAILURE_MODES: tuple[FailureMode, ...] = ("open", "closed", "local")
 # GCRA works in 1/limit ms (see gcra.py); these bounds keep Lua's doubles exact.
 MAX_LIMIT = 10_000_000
 MAX_CAPACITY = 2**52
+#: A key's bound in UTF-8 bytes; policy keys stay far below it (at most 8 parts, each value at most 64 characters).
+MAX_KEY_BYTES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,13 @@ class Limit:
         return round(self.period_seconds * 1000)
 
 
+def _encodable(key: str) -> bool:
+    try:
+        return len(key.encode()) <= MAX_KEY_BYTES
+    except UnicodeEncodeError:
+        return False
+
+
 def has_hash_tag(key: str) -> bool:
     """Redis Cluster's rule: the text between the first `{` and the next `}`, if non-empty, decides the slot."""
     start = key.find("{")
@@ -40,17 +49,25 @@ def has_hash_tag(key: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class LimitCheck:
-    """One limit applied to one request; `key` is composed by the caller (e.g. `demo/api/per-subject|sub=alice`)."""
+    """One limit applied to one request; `key` is composed by the caller (e.g. `demo/api/per-subject|sub=alice`).
+
+    A key that is not valid UTF-8 (a lone surrogate) or longer than `MAX_KEY_BYTES` is refused here, before it
+    can reach a batch that it would fail as a whole. `public_name` is what clients see in the rate-limit
+    response fields (default: the key up to its first `|`).
+    """
 
     key: str
     limit: Limit
     cost: int = 1
     failure_mode: FailureMode = "closed"
     shadow: bool = False
+    public_name: str = ""
 
     def __post_init__(self) -> None:
         if not self.key:
             raise ValueError("a limit key must not be empty")
+        if not (self.key.isascii() and len(self.key) <= MAX_KEY_BYTES) and not _encodable(self.key):
+            raise ValueError(f"a limit key must be valid UTF-8 of at most {MAX_KEY_BYTES} bytes")
         if self.cost < 1:
             raise ValueError(f"cost must be at least 1, got {self.cost}")
         if self.failure_mode not in FAILURE_MODES:

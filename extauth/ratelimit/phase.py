@@ -17,8 +17,9 @@ from extauth.request import Request
 
 
 def _item(check: LimitCheck) -> str:
-    """A structured-field item name: the limit's id without the key values, plus its window."""
-    return f'"{check.key.partition("|")[0]}/{check.limit.limit}per{_seconds(check.limit.period_seconds)}s"'
+    """A structured-field item name: the limit's public name (never the key values), plus its window."""
+    name = check.public_name or check.key.partition("|")[0]
+    return f'"{name}/{check.limit.limit}per{_seconds(check.limit.period_seconds)}s"'
 
 
 def _seconds(value: float) -> int:

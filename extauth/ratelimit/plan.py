@@ -3,9 +3,18 @@
 A limit attached to a route applies to every request that route allows; one attached to a rule applies
 when that rule is the one that allows. The counting key is the limit's id plus the values of its key parts
 (`demo/limited/per-subject|subject=alice`), so each subject, tenant or client IP has its own bucket.
+
+Key values are client-influenced, so the key is an injective encoding of them (docs/ratelimit.md, "Keys"):
+every character outside a safe printable-ASCII set is percent-encoded (its UTF-8 bytes, lone surrogates
+included), so `|`, `=`, `{`, `}`, `~`, `#`, `%` and `,` never appear raw in a value; `~` alone marks a missing
+value; a value longer than 64 characters becomes `#<bytes>:<digest>`, which no escaped literal can spell.
+Keys are therefore ASCII, bounded, free of Redis Cluster hash-tag braces, and distinct for distinct values.
 """
 
 import hashlib
+import ipaddress
+import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -26,28 +35,83 @@ ANONYMOUS = Principal(subject="", identity="", issuer="", provider="", key_id=No
                       claims=MappingProxyType({}), expires_at=None)
 _MAX_KEY_VALUE = 64
 KeyPart = Callable[[Request, Principal | None, Decision], str]
+#: Characters a key value keeps as they are: printable ASCII except space and `"#%,=\{|}~`.
+_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!$&'()*+-./:;<>?@[]^_`")
+_PLAIN = re.compile(f"[{re.escape(''.join(sorted(_SAFE)))}]*").fullmatch
+
+
+def _percent(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogatepass"))
+
+
+def _escape(value: str) -> str:
+    """Percent-encode every character outside `_SAFE` (reversible: `unquote(_, errors="surrogatepass")`)."""
+    if _PLAIN(value):
+        return value
+    return "".join(char if char in _SAFE else _percent(char) for char in value)
+
+
+def _digest(data: bytes, kind: bytes = b"") -> str:
+    return hashlib.blake2b(data, digest_size=16, person=kind).hexdigest()
 
 
 def _bounded(value: str, always_hash: bool = False) -> str:
-    """Key values are client-influenced: braces would change Redis Cluster hash tags, long ones bloat keys,
-    and header values may be secrets that must not appear in keys or audit events."""
-    if always_hash or len(value) > _MAX_KEY_VALUE:
-        return "#" + hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
-    return value.replace("{", "(").replace("}", ")").replace("|", "/")
+    """A value as a key part: escaped when short; `#<bytes>:<digest>` when long (bounded keys); `#<digest>` when
+    `always_hash` (header values may be secrets: neither they nor their length reach Redis or the audit trail)."""
+    if always_hash:
+        return "#" + _digest(value.encode("utf-8", "surrogatepass"), b"secret")
+    if len(value) <= _MAX_KEY_VALUE:
+        escaped = _escape(value)
+        if len(escaped) <= _MAX_KEY_VALUE:
+            return escaped
+    data = value.encode("utf-8", "surrogatepass")
+    return f"#{len(data)}:{_digest(data)}"
 
 
-def _key_part(spec: str) -> KeyPart:
+def _claim_text(value: object) -> str:
+    """A claim counts by its text: a string as it is, any other JSON value as compact JSON (so `1` and `"1"`
+    share a bucket); a list is its items' texts, each escaped, joined by a raw `,` (a one-item list counts as
+    its item, as JWT `aud` does; an empty one counts as missing)."""
+    if isinstance(value, str):
+        return _bounded(value)
+    if value == []:
+        return "~"
+    if not isinstance(value, list):
+        return _bounded(json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True))
+    joined = ",".join(_escape(item if isinstance(item, str) else json.dumps(
+        item, ensure_ascii=False, separators=(",", ":"), sort_keys=True)) for item in value)
+    if len(joined) <= _MAX_KEY_VALUE:
+        return joined
+    data = joined.encode()
+    return f"#{len(data)}:{_digest(data, b'list')}"  # another domain than a string's digest: never equal
+
+
+def _client_network(ipv4_prefix: int, ipv6_prefix: int) -> KeyPart:
+    """The client's network: the address itself by default for IPv4, its /64 for IPv6 (one host commonly owns a
+    whole /64, so per-address buckets would give it 2^64 of them); an IPv4-mapped IPv6 address counts as IPv4."""
+    def client_ip(request: Request, principal: Principal | None, decision: Decision) -> str:
+        address = request.source_ip
+        if address is None:
+            return _bounded(request.source_address)  # not an IP (a unix socket peer): counted by its name
+        prefix = ipv4_prefix if address.version == 4 else ipv6_prefix
+        if prefix == address.max_prefixlen:
+            return str(address)
+        return ipaddress.ip_network((address, prefix), strict=False).with_prefixlen
+    return client_ip
+
+
+def _key_part(spec: str, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> KeyPart:
     kind, _, name = spec.partition(":")
     if kind == "subject":
         return lambda request, principal, decision: _bounded(principal.identity) if principal else "~"
     if kind == "issuer":
         return lambda request, principal, decision: _bounded(principal.issuer) if principal else "~"
     if kind == "client_ip":
-        return lambda request, principal, decision: request.source_address
+        return _client_network(ipv4_prefix, ipv6_prefix)
     if kind == "route":
         return lambda request, principal, decision: decision.route or "~"
     if kind == "method":
-        return lambda request, principal, decision: request.method
+        return lambda request, principal, decision: _bounded(request.method)
     if kind == "host":
         return lambda request, principal, decision: _bounded(request.hostname)
     if kind == "claim":
@@ -57,14 +121,17 @@ def _key_part(spec: str) -> KeyPart:
             value = claim_at(principal.claims, path) if principal else MISSING
             if value is MISSING:
                 return "~"
-            return _bounded(",".join(map(str, value)) if isinstance(value, list) else str(value))
+            return _claim_text(value)
         return claim
     if kind == "param":
         return lambda request, principal, decision: _bounded(decision.params.get(name, "~"))
     if kind == "context":
         return lambda request, principal, decision: _bounded(request.context_extensions.get(name, "~"))
     if kind == "header":
-        return lambda request, principal, decision: _bounded(request.headers.get(name, ""), always_hash=True)
+        def header(request: Request, principal: Principal | None, decision: Decision) -> str:
+            value = request.headers.get(name)
+            return "~" if value is None else _bounded(value, always_hash=True)
+        return header
     raise ValueError(f"unknown key part {spec!r}")  # the schema admits only the kinds above
 
 
@@ -75,6 +142,8 @@ def _limits(windows: list[Window]) -> tuple[Limit, ...]:
 @dataclass(frozen=True, slots=True)
 class CompiledLimit:
     limit_id: str
+    #: The name clients see in `RateLimit-Policy` and `RateLimit` (never the key values).
+    public_name: str
     parts: tuple[tuple[str, KeyPart], ...]
     windows: tuple[Limit, ...]
     overrides: tuple[tuple[tuple[Check, ...], tuple[Limit, ...]], ...]
@@ -91,7 +160,8 @@ class CompiledLimit:
                 if all(check.test(request, who, params) for check in conditions):
                     windows = limits
                     break
-        return [LimitCheck(key, limit, self.cost, self.failure_mode, self.shadow)  # type: ignore[arg-type]
+        return [LimitCheck(key, limit, self.cost, self.failure_mode, self.shadow,  # type: ignore[arg-type]
+                           self.public_name)
                 for limit in windows]
 
 
@@ -128,10 +198,11 @@ class RateLimitPlan:
 def _compile(scope: str, limit: RateLimit, granting: Mapping[str, frozenset[str]], clock: Clock) -> CompiledLimit:
     return CompiledLimit(
         limit_id=f"{scope}/{limit.name}",
-        parts=tuple((spec, _key_part(spec)) for spec in limit.key),
+        public_name=limit.public_name or limit.name,
+        parts=tuple((_escape(spec), _key_part(spec, limit.ipv4_prefix, limit.ipv6_prefix)) for spec in limit.key),
         windows=_limits(limit.windows),
-        overrides=tuple((compile_condition(override.when, granting, clock), _limits(override.windows))
-                        for override in limit.overrides),
+        overrides=tuple((compile_condition(override.when, granting, clock, deny=False, source=f"{scope}/{limit.name}"),
+                         _limits(override.windows)) for override in limit.overrides),
         failure_mode=limit.failure_mode,
         shadow=limit.shadow,
         cost=limit.cost,

@@ -8,6 +8,9 @@ URL forms:
 Standalone: every check of every request in one EVALSHA (one round trip). Cluster: checks are grouped by hash
 slot, one EVALSHA per slot, issued concurrently; all windows of one key share a slot (`rl:{<key>}:...`), so a
 request's checks are all-or-nothing per slot, not across slots.
+
+One entry cannot fail the others: a key the script cannot read fails only its own request (`CheckError`), and
+a Cluster slot whose call fails fails only the requests with checks in it.
 """
 
 import asyncio
@@ -24,7 +27,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from extauth.ratelimit.model import LimitCheck, LimitOutcome
-from extauth.ratelimit.storage import StorageError, outcome
+from extauth.ratelimit.storage import Answer, CheckError, StorageError, outcome
 
 GCRA_LUA = resources.files("extauth.ratelimit").joinpath("lua/gcra.lua").read_text()
 BACKEND_ERRORS = (RedisError, RedisClusterException, OSError)
@@ -86,11 +89,14 @@ class RedisStorage:
         return cls(client)
 
     async def acquire(self, checks: Sequence[LimitCheck], now_ms: int) -> list[LimitOutcome]:
-        return (await self.acquire_many([checks], now_ms))[0]
+        answer = (await self.acquire_many([checks], now_ms))[0]
+        if isinstance(answer, StorageError):
+            raise answer
+        return answer
 
-    async def acquire_many(self, requests: Sequence[Sequence[LimitCheck]], now_ms: int) -> list[list[LimitOutcome]]:
+    async def acquire_many(self, requests: Sequence[Sequence[LimitCheck]], now_ms: int) -> list[Answer]:
         placed = [(r, j, check) for r, checks in enumerate(requests) for j, check in enumerate(checks)]
-        results: list[list[LimitOutcome | None]] = [[None] * len(checks) for checks in requests]
+        results: list[list[LimitOutcome | None] | StorageError] = [[None] * len(checks) for checks in requests]
         if not placed:
             return results  # type: ignore[return-value]
         if self.cluster:
@@ -106,9 +112,9 @@ class RedisStorage:
                 # reinitialises after a node error) otherwise race inside redis-py and break connections.
                 await self.client.initialize()
             if len(calls) == 1:
-                replies = [await self._run(calls[0], now_ms)]
+                replies: list[list[int] | BaseException] = [await self._run(calls[0], now_ms)]
             else:
-                replies = await asyncio.gather(*(self._run(call, now_ms) for call in calls))
+                replies = await asyncio.gather(*(self._run(call, now_ms) for call in calls), return_exceptions=True)
         except BACKEND_ERRORS as error:
             if isinstance(error, RedisConnectionError) and not self.cluster:
                 # The server went away: every idle pooled connection is dead too. Drop them now, so the first
@@ -116,8 +122,20 @@ class RedisStorage:
                 await self.client.connection_pool.disconnect(inuse_connections=False)
             raise StorageError(f"{self.name}: {type(error).__name__}: {error}") from error
         for call, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, BaseException):  # one Cluster slot failed: only the requests with checks in it
+                failure = StorageError(f"{self.name}: {type(reply).__name__}: {reply}")
+                for r, _, _ in call:
+                    results[r] = failure
+                continue
             for i, (r, j, check) in enumerate(call):
-                results[r][j] = outcome(check, reply[4 * i:4 * i + 4])
+                answer = results[r]
+                if isinstance(answer, StorageError):
+                    continue
+                raw = reply[4 * i:4 * i + 4]
+                if raw[0] < 0:
+                    results[r] = CheckError(f"{self.name}: the script could not read {check.storage_key!r}")
+                else:
+                    answer[j] = outcome(check, raw)
         return results  # type: ignore[return-value]
 
     async def _run(self, call: Sequence[Placed], now_ms: int) -> list[int]:

@@ -5,7 +5,9 @@
 -- ARGV[1]   now, whole milliseconds, from the caller's clock
 -- ARGV[2+5*(i-1) .. 6+5*(i-1)]  for check i: limit, period_ms, cost, shadow (0|1), last (1 if the last check
 --           of its request: the boundary of an all-or-nothing group)
--- return    flat array, 4 integers per check: allowed (0|1), remaining, reset_after_ms, retry_after_ms
+-- return    flat array, 4 integers per check: allowed (0|1), remaining, reset_after_ms, retry_after_ms;
+--           allowed = -1: the key could not be read (e.g. it holds another type): that check's request is
+--           not consumed and the caller answers it by its failure modes; the other requests are unaffected
 -- stored    "<tat_ms>:<frac>" with a PX TTL equal to the time until the bucket is full again
 
 local now = tonumber(ARGV[1])
@@ -15,12 +17,15 @@ local function ceil_div(a, b)
 end
 
 local cache = {}
+local broken = {}
 local function get(key)
   local state = cache[key]
   if state == nil then
-    local value = redis.call('GET', key)
+    local value = redis.pcall('GET', key)
     state = false
-    if value then
+    if type(value) == 'table' then
+      broken[key] = true
+    elseif value then
       local tat, frac = string.match(value, '^(%d+):(%d+)$')
       if tat then state = {tonumber(tat), tonumber(frac)} end
     end
@@ -59,7 +64,10 @@ for i = 1, #KEYS do
   local backlog = backlog_of(state, limit)
   local after = backlog + cost * period
   local r = 4 * (i - 1)
-  if after <= capacity then
+  if broken[key] then
+    group_ok = false
+    result[r + 1], result[r + 2], result[r + 3], result[r + 4] = -1, 0, 0, 0
+  elseif after <= capacity then
     local new_state = {now + math.floor(after / limit), after % limit}
     local ttl = math.max(1, ceil_div(after, limit))
     if shadow then

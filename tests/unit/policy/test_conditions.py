@@ -53,7 +53,7 @@ CASES = {
                                      (principal("u"), {"headers": {"x-version": "v12-beta"}})),
     "query value": ("{query: {format: json}}", (principal("u"), {"path": "/x?format=json"}),
                     (principal("u"), {"path": "/x?format=xml"})),
-    "repeated query parameter": ("{query: {tag: a}}", (principal("u"), {"path": "/x?tag=b&tag=a"}),
+    "repeated query parameter": ("{query: {tag: [a, b]}}", (principal("u"), {"path": "/x?tag=b&tag=a"}),
                                  (principal("u"), {"path": "/x?tags=a"})),
     "query present": ("{query: {debug: {present: true}}}", (principal("u"), {"path": "/x?debug"}),
                       (principal("u"), {"path": "/x"})),

@@ -118,8 +118,7 @@ async def test_exceeding_a_limit_gives_429_with_retry_after_and_ratelimit_fields
     headers = dict(decision.client_headers)
     assert (decision.allowed, decision.status, decision.reason) == (False, 429, Reason.RATE_LIMITED)
     assert headers["retry-after"] == "1"
-    assert headers["ratelimit-policy"] == ('"shop/search/per-subject/10per1s";q=10;w=1, '
-                                           '"shop/search/per-subject/100per3600s";q=100;w=3600')
+    assert headers["ratelimit-policy"] == '"per-subject/10per1s";q=10;w=1, "per-subject/100per3600s";q=100;w=3600'
     assert decision.rate_limit["remaining"] == 0 and decision.upstream_headers == []
 
 

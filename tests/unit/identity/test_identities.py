@@ -1,6 +1,7 @@
 """Identities across issuers: qualified unless primary, never equal for different callers, never sanitised."""
 
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -16,7 +17,11 @@ from extauth.identity.authenticator import Authenticator
 from extauth.identity.http import StaticFetcher
 from extauth.identity.identities import Identities
 from extauth.identity.principal import AuthenticationError, Principal
+from extauth.policy.conditions import compile_condition
+from extauth.policy.model import Condition
+from extauth.policy.synthetic import check_request
 from extauth.reasons import Reason
+from extauth.request import Request
 from extauth.respond import sanitize_header_value
 
 
@@ -211,3 +216,27 @@ def test_a_forwarded_header_may_carry_only_one_thing(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"named more than once: \['x-extauth-subject'\]"):
         load_config(path)
 
+
+
+def _holds(when: Condition, principal: Principal) -> bool:
+    checks = compile_condition(when, {}, ManualClock(), deny=False, source="test")
+    request = Request(check_request("/x"))
+    return all(check.test(request, principal, {}) for check in checks)
+
+
+def _principal(provider: JwtProviderConfig, subject: str, claims: dict[str, Any]) -> Principal:
+    return Principal(subject=subject, identity=IDENTITIES.of(provider, subject), issuer=provider.issuer,
+                     provider=provider.name, key_id=None, roles=frozenset(), groups=frozenset({"team"}),
+                     claims=MappingProxyType(claims), expires_at=None)
+
+
+def test_policy_conditions_tell_issuers_apart() -> None:
+    """`subjects: [root]` and CEL's `principal.identity` match corp's root only; `groups` reads the trusted groups,
+    never a `groups` claim the provider is not trusted for."""
+    corp_root = _principal(CORP, "root", {"groups": ["admins"]})
+    partner_root = _principal(PARTNER, "root", {"groups": ["admins"]})
+    assert _holds(Condition(subjects=["root"]), corp_root) and not _holds(Condition(subjects=["root"]), partner_root)
+    assert _holds(Condition(subjects=["partner:root"]), partner_root)
+    is_root = Condition(expression="principal.identity == 'root'")
+    assert _holds(is_root, corp_root) and not _holds(is_root, partner_root)
+    assert not _holds(Condition(groups=["admins"]), partner_root) and _holds(Condition(groups=["team"]), partner_root)

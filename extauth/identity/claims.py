@@ -18,9 +18,11 @@ def claim_at(claims: Mapping[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def find_claim(claims: Mapping[str, Any], name: str) -> Any:
+def find_claim(claims: Mapping[str, Any], name: str | None) -> Any:
     """A claim named in the configuration: the literal name first (`https://example.com/roles`, whose dots are not
-    a path), else the dotted path (`realm_access.roles`); MISSING when neither exists."""
+    a path), else the dotted path (`realm_access.roles`); MISSING when neither exists or no claim is named."""
+    if name is None:
+        return MISSING
     value = claims.get(name, MISSING)
     if value is MISSING and "." in name:
         value = claim_at(claims, tuple(name.split(".")))

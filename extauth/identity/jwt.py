@@ -18,7 +18,7 @@ from jwt.utils import base64url_decode
 
 from extauth.clock import Clock
 from extauth.config.schema import DEFAULT_MAX_HEADER_VALUE_BYTES, JwtProviderConfig
-from extauth.identity.claims import MISSING, find_claim, groups_in, roles_in
+from extauth.identity.claims import find_claim, groups_in, roles_in
 from extauth.identity.identities import Identities
 from extauth.identity.jwks import KeyStore, VerificationKey
 from extauth.identity.principal import AuthenticationError, KeysUnavailableError, Principal
@@ -98,8 +98,8 @@ class JwtVerifier:
             issuer=self._issuer,
             provider=self.provider,
             key_id=key.key_id,
-            roles=roles_in(find_claim(claims, self._roles_claim) if self._roles_claim else MISSING),
-            groups=groups_in(find_claim(claims, self._groups_claim) if self._groups_claim else MISSING),
+            roles=roles_in(find_claim(claims, self._roles_claim)),
+            groups=groups_in(find_claim(claims, self._groups_claim)),
             claims=types.MappingProxyType(claims),
             expires_at=expires_at,
         )
@@ -160,7 +160,6 @@ class JwtVerifier:
         if issued_at is not None and issued_at > now + self._leeway:
             raise AuthenticationError(Reason.TOKEN_ISSUED_IN_FUTURE, "token was issued in the future")
         return expires_at
-
 
 
 def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:

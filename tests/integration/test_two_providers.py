@@ -52,6 +52,7 @@ def extauth(tmp_path_factory: pytest.TempPathFactory, certs: DevCerts,
     config["authentication"]["providers"].append({
         "name": "partner", "issuer": partner_idp.issuer, "audiences": [DEV_AUDIENCE], "algorithms": ["RS256"],
         "jwks": {"url": partner_idp.jwks_url}, "roles_claim": "partner_roles"})
+    config["authentication"]["forward"]["claim_headers"] = {"x-extauth-realm-roles": "realm_access.roles"}
     process = ExtauthProcess(run_dir, config)
     process.wait_serving()
     yield process
@@ -104,6 +105,12 @@ def test_equal_subjects_of_two_issuers_reach_the_upstream_as_different_callers(
     assert (corp_seen["x-extauth-subject"], corp_seen["x-extauth-issuer"]) == ("root", DEV_ISSUER)
     assert (partner_seen["x-extauth-subject"], partner_seen["x-extauth-issuer"]) == ("partner:root",
                                                                                     partner_idp.issuer)
+
+
+def test_a_dotted_claim_path_is_forwarded_as_its_nested_value(gateway: EnvoyProcess, corp) -> None:
+    """`x-extauth-realm-roles: realm_access.roles` carries the nested list, comma-joined."""
+    token = corp("alice", roles=["reader"], realm_access={"roles": ["viewer", "auditor"]})
+    assert seen_by_upstream(gateway.get("/api/orders", token))["x-extauth-realm-roles"] == "viewer,auditor"
 
 
 def test_a_corp_subject_that_reads_as_a_partner_identity_is_refused(gateway: EnvoyProcess, corp) -> None:

@@ -6,14 +6,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from extauth.audit.cli import main as audit_main
 from extauth.audit.cli import register as register_audit
 from extauth.config import ConfigError, load_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["audit"]:
+            return audit_main(argv[1:])  # its own parser: a subcommand or FILEs, options anywhere
+        args = _parser().parse_args(argv)
         return args.run(args)
     except ConfigError as error:
         print(error, file=sys.stderr)

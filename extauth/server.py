@@ -64,10 +64,8 @@ class ExtauthServer:
         self.instance = f"{socket.gethostname()}/{worker_index}"
         clock = SystemClock()
         audit = config.audit
-        redactor = Redactor(audit.headers, audit.include_query)
-        self.audit = AuditWriter.open(audit.output, self.instance, queue_size=audit.queue_size,
-                                      deny_overflow=audit.deny_overflow, allow_sample_rate=audit.allow_sample_rate,
-                                      redactor=redactor)
+        redactor = Redactor(audit.headers, audit.include_query, audit.redact_patterns)
+        self.audit = AuditWriter.from_config(audit, self.instance, redactor)
         # Reloads, IdP and Redis outages and recoveries go into the audit stream beside the decisions.
         notify = self.audit.record
         self.policy = PolicyStore(config.policy.path, clock, config.policy.shadow_path, notify)

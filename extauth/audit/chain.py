@@ -6,6 +6,10 @@ reads without that field. Editing a line breaks its hash; removing or reordering
 `prev_hash`; a cut inside a line leaves invalid JSON; lines cut off the end take the closing `audit_closed`
 record with them, which `verify(..., require_sealed=True)` reports. Several chains (workers, restarts) may
 interleave in one file; each is checked on its own.
+
+Given the public key(s), `verify` also checks the signed checkpoints (signing.py): every `audit_checkpoint`
+and `audit_closed` must carry a valid signature, every chain at least one, and a chain is sealed only when it
+ends with a signed `audit_closed`; lines after its last checkpoint are reported as its unsealed tail.
 """
 
 import hashlib
@@ -14,8 +18,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from extauth.audit.signing import CHECKPOINT_EVENT, Verifier
+
 GENESIS = "0" * 64
 CLOSED_EVENT = "audit_closed"
+SIGNED_EVENTS = (CHECKPOINT_EVENT, CLOSED_EVENT)
 _HASH_SUFFIX = re.compile(r',"hash":"([0-9a-f]{64})"}$')
 
 
@@ -49,6 +56,17 @@ class ChainState:
     next_seq: int = 1
     last_hash: str = GENESIS
     sealed: bool = False
+    #: With public keys: lines whose signature verified, the seq of the last one, and lines after it.
+    checkpoints: int = 0
+    checkpoint_seq: int = 0
+    unsigned_tail: int = 0
+
+    def describe_unsealed(self, signed: bool) -> str:
+        if not signed:
+            return "no audit_closed record (still running, crashed, or cut short)"
+        tail = (f"unsealed tail of {self.unsigned_tail} events after its last checkpoint (seq {self.checkpoint_seq})"
+                if self.unsigned_tail else f"ends at checkpoint seq {self.checkpoint_seq}")
+        return f"{tail}, no signed audit_closed (still running, crashed, or cut short)"
 
 
 @dataclass
@@ -56,6 +74,8 @@ class VerifyReport:
     lines: int = 0
     problems: list[str] = field(default_factory=list)
     chains: dict[str, ChainState] = field(default_factory=dict)
+    #: Whether signatures were checked (the verifier had public keys).
+    signed: bool = False
 
     @property
     def unsealed(self) -> list[str]:
@@ -65,21 +85,26 @@ class VerifyReport:
         return not self.problems and not (require_sealed and self.unsealed)
 
 
-def verify(lines: Iterable[str]) -> VerifyReport:
-    """Check every line's hash and its link to the previous line of its chain; problems name the line."""
-    report = VerifyReport()
+def verify(lines: Iterable[str], verifier: Verifier | None = None) -> VerifyReport:
+    """Check every line's hash and its link to the previous line of its chain, and with a `verifier` the
+    checkpoint signatures; problems name the line."""
+    report = VerifyReport(signed=verifier is not None)
     for number, raw in enumerate(lines, start=1):
         report.lines = number
         line = raw.rstrip("\n")
         if not line.strip():
             continue
-        problem = _check_line(report, number, line)
+        problem = _check_line(report, number, line, verifier)
         if problem:
             report.problems.append(f"line {number}: {problem}")
+    if verifier is not None:
+        report.problems.extend(
+            f"line {state.first_line}: chain {chain_id} has no validly signed checkpoint (forged, or written "
+            "without audit.signing_key)" for chain_id, state in report.chains.items() if not state.checkpoints)
     return report
 
 
-def _check_line(report: VerifyReport, number: int, line: str) -> str | None:
+def _check_line(report: VerifyReport, number: int, line: str, verifier: Verifier | None) -> str | None:
     try:
         event = json.loads(line)
     except ValueError:
@@ -108,5 +133,16 @@ def _check_line(report: VerifyReport, number: int, line: str) -> str | None:
     state.events += 1
     state.next_seq = max(state.next_seq, seq + 1)
     state.last_hash = match[1]
-    state.sealed = event.get("event") == CLOSED_EVENT
+    kind = event.get("event")
+    state.sealed = kind == CLOSED_EVENT
+    if verifier is not None:
+        signature_problem = verifier.problem(body, event.get("key_id")) if kind in SIGNED_EVENTS else None
+        if kind in SIGNED_EVENTS and signature_problem is None:
+            state.checkpoints += 1
+            state.checkpoint_seq, state.unsigned_tail = seq, 0
+        else:
+            state.unsigned_tail += 1
+            state.sealed = False
+            if signature_problem:
+                problem = problem or f"{kind} of chain {chain_id} (seq {seq}) {signature_problem}"
     return problem

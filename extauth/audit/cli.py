@@ -1,6 +1,8 @@
-"""`extauth audit`: read an audit stream in a terminal during an incident, and verify its hash chain.
+"""`extauth audit`: read an audit stream in a terminal during an incident, verify its hash chain and signed
+checkpoints, create a checkpoint signing key. Options may come before or after the files.
 
-    extauth audit verify [--require-sealed] FILE...
+    extauth audit verify [--require-sealed] [--public-key PUB.pem]... FILE...
+    extauth audit keygen [--force] DIR
     extauth audit [--deny] [--subject S] [--reason R] [--since 10m|ISO] [--request-id ID] [--top N]
                   [--json | --summary] FILE|-
 """
@@ -15,7 +17,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from extauth.audit.chain import verify
+from extauth.audit.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, Verifier, load_public_key, write_key_pair
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -23,12 +28,50 @@ _DECISION_EVENTS = ("decision", "completion")
 
 
 def register(commands: Any) -> None:
-    """Add `audit` to the `extauth` subcommands."""
-    audit = commands.add_parser(
-        "audit", help="filter and summarise an audit stream, or `audit verify FILE` its hash chain",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    audit.add_argument("files", nargs="+", metavar="FILE",
-                       help="audit JSON-lines files ('-' reads stdin); `verify FILE...` checks the chain")
+    """List `audit` in `extauth --help`; `extauth.cli.main` hands its arguments to `main` here, because argparse
+    cannot mix a subcommand (`verify`, `keygen`) with a default form that takes FILEs."""
+    commands.add_parser("audit", add_help=False,
+                        help="filter and summarise an audit stream; `audit verify FILE` checks its chain and "
+                             "signatures; `audit keygen DIR` creates a checkpoint signing key")
+
+
+def main(argv: Sequence[str]) -> int:
+    """`extauth audit ARGS`, parsed intermixed so `verify --require-sealed FILE` and `verify FILE --require-sealed`
+    mean the same (one parser taking `verify` as its first FILE rejected the first spelling)."""
+    if argv[:1] == ["verify"]:
+        args = _verify_parser().parse_intermixed_args(argv[1:])
+        return run_verify(args.files, args.require_sealed, sys.stdout, args.public_key)
+    if argv[:1] == ["keygen"]:
+        args = _keygen_parser().parse_intermixed_args(argv[1:])
+        return run_keygen(args.directory, args.force, sys.stdout)
+    return run_filter(_filter_parser().parse_intermixed_args(argv), sys.stdout)
+
+
+def _verify_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="extauth audit verify",
+                                     description="check the hash chain (and with --public-key the signed "
+                                                 "checkpoints) of audit files; exit 1 on any problem")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="audit JSON-lines files ('-' reads stdin)")
+    parser.add_argument("--require-sealed", action="store_true",
+                        help="a chain not ending with its (signed) audit_closed record is an error too")
+    parser.add_argument("--public-key", action="append", default=[], type=_public_key, metavar="PUB.pem",
+                        help="Ed25519 public key the checkpoints must be signed with (repeatable: key rotation)")
+    return parser
+
+
+def _keygen_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="extauth audit keygen",
+                                     description=f"create DIR/{PRIVATE_KEY_NAME} (for audit.signing_key, mode "
+                                                 f"0600) and DIR/{PUBLIC_KEY_NAME} (for audit verify)")
+    parser.add_argument("directory", type=Path, metavar="DIR")
+    parser.add_argument("--force", action="store_true", help="replace an existing pair")
+    return parser
+
+
+def _filter_parser() -> argparse.ArgumentParser:
+    audit = argparse.ArgumentParser(prog="extauth audit", description=__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    audit.add_argument("files", nargs="+", metavar="FILE", help="audit JSON-lines files ('-' reads stdin)")
     audit.add_argument("--deny", action="store_true", help="denials only")
     audit.add_argument("--allow", action="store_true", help="allowed requests only")
     audit.add_argument("--subject", help="this subject only")
@@ -41,9 +84,14 @@ def register(commands: Any) -> None:
     output = audit.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print matching events as JSON lines (for jq)")
     output.add_argument("--summary", action="store_true", help="print only the summary")
-    audit.add_argument("--require-sealed", action="store_true",
-                       help="verify: a chain without its audit_closed record (cut short) is an error too")
-    audit.set_defaults(run=run)
+    return audit
+
+
+def _public_key(text: str) -> Ed25519PublicKey:
+    try:
+        return load_public_key(Path(text))
+    except (OSError, ValueError) as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_since(text: str, now: datetime | None = None) -> datetime:
@@ -57,26 +105,32 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.files[0] == "verify":
-        return run_verify(args.files[1:], args.require_sealed, sys.stdout)
-    return run_filter(args, sys.stdout)
-
-
-def run_verify(files: Sequence[str], require_sealed: bool, out: TextIO) -> int:
-    if not files:
-        print("audit verify: name at least one FILE", file=sys.stderr)
-        return 2
-    report = verify(_lines(files))
+def run_verify(files: Sequence[str], require_sealed: bool, out: TextIO,
+               public_keys: Sequence[Ed25519PublicKey] = ()) -> int:
+    report = verify(_lines(files), Verifier.of(public_keys) if public_keys else None)
     for problem in report.problems:
         print(f"TAMPERED {problem}", file=out)
     for chain_id in report.unsealed:
         label = "UNSEALED" if require_sealed else "open"
-        print(f"{label} chain {chain_id}: no audit_closed record (still running, crashed, or cut short)", file=out)
+        print(f"{label} chain {chain_id}: {report.chains[chain_id].describe_unsealed(report.signed)}", file=out)
     verdict = "ok" if report.ok(require_sealed) else "FAILED"
-    print(f"{verdict}: {report.lines} lines, {len(report.chains)} chain(s), {len(report.problems)} problem(s)",
-          file=out)
+    signatures = (f", {sum(state.checkpoints for state in report.chains.values())} signed checkpoint(s) verified"
+                  if report.signed else ", signatures not checked (no --public-key)")
+    print(f"{verdict}: {report.lines} lines, {len(report.chains)} chain(s), {len(report.problems)} problem(s)"
+          f"{signatures}", file=out)
     return 0 if report.ok(require_sealed) else 1
+
+
+def run_keygen(directory: Path, force: bool, out: TextIO) -> int:
+    existing = [path for path in (directory / PRIVATE_KEY_NAME, directory / PUBLIC_KEY_NAME) if path.exists()]
+    if existing and not force:
+        print(f"{existing[0]} exists; --force replaces the pair (keep the old public key to verify old files)",
+              file=sys.stderr)
+        return 1
+    private_path, public_path = write_key_pair(directory, force=True)
+    print(f"signing key (audit.signing_key): {private_path}\npublic key (audit verify --public-key): {public_path}",
+          file=out)
+    return 0
 
 
 def run_filter(args: argparse.Namespace, out: TextIO) -> int:

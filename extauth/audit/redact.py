@@ -5,8 +5,9 @@ Two steps, both on by default and not switchable off:
 1. On the Check path, `Redactor.headers` copies only allowlisted headers (`audit.headers`), and masks those
    whose name says they carry a credential even when an operator allowlisted them.
 2. In the writer, `Redactor.scrub` (a structlog processor) runs over every event before it is rendered:
-   it drops or masks the query string, masks token-shaped text (JWTs, `Bearer …`, session path
-   parameters) wherever request-controlled text appears, and keeps only a well-formed `traceparent`.
+   it drops or masks the query string, masks credential-shaped text (JWTs, API keys of known formats,
+   `Bearer …`, `user:password@` in URLs, session path parameters, `audit.redact_patterns`) wherever
+   request-controlled text appears, also when it is percent-encoded, and keeps only a well-formed `traceparent`.
 
 Raw tokens, cookies and API keys are never copied into an event in the first place; the scrub is the
 second line for credentials a client puts where nobody expects them.
@@ -27,10 +28,27 @@ SECRET_HEADERS = frozenset({
 #: A header or query-parameter name that suggests a secret (over-masking is the safe error).
 SECRET_NAME = re.compile(r"auth|token|secret|passw|pwd|cookie|session|key|credential|signature|sig$|jwt|"
                          r"^code$|assertion|bearer", re.IGNORECASE)
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)*")
-_SCHEME_CREDENTIAL = re.compile(r"(?i)\b(bearer|basic|digest|negotiate|apikey|token)(\s+|%20|\+)[^\s,;&]+")
+#: Credentials with a recognisable shape, masked wherever client text appears (`audit.redact_patterns` adds more):
+#: (a literal every match contains, so text without it skips the regex; the regex).
+CREDENTIAL_PATTERNS = (
+    ("eyJ", r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)*"),  # JWT (JWS, JWE): base64url of '{"'
+    ("k_", r"[rs]k_(?:live|test)_[A-Za-z0-9]{8,}"),  # Stripe secret and restricted keys
+    ("gh", r"gh[oprsu]_[A-Za-z0-9]{20,}"),  # GitHub OAuth, personal, refresh, server and user tokens
+    ("github_pat_", r"github_pat_[A-Za-z0-9_]{20,}"),  # GitHub fine-grained personal tokens
+    ("xox", r"xox[a-z][.-][A-Za-z0-9.-]{8,}"),  # Slack bot, user, refresh tokens (xoxb-, xoxp-, xoxe.xoxp-…)
+    ("xapp-", r"xapp-[A-Za-z0-9-]{8,}"),  # Slack app-level tokens
+    ("glpat-", r"glpat-[A-Za-z0-9_-]{20,}"),  # GitLab personal tokens
+    ("AIza", r"AIza[A-Za-z0-9_-]{35}"),  # Google API keys
+)
+#: `scheme://user:password@` (and `scheme:user@`, backslashes: what URL parsers accept); the last `@` before
+#: the host ends the userinfo, as in a URL parser, so a password containing `@` is masked whole.
+_USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[/\\\t]*([^/\\?# \r\n]*)@")
+_SCHEME_CREDENTIAL = re.compile(r"(?i)\b(?:bearer|basic|digest|negotiate|apikey|token)(?:\s+|%20|\+)([^\s,;&]+)")
 _PATH_PARAMETER = re.compile(r";([^/;=?]*)=([^/;?]*)")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+#: Percent-decoding rounds applied when looking for encoded credentials (`%255F` is `_` after two).
+_MAX_DECODES = 4
+_ASCII_ESCAPE = re.compile(r"%([0-7][0-9A-Fa-f])")
 #: Event fields whose text comes from the client and is scrubbed for token-shaped substrings.
 _CLIENT_TEXT_FIELDS = ("path", "canonical_path", "host")
 
@@ -41,33 +59,100 @@ def is_secret_name(name: str) -> bool:
     return name.lower() in SECRET_HEADERS or SECRET_NAME.search(name) is not None
 
 
-def scrub_text(text: str) -> str:
-    """Mask token-shaped substrings: JWTs, `Bearer xyz`-style credentials, `;jsessionid=` path parameters."""
-    if "eyJ" in text:
-        text = _JWT.sub(MASK, text)
-    if " " in text or "%20" in text or "+" in text:
-        text = _SCHEME_CREDENTIAL.sub(lambda match: f"{match[1]} {MASK}", text)
-    if ";" in text:
-        text = _PATH_PARAMETER.sub(
-            lambda match: f";{match[1]}={MASK}" if is_secret_name(match[1]) else match[0], text)
-    return text
+class TextScrubber:
+    """Masks credential-shaped substrings of client text: `CREDENTIAL_PATTERNS` and the extra patterns,
+    `user:password@` in URLs, `Bearer xyz`-style credentials and `;jsessionid=` path parameters.
+
+    The text keeps the form it was sent in; a credential is looked for in it and in its percent-decoded forms
+    (`sk%5Flive…`, `%2573k…`: an encoded secret is still the secret), and the characters it was sent as are
+    masked."""
+
+    def __init__(self, extra_patterns: Iterable[str] = ()) -> None:
+        self._credentials = [(marker, re.compile(pattern)) for marker, pattern in CREDENTIAL_PATTERNS]
+        self._any_marker = re.compile("|".join(re.escape(marker) for marker, _ in CREDENTIAL_PATTERNS))
+        self._extra = [re.compile(pattern) for pattern in extra_patterns]
+
+    def __call__(self, text: str) -> str:
+        spans = self._spans(text)
+        view, origin = text, range(len(text) + 1)
+        for _ in range(_MAX_DECODES):
+            if "%" not in view:
+                break
+            decoded, step = _decode_ascii_escapes(view)
+            if decoded == view:
+                break
+            view, origin = decoded, [origin[index] for index in step]
+            spans.extend((origin[start], origin[end]) for start, end in self._spans(view))
+        return _mask(text, spans) if spans else text
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """Where in `text` the credentials are (start, end)."""
+        found = []
+        if self._any_marker.search(text):
+            for marker, pattern in self._credentials:
+                if marker in text:
+                    found.extend(match.span() for match in pattern.finditer(text))
+        for pattern in self._extra:
+            found.extend(match.span() for match in pattern.finditer(text))
+        if ":" in text and "@" in text:
+            found.extend(match.span(1) for match in _USERINFO.finditer(text))
+        if " " in text or "%20" in text or "+" in text:
+            found.extend(match.span(1) for match in _SCHEME_CREDENTIAL.finditer(text))
+        if ";" in text:
+            found.extend(match.span(2) for match in _PATH_PARAMETER.finditer(text) if is_secret_name(match[1]))
+        return found
 
 
-def redact_query(query: str) -> str:
+def _decode_ascii_escapes(text: str) -> tuple[str, list[int]]:
+    """One round of decoding `%XX` below 0x80 (every credential shape is ASCII), and for each decoded character
+    (plus the end) the index in `text` it came from."""
+    decoded: list[str] = []
+    origin: list[int] = []
+    position = 0
+    for match in _ASCII_ESCAPE.finditer(text):
+        decoded.append(text[position:match.start()])
+        origin.extend(range(position, match.start()))
+        decoded.append(chr(int(match[1], 16)))
+        origin.append(match.start())
+        position = match.end()
+    decoded.append(text[position:])
+    origin.extend(range(position, len(text) + 1))
+    return "".join(decoded), origin
+
+
+def _mask(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with each run of overlapping or touching non-empty spans replaced by one MASK."""
+    parts = []
+    position = 0
+    for start, end in sorted(span for span in spans if span[1] > span[0]):
+        if start > position or not parts:
+            parts.append(text[position:start])
+            parts.append(MASK)
+        position = max(position, end)
+    parts.append(text[position:])
+    return "".join(parts)
+
+
+scrub_text = TextScrubber()
+
+
+def redact_query(query: str, scrub: TextScrubber = scrub_text) -> str:
     """`a=1&token=x` → `a=1&token=[redacted]`: secret-named parameters masked, the rest scrubbed."""
     parts = []
     for part in query.split("&"):
         name, separator, _ = part.partition("=")
-        parts.append(f"{name}={MASK}" if separator and is_secret_name(name) else scrub_text(part))
+        parts.append(f"{name}={MASK}" if separator and is_secret_name(name) else scrub(part))
     return "&".join(parts)
 
 
 class Redactor:
-    def __init__(self, allowed_headers: Iterable[str] = (), include_query: bool = False) -> None:
+    def __init__(self, allowed_headers: Iterable[str] = (), include_query: bool = False,
+                 redact_patterns: Iterable[str] = ()) -> None:
         allowed = [name.lower() for name in allowed_headers]
         self._plain = tuple(name for name in allowed if not is_secret_name(name))
         self._masked = tuple(name for name in allowed if is_secret_name(name))
         self.include_query = include_query
+        self._scrub = TextScrubber(redact_patterns)
 
     def headers(self, request_headers: Mapping[str, str]) -> dict[str, str]:
         """Allowlisted headers present in the request; credential-bearing ones as `[redacted]` (Check path)."""
@@ -86,8 +171,8 @@ class Redactor:
         """A header value holding a URL (Referer, Location) gets the same query policy as the request path."""
         base, separator, query = value.partition("?")
         if not separator:
-            return scrub_text(value)
-        return f"{scrub_text(base)}?{redact_query(query) if self.include_query else MASK}"
+            return self._scrub(value)
+        return f"{self._scrub(base)}?{redact_query(query, self._scrub) if self.include_query else MASK}"
 
     def __call__(self, logger: object, method: str, event: dict[str, Any]) -> dict[str, Any]:
         """The structlog processor form of `scrub`."""
@@ -97,11 +182,11 @@ class Redactor:
         for field in _CLIENT_TEXT_FIELDS:
             value = event.get(field)
             if isinstance(value, str):
-                event[field] = scrub_text(value)
+                event[field] = self._scrub(value)
         query = event.get("query")
         if query is not None:
             if self.include_query and isinstance(query, str):
-                event["query"] = redact_query(query)
+                event["query"] = redact_query(query, self._scrub)
             else:
                 del event["query"]
         headers = event.get("headers")

@@ -13,6 +13,11 @@ The writer task takes what is queued (in arrival order), runs the structlog proc
 timestamp, JSON), chains each line to the previous one (`chain.py`, so chain order is file order) and
 writes the batch with one `write` in a dedicated thread, so a slow disk or a full stdout pipe stalls only
 the writer, never a Check. `close()` writes every queued event and an `audit_closed` record.
+
+With a signing key (`audit.signing_key`) the writer also signs an `audit_checkpoint` line after
+`audit_started`, then after every `checkpoint_every_events` lines or once `checkpoint_every_seconds` passed
+since the oldest unsigned line, and signs `audit_closed` (signing.py). Signing is per checkpoint, in the
+writer task, never on the Check path.
 """
 
 import asyncio
@@ -34,6 +39,8 @@ import structlog
 from extauth.audit.chain import CLOSED_EVENT, HashChain
 from extauth.audit.events import SCHEMA_VERSION
 from extauth.audit.redact import Redactor
+from extauth.audit.signing import CHECKPOINT_EVENT, CheckpointSigner
+from extauth.config.schema import AuditConfig
 
 log = structlog.get_logger("extauth.audit")
 
@@ -99,6 +106,7 @@ class AuditStats:
     deny_overflow: int = 0
     write_errors: int = 0
     batches: int = 0
+    checkpoints: int = 0
 
 
 def utc_timestamp() -> Callable[[float], str]:
@@ -127,7 +135,7 @@ def _timestamp_processor() -> Processor:
 class AuditWriter:
     def __init__(self, output: Output, *, instance: str, queue_size: int = 10_000, deny_overflow: int = 10_000,
                  allow_sample_rate: float = 1.0, redactor: Redactor | None = None,
-                 linger_seconds: float = LINGER_SECONDS) -> None:
+                 linger_seconds: float = LINGER_SECONDS, signer: CheckpointSigner | None = None) -> None:
         self.output = output
         self.instance = instance
         self.queue_size = queue_size
@@ -143,6 +151,10 @@ class AuditWriter:
             structlog.processors.JSONRenderer(separators=(",", ":")),
         ]
         self._linger = linger_seconds
+        self._signer = signer
+        # Lines written since the last checkpoint, and when the oldest of them was rendered (monotonic).
+        self._unsigned_lines = 0
+        self._unsigned_since = 0.0
         # Queued (arrival number, event): droppable ones (allows, completions) apart from protected ones (denies),
         # so the oldest droppable is evicted in O(1); the writer merges both back into arrival order.
         self._droppable: deque[tuple[int, Event]] = deque()
@@ -159,6 +171,12 @@ class AuditWriter:
     @classmethod
     def open(cls, output: str | Path, instance: str, **options: Any) -> "AuditWriter":
         return cls(FdOutput.open(output), instance=instance, **options)
+
+    @classmethod
+    def from_config(cls, audit: AuditConfig, instance: str, redactor: Redactor) -> "AuditWriter":
+        signer = CheckpointSigner.from_config(audit)
+        return cls.open(audit.output, instance, queue_size=audit.queue_size, deny_overflow=audit.deny_overflow,
+                        allow_sample_rate=audit.allow_sample_rate, redactor=redactor, signer=signer)
 
     @property
     def depth(self) -> int:
@@ -249,14 +267,30 @@ class AuditWriter:
                 if self._closing:
                     break
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                if not await self._wait_or_checkpoint():
+                    continue
                 if self._linger and not self._closing:
                     await asyncio.sleep(self._linger)
                 continue
             await self._write(self._render_batch())
         closed = {"event": CLOSED_EVENT, "events": self.chain.seq, "dropped": dict(self.stats.dropped),
                   "sampled_out": self.stats.sampled_out}
-        await self._write(self._render(self._internal(closed)).encode())
+        if self._signer is not None:
+            closed["key_id"] = self._signer.key_id
+        await self._write(self._render(self._internal(closed), signed=self._signer is not None).encode())
+
+    async def _wait_or_checkpoint(self) -> bool:
+        """Wait for events; False if a checkpoint fell due first (and was written) while the writer was idle."""
+        if self._signer is None or not self._unsigned_lines:
+            await self._wakeup.wait()
+            return True
+        remaining = self._unsigned_since + self._signer.every_seconds - time.monotonic()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), max(remaining, 0))
+            return True
+        except TimeoutError:
+            await self._write(self._render_checkpoint().encode())
+            return False
 
     def record(self, event: str, **fields: Any) -> None:
         """An operational event (extauth.events.Notify): queued with the denies, never dropped or sampled."""
@@ -287,18 +321,37 @@ class AuditWriter:
             parts.append(self._render(self._internal({"event": "audit_dropped", "dropped": drops,
                                                        "dropped_total": dict(self.stats.dropped)})))
         written = self.stats.written
+        signer = self._signer
         for event in self._take():
             kind = event["event"]
             written[kind] = written.get(kind, 0) + 1
             parts.append(self._render(event))
+            if signer is not None and self._unsigned_lines >= signer.every_events:
+                parts.append(self._render_checkpoint())
+        if signer is not None and self._unsigned_lines and (
+                not self.stats.checkpoints or time.monotonic() - self._unsigned_since >= signer.every_seconds):
+            parts.append(self._render_checkpoint())
         self.stats.batches += 1
         return "".join(parts).encode()
 
-    def _render(self, event: Event) -> str:
+    def _render_checkpoint(self) -> str:
+        assert self._signer is not None
+        self.stats.checkpoints += 1
+        return self._render(self._internal({"event": CHECKPOINT_EVENT, "key_id": self._signer.key_id}), signed=True)
+
+    def _render(self, event: Event, signed: bool = False) -> str:
         self.chain.stamp(event)
         rendered: Any = event
         for processor in self._processors:
             rendered = processor(None, "msg", rendered)
+        if signed:
+            assert self._signer is not None
+            rendered = self._signer.sign(rendered)
+            self._unsigned_lines = 0
+        else:
+            if not self._unsigned_lines:
+                self._unsigned_since = time.monotonic()
+            self._unsigned_lines += 1
         return self.chain.seal(rendered)
 
     async def _write(self, data: bytes) -> None:

@@ -439,6 +439,18 @@ class PolicyConfig(Strict):
     shadow_path: ConfigPath | None = None
 
 
+def _redact_pattern(value: str) -> str:
+    try:
+        pattern = re.compile(value)
+    except re.error as error:
+        raise ValueError(f"invalid regular expression: {error}") from None
+    if pattern.match(""):
+        raise ValueError("matches the empty string (it would mask between every character)")
+    return value
+
+
+RedactPattern = Annotated[str, AfterValidator(_redact_pattern)]
+
 #: Headers that may appear in decision events (`audit.headers`); none of them carries a credential.
 DEFAULT_AUDIT_HEADERS = ("user-agent", "content-type", "content-length", "x-forwarded-proto")
 
@@ -459,6 +471,15 @@ class AuditConfig(Strict):
     include_query: bool = False
     #: Receive Envoy's access logs (gRPC ALS) on the server's sockets and write completion events.
     completion_events: bool = True
+    #: Extra regexes whose matches are masked in client text (path, host, header values); the built-in
+    #: credential patterns (docs/audit.md#redaction) always apply.
+    redact_patterns: list[RedactPattern] = Field(default_factory=list)
+    #: Ed25519 private key (PEM) that signs checkpoints and the closing record; read at start (an unusable key
+    #: stops it); unset: chains are unsigned.
+    signing_key: ConfigPath | None = None
+    #: A signed checkpoint after this many lines, or once the oldest unsigned line is this old.
+    checkpoint_every_events: int = Field(1000, ge=1, le=1_000_000)
+    checkpoint_every_seconds: float = Field(10.0, ge=0.01, le=3600)
 
 
 class BreakerConfig(Strict):

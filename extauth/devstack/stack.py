@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from extauth.audit.signing import write_key_pair
 from extauth.config import load_config
 from extauth.devstack.envoy import REPO_ROOT, envoy_command
 from extauth.devstack.processes import (
@@ -51,6 +52,7 @@ class StackPaths:
 def running_stack(paths: StackPaths) -> Iterator[list[ManagedProcess]]:
     """Start upstream, extauth and Envoy in that order, each awaited until ready; stop them in reverse."""
     create_dev_certs(paths.certs_dir)
+    write_key_pair(paths.certs_dir)  # audit.signing_key in envoy/extauth.yaml
     config = load_config(paths.extauth_config)
     address = config.server.addresses(paths.extauth_config.parent)[0].for_worker(0, config.server.workers)
     logs = paths.run_dir / "logs"
@@ -129,6 +131,8 @@ def run_local_stack(demo: bool = True) -> int:
     with running_stack(paths) as processes:
         print(f"Gateway:   https://localhost:{GATEWAY_PORT}  (CA: {paths.certs_dir / 'ca.crt'})")
         print(f"Audit log: tail -f {paths.run_dir / 'audit.jsonl'}")
+        print(f"           extauth audit verify --public-key {paths.certs_dir / 'audit-signing.pub'} "
+              f"{paths.run_dir / 'audit.jsonl'}")
         print(f"Logs:      {paths.run_dir / 'logs'}/")
         if demo:
             demonstrate(paths)

@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.checks import check
 
 from extauth.audit.chain import verify
+from extauth.audit.signing import Verifier, load_public_key, write_key_pair
+from extauth.cli import main
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, Response, extauth_config, free_port
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
@@ -218,3 +221,33 @@ def test_sigterm_during_load_writes_the_event_of_every_answered_check(
     assert answered <= decisions
     lines = extauth.audit_path.read_text().splitlines(keepends=True)
     assert verify(lines).ok(require_sealed=True)
+
+
+def test_signing_process_writes_checkpoints_and_leaves_a_sealed_file_after_sigterm(
+        tmp_path: Path, certs: DevCerts, reader_token: str) -> None:
+    """A real extauth with `audit.signing_key` signs checkpoints while it serves (its open file verifies, with an
+    unsealed tail at most); stopped by SIGTERM, the file ends with a signed audit_closed that `audit verify
+    --require-sealed --public-key` accepts, and an unrelated key rejects."""
+    private_key, public_key = write_key_pair(tmp_path / "keys")
+    audit_path = tmp_path / "audit.jsonl"
+    config = extauth_config(tmp_path, certs, audit={"output": str(audit_path), "signing_key": str(private_key),
+                                                    "checkpoint_every_events": 5})
+    extauth = ExtauthProcess(tmp_path / "extauth", config)
+    verifier = Verifier.of([load_public_key(public_key)])
+    try:
+        extauth.wait_serving()
+        for index in range(12):
+            check(extauth.addresses[0], reader_token if index % 2 else None)
+        records = wait_for(lambda: (found := extauth.audit_events(kind=None)) and
+                           sum(event["event"] == "decision" for event in found) == 12 and found)
+        assert sum(event["event"] == "audit_checkpoint" for event in records) >= 3
+        running = verify(audit_path.read_text().splitlines(keepends=True), verifier)
+        assert running.ok() and not running.ok(require_sealed=True)
+        assert extauth.stop() == 0
+    finally:
+        extauth.stop()
+    lines = audit_path.read_text().splitlines(keepends=True)
+    assert json.loads(lines[-1])["event"] == "audit_closed" and '"signature":' in lines[-1]
+    assert main(["audit", "verify", str(audit_path), "--require-sealed", "--public-key", str(public_key)]) == 0
+    other_public = write_key_pair(tmp_path / "other")[1]
+    assert main(["audit", "verify", "--public-key", str(other_public), str(audit_path)]) == 1

@@ -27,6 +27,9 @@ class Reason(StrEnum):
     INVALID_AUDIENCE = "invalid_audience"
     INVALID_ISSUER = "invalid_issuer"
     MISSING_CLAIM = "missing_claim"
+    #: The `sub` cannot be vouched for unchanged (control characters, surrounding whitespace, too long, not a
+    #: string) or reads as another provider's qualified identity.
+    INVALID_SUBJECT = "invalid_subject"
     # request screening (4xx before any identity work)
     METHOD_NOT_ALLOWED = "method_not_allowed"
     URI_TOO_LONG = "uri_too_long"

@@ -1,8 +1,8 @@
 """Respond phase: render a Decision as the CheckResponse Envoy acts on.
 
-Allowed: identity headers for the upstream (sanitised, bounded), removal of client-sent copies of every header
-extauth owns (the identity headers and every header a rule of the live policy can set, whether or not a rule set
-it on this request) so none can be spoofed, optional removal of `Authorization`.
+Allowed: identity headers for the upstream (exactly as authenticated, never altered), removal of client-sent
+copies of every header extauth owns (the identity headers and every header a rule of the live policy can set,
+whether or not a rule set it on this request) so none can be spoofed, optional removal of `Authorization`.
 Denied: the HTTP status, a JSON body `{"error", "reason", "request_id"}` and, for 401, an RFC 6750
 `WWW-Authenticate` challenge.
 """
@@ -18,6 +18,8 @@ from google.rpc import code_pb2, status_pb2
 
 from extauth.config.schema import ForwardConfig
 from extauth.decision import Decision
+from extauth.identity.claims import MISSING, find_claim
+from extauth.identity.headers import header_value_problem
 from extauth.identity.principal import Principal
 from extauth.reasons import Reason
 
@@ -46,8 +48,7 @@ class Responder:
     def __init__(self, forward: ForwardConfig) -> None:
         self._forward = forward
         self._claim_headers = tuple(forward.claim_headers.items())
-        identity_headers = [forward.subject_header, forward.issuer_header, *forward.claim_headers]
-        removed = [name for name in identity_headers if name] + list(forward.remove_request_headers)
+        removed = [*forward.header_names, *forward.remove_request_headers]
         if forward.strip_authorization:
             removed.append("authorization")
         #: Client-sent copies of identity headers are always removed, so an anonymous (public-route)
@@ -89,18 +90,28 @@ class Responder:
         return CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
 
     def _identity_headers(self, principal: Principal | None) -> list[tuple[str, str]]:
+        """Identity and issuer go out exactly as authentication accepted them (it refuses any that would need
+        sanitising). A claim value that is not header-safe is left out like a missing claim, never altered, so
+        two distinct values can never arrive upstream as one."""
         if principal is None:
             return []
         forward = self._forward
         headers = []
         if forward.subject_header:
-            headers.append((forward.subject_header, self._sanitize(principal.subject)))
+            headers.append((forward.subject_header, principal.identity))
         if forward.issuer_header:
-            headers.append((forward.issuer_header, self._sanitize(principal.issuer)))
-        for name, claim in self._claim_headers:
-            value = principal.claims.get(claim)
-            if value is not None:
-                headers.append((name, self._sanitize(_claim_text(value))))
+            headers.append((forward.issuer_header, principal.issuer))
+        values: list[tuple[str, Any]] = [(name, find_claim(principal.claims, claim))
+                                         for name, claim in self._claim_headers]
+        if forward.roles_header and principal.roles:
+            values.append((forward.roles_header, sorted(principal.roles)))
+        if forward.groups_header and principal.groups:
+            values.append((forward.groups_header, sorted(principal.groups)))
+        for name, value in values:
+            if value is not MISSING and value is not None:
+                text = _claim_text(value)
+                if header_value_problem(text, forward.max_header_value_bytes) is None:
+                    headers.append((name, text))
         return headers
 
     def _sanitize(self, value: str) -> str:
@@ -132,9 +143,13 @@ def _bearer_challenge(decision: Decision) -> str:
 
 
 def _claim_text(value: Any) -> str:
+    """Strings as they are, booleans as `true`/`false`, a list of strings comma-joined when no item holds a comma
+    (so `["a,b"]` and `["a", "b"]` stay apart), anything else as compact JSON."""
     if isinstance(value, str):
         return value
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) and "," not in item for item in value):
         return ",".join(value)
     if isinstance(value, (Mapping, list, tuple)):
         return json.dumps(value, separators=(",", ":"), sort_keys=True)

@@ -22,12 +22,18 @@ from pydantic import (
     model_validator,
 )
 
+from extauth.identity.headers import header_value_problem
+from extauth.identity.urls import key_url_problem
+
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 SHARED_SECRET_ALGORITHMS = ("HS256", "HS384", "HS512")
 Algorithm = Literal[
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
     "HS256", "HS384", "HS512",
 ]
+
+#: Forwarded identity values longer than this are refused at authentication, never truncated.
+DEFAULT_MAX_HEADER_VALUE_BYTES = 1024
 
 _HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -43,6 +49,13 @@ def _header_name(value: str) -> str:
     if not _HEADER_NAME.match(lowered):
         raise ValueError(f"{value!r} is not a valid HTTP header name")
     return lowered
+
+
+def _key_url(value: str) -> str:
+    problem = key_url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{value!r} {problem}")
+    return value
 
 
 def _listen_address(value: str) -> str:
@@ -262,9 +275,7 @@ class JwksConfig(Strict):
     @field_validator("url")
     @classmethod
     def _https_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("https://", "http://")):
-            raise ValueError("must be an http(s) URL")
-        return value
+        return None if value is None else _key_url(value)
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> "JwksConfig":
@@ -285,7 +296,29 @@ class JwtProviderConfig(Strict):
     shared_secret_file: ConfigPath | None = None
     leeway_seconds: float = Field(30.0, ge=0, le=300)
     required_claims: list[str] = Field(default_factory=lambda: ["exp", "sub"])
-    roles_claim: str = "roles"
+    #: The one provider whose subjects are vouched for unqualified (`root`, not `partner:root`) and whose
+    #: `roles`/`groups` claims are trusted by default (extauth.identity.identities).
+    primary: bool = Field(False, strict=True)
+    #: Where roles are read; unset: `roles` for the primary provider, none for the others; null: none.
+    roles_claim: str | None = Field(None, min_length=1)
+    #: Where groups are read; unset: `groups` for the primary provider, none for the others; null: none.
+    groups_claim: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_trusts_standard_claims(cls, data: object) -> object:
+        """Only the primary provider's `roles`/`groups` are trusted without being named: a partner IdP's users
+        must not become admins because their IdP puts `admin` in a claim that happens to be called `roles`."""
+        if isinstance(data, dict) and data.get("primary") is True:
+            return {"roles_claim": "roles", "groups_claim": "groups", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _discovery_over_tls(self) -> "JwtProviderConfig":
+        problem = key_url_problem(self.issuer) if self.jwks is not None and self.jwks.oidc_discovery else None
+        if problem is not None:
+            raise ValueError(f"issuer {self.issuer!r} {problem}: with oidc_discovery it is where keys come from")
+        return self
 
     @model_validator(mode="after")
     def _keys_match_algorithms(self) -> "JwtProviderConfig":
@@ -325,14 +358,36 @@ DEFAULT_PROXY_HEADERS = ("x-original-url", "x-rewrite-url", "x-forwarded-host", 
 class ForwardConfig(Strict):
     """Identity headers added to the upstream request when a request is allowed."""
 
+    #: Carries the principal's identity (extauth.identity.identities), never a sanitised or truncated one.
     subject_header: HeaderName | None = "x-extauth-subject"
-    issuer_header: HeaderName | None = None
-    claim_headers: dict[HeaderName, str] = Field(default_factory=dict)
+    #: On by default: with several providers the issuer is part of who the caller is.
+    issuer_header: HeaderName | None = "x-extauth-issuer"
+    #: The principal's roles as authorization saw them: only from the issuing provider's trusted `roles_claim`.
+    roles_header: HeaderName | None = None
+    #: The principal's groups, likewise only from the trusted `groups_claim`.
+    groups_header: HeaderName | None = None
+    #: `header: claim`, the claim a literal name or a dotted path (`realm_access.roles`), as any provider sent it.
+    claim_headers: dict[HeaderName, Annotated[str, Field(min_length=1)]] = Field(default_factory=dict)
     strip_authorization: bool = True
-    max_header_value_bytes: int = Field(1024, ge=16, le=16_384)
+    max_header_value_bytes: int = Field(DEFAULT_MAX_HEADER_VALUE_BYTES, ge=16, le=16_384)
     #: Removed from the client's request on every allow (docs/security.md); `[]` when a trusted proxy in front
     #: of Envoy sets them.
     remove_request_headers: list[HeaderName] = Field(default_factory=lambda: list(DEFAULT_PROXY_HEADERS))
+
+    @model_validator(mode="after")
+    def _distinct_headers(self) -> "ForwardConfig":
+        names = [name for name in (self.subject_header, self.issuer_header, self.roles_header, self.groups_header)
+                 if name] + list(self.claim_headers)
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each forwarded header carries one thing; named more than once: {repeated}")
+        return self
+
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """Every header a forwarded identity may set: the ones a client's copy of is always removed."""
+        return tuple(name for name in (self.subject_header, self.issuer_header, self.roles_header,
+                                       self.groups_header, *self.claim_headers) if name)
 
 
 class AuthenticationConfig(Strict):
@@ -354,6 +409,24 @@ class AuthenticationConfig(Strict):
                     raise ValueError(f"providers[{index}] has the same {attribute} as providers[{seen[value]}]: "
                                      f"{value!r}")
                 seen[value] = index
+        return self
+
+    @model_validator(mode="after")
+    def _unambiguous_identities(self) -> "AuthenticationConfig":
+        """Provider names qualify identities (`partner:root`), so they must differ in more than case; issuers
+        are forwarded as they are, so they must be header-safe; and only one provider's subjects go unqualified."""
+        names: dict[str, int] = {}
+        for index, provider in enumerate(self.providers):
+            other = names.setdefault(provider.name.lower(), index)
+            if other != index:
+                raise ValueError(f"providers[{index}] has the same name as providers[{other}] ignoring case: "
+                                 f"{provider.name!r}")
+            problem = header_value_problem(provider.issuer, self.forward.max_header_value_bytes)
+            if problem is not None:
+                raise ValueError(f"providers[{index}].issuer {problem}, so it cannot be forwarded unchanged")
+        primary = [index for index, provider in enumerate(self.providers) if provider.primary]
+        if len(primary) > 1:
+            raise ValueError(f"only one provider may be primary; providers{primary} all are")
         return self
 
 

@@ -12,6 +12,7 @@ from extauth.config.schema import AuthenticationConfig
 from extauth.events import Notify, ignore
 from extauth.identity.cache import TokenCache, token_digest
 from extauth.identity.http import HttpFetcher, UrllibFetcher
+from extauth.identity.identities import Identities
 from extauth.identity.jwks import KeyStore, key_store_for
 from extauth.identity.jwt import JwtVerifier, UnverifiedToken
 from extauth.identity.principal import AuthenticationError, Principal
@@ -26,8 +27,9 @@ class Authenticator:
         self._extract = TokenExtractor(config.token_sources, config.max_token_bytes).extract
         self._cache = TokenCache(config.token_cache_size, clock)
         self._stores = [key_store_for(provider, clock, fetcher, notify) for provider in config.providers]
+        identities = Identities(config.providers, config.forward.max_header_value_bytes)
         self._verifiers = {
-            provider.issuer: JwtVerifier(provider, store, clock)
+            provider.issuer: JwtVerifier(provider, store, clock, identities)
             for provider, store in zip(config.providers, self._stores, strict=True)
         }
 

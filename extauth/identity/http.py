@@ -11,7 +11,10 @@ import urllib.request
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from extauth.identity.urls import key_url_problem
 
 #: Key documents are a few KiB; anything near this is a misconfigured URL, not a key set.
 MAX_BODY_BYTES = 1024 * 1024
@@ -31,10 +34,26 @@ class HttpFetcher(Protocol):
         """The body of a 200 answer to GET `url`; anything else raises `FetchError`."""
 
 
+class _KeyUrlRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL keys may come from (extauth.identity.urls), and never from https to http,
+    not even to loopback: a redirect must not undo the TLS the configuration asked for."""
+
+    def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
+                         headers: Any, newurl: str) -> urllib.request.Request | None:
+        problem = key_url_problem(newurl)
+        if problem is None and req.type == "https" and urlsplit(newurl).scheme != "https":
+            problem = "downgrades https to http"
+        if problem is not None:
+            fp.close()
+            raise urllib.error.URLError(f"refused redirect to {newurl!r}: it {problem}")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class UrllibFetcher:
     """Blocking urllib in a worker thread: a fetch every few minutes does not justify an HTTP client dependency.
 
-    TLS is verified against the system trust store, or only against `ca_file` when one is given.
+    TLS is verified against the system trust store, or only against `ca_file` when one is given. Only URLs
+    that pass extauth.identity.urls are fetched, and redirects are held to the same rule.
     """
 
     async def get(self, url: str, *, timeout: float, ca_file: Path | None) -> bytes:
@@ -42,10 +61,14 @@ class UrllibFetcher:
 
     @staticmethod
     def _get(url: str, timeout: float, ca_file: Path | None) -> bytes:
+        problem = key_url_problem(url)
+        if problem is not None:
+            raise FetchError(url, f"refused: the URL {problem}")
         request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "extauth"})
         try:
             context = ssl.create_default_context(cafile=ca_file)
-            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+            opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _KeyUrlRedirects())
+            with opener.open(request, timeout=timeout) as response:
                 if response.status != 200:
                     raise FetchError(url, f"HTTP status {response.status}")
                 body: bytes = response.read(MAX_BODY_BYTES + 1)

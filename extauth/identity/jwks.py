@@ -26,6 +26,7 @@ from extauth.clock import Clock
 from extauth.config.schema import JwtProviderConfig
 from extauth.events import Notify, ignore
 from extauth.identity.http import FetchError, HttpFetcher
+from extauth.identity.urls import key_url_problem
 
 log = structlog.get_logger("extauth.jwks")
 
@@ -323,8 +324,11 @@ class JwksStore:
                 f"discovery document {url} names issuer {document.get('issuer')!r}, expected {self._issuer!r}"
             )
         jwks_uri = document.get("jwks_uri")
-        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
-            raise KeyLoadError(f"discovery document {url} has no http(s) jwks_uri")
+        if not isinstance(jwks_uri, str):
+            raise KeyLoadError(f"discovery document {url} has no jwks_uri")
+        problem = key_url_problem(jwks_uri)
+        if problem is not None:
+            raise KeyLoadError(f"discovery document {url}: jwks_uri {jwks_uri!r} {problem}")
         return jwks_uri
 
     async def _get(self, url: str) -> bytes:

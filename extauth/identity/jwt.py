@@ -17,12 +17,12 @@ from jwt.types import Options
 from jwt.utils import base64url_decode
 
 from extauth.clock import Clock
-from extauth.config.schema import JwtProviderConfig
+from extauth.config.schema import DEFAULT_MAX_HEADER_VALUE_BYTES, JwtProviderConfig
+from extauth.identity.claims import find_claim, groups_in, roles_in
+from extauth.identity.identities import Identities
 from extauth.identity.jwks import KeyStore, VerificationKey
 from extauth.identity.principal import AuthenticationError, KeysUnavailableError, Principal
 from extauth.reasons import Reason
-
-_ROLE_SEPARATORS = str.maketrans(",", " ")
 
 
 def _malformed(description: str) -> AuthenticationError:
@@ -63,8 +63,10 @@ def _json_segment(segment: str, name: str) -> dict[str, Any]:
 
 
 class JwtVerifier:
-    def __init__(self, provider: JwtProviderConfig, keys: KeyStore, clock: Clock) -> None:
+    def __init__(self, provider: JwtProviderConfig, keys: KeyStore, clock: Clock,
+                 identities: Identities | None = None) -> None:
         self.provider = provider.name
+        self._config = provider
         self._keys = keys
         self._clock = clock
         self._algorithms = frozenset(alg for alg in provider.algorithms if alg.lower() != "none")
@@ -78,7 +80,8 @@ class JwtVerifier:
             "verify_iat": False,
         }
         self._roles_claim = provider.roles_claim
-        self._roles_path = tuple(provider.roles_claim.split("."))
+        self._groups_claim = provider.groups_claim
+        self._identities = identities or Identities([provider], DEFAULT_MAX_HEADER_VALUE_BYTES)
 
     async def verify(self, token: UnverifiedToken) -> Principal:
         if token.algorithm not in self._algorithms:
@@ -88,12 +91,15 @@ class JwtVerifier:
         key = await self._key_for(token)
         claims = self._decode(token.raw, key, token.algorithm)
         expires_at = self._check_times(claims)
+        subject = claims.get("sub", "")
         return Principal(
-            subject=claims.get("sub", ""),
+            subject=subject,
+            identity=self._identities.of(self._config, subject),
             issuer=self._issuer,
             provider=self.provider,
             key_id=key.key_id,
-            roles=self._roles(claims),
+            roles=roles_in(find_claim(claims, self._roles_claim)),
+            groups=groups_in(find_claim(claims, self._groups_claim)),
             claims=types.MappingProxyType(claims),
             expires_at=expires_at,
         )
@@ -126,6 +132,8 @@ class JwtVerifier:
             )
         except jwt.InvalidSignatureError:
             raise AuthenticationError(Reason.INVALID_SIGNATURE, "token signature is invalid") from None
+        except jwt.exceptions.InvalidSubjectError:
+            raise AuthenticationError(Reason.INVALID_SUBJECT, "token subject is not a string") from None
         except jwt.MissingRequiredClaimError as error:
             raise AuthenticationError(Reason.MISSING_CLAIM, f"token lacks the {error.claim!r} claim") from None
         except jwt.InvalidAudienceError:
@@ -152,19 +160,6 @@ class JwtVerifier:
         if issued_at is not None and issued_at > now + self._leeway:
             raise AuthenticationError(Reason.TOKEN_ISSUED_IN_FUTURE, "token was issued in the future")
         return expires_at
-
-    def _roles(self, claims: Mapping[str, Any]) -> frozenset[str]:
-        """Roles at `roles_claim`: a literal claim name first (`https://example.com/roles`), else a dotted path."""
-        value: Any = claims.get(self._roles_claim)
-        if value is None:
-            value = claims
-            for step in self._roles_path:
-                value = value.get(step) if isinstance(value, Mapping) else None
-        if isinstance(value, str):
-            return frozenset(value.translate(_ROLE_SEPARATORS).split())
-        if isinstance(value, list):
-            return frozenset(role for role in value if isinstance(role, str))
-        return frozenset()
 
 
 def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:

@@ -9,14 +9,20 @@ from extauth.reasons import Reason
 
 @dataclass(frozen=True, slots=True)
 class Principal:
+    #: The token's `sub` as issued.
     subject: str
+    #: Who extauth vouches for: `subject` qualified by provider unless the provider is primary
+    #: (extauth.identity.identities). Sent upstream, used in limit keys and matched by `subjects:`.
+    identity: str
     issuer: str
     provider: str
     key_id: str | None
+    #: From the provider's `roles_claim`/`groups_claim` only; empty when the provider trusts no such claim.
     roles: frozenset[str]
     #: Verified claims, for policy conditions and forwarded claim headers; never logged whole.
     claims: Mapping[str, Any]
     expires_at: float | None
+    groups: frozenset[str] = frozenset()
 
 
 class AuthenticationError(Exception):

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 import cel
 
 from extauth.clock import Clock
+from extauth.identity.claims import MISSING, claim_at
 from extauth.identity.principal import Principal
 from extauth.metrics import POLICY
 from extauth.policy.matching import Params
@@ -29,7 +30,6 @@ from extauth.request import Request
 
 Test = Callable[[Request, Principal, Params], bool]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-MISSING: Any = object()
 
 
 class Check:
@@ -44,16 +44,6 @@ class Check:
         self.test = test
         self.why = why
         self.mixed = mixed
-
-
-def claim_at(claims: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    """The claim at a dotted path (`realm_access.roles`), or MISSING."""
-    value: Any = claims
-    for key in path:
-        if not isinstance(value, Mapping):
-            return MISSING
-        value = value.get(key, MISSING)
-    return value
 
 
 def strings(value: Any) -> tuple[str, ...] | list[Any]:
@@ -72,12 +62,11 @@ def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], c
     if when.roles:
         checks.append(_roles(when.roles, granting))
     if when.subjects:
-        checks.append(_one_of("subjects", "subject", frozenset(when.subjects), lambda r, p: p.subject))
+        checks.append(_one_of("subjects", "identity", frozenset(when.subjects), lambda r, p: p.identity))
     if when.issuers:
         checks.append(_one_of("issuers", "issuer", frozenset(when.issuers), lambda r, p: p.issuer))
     if when.groups:
-        checks.append(_any_of("groups", "groups claim", frozenset(when.groups),
-                              lambda principal: strings(principal.claims.get("groups"))))
+        checks.append(_any_of("groups", "groups claim", frozenset(when.groups), lambda principal: principal.groups))
     if when.scopes:
         checks.append(_any_of("scopes", "scopes", frozenset(when.scopes), _granted_scopes))
     for name, values in (when.claims or {}).items():
@@ -322,7 +311,8 @@ _CEL_VARIABLES: dict[str, Callable[[Request, Principal, Params], Any]] = {
         "method": request.method, "host": request.hostname, "path": request.path, "headers": dict(request.headers),
         "query": dict(request.query_params), "source_ip": request.source_address, "peer": request.peer_principal,
         "context": dict(request.context_extensions)},
-    "principal": lambda request, principal, params: {"subject": principal.subject, "issuer": principal.issuer},
+    "principal": lambda request, principal, params: {"subject": principal.subject, "issuer": principal.issuer,
+                                                     "identity": principal.identity},
     "claims": lambda request, principal, params: dict(principal.claims),
     "roles": lambda request, principal, params: sorted(principal.roles),
     "params": lambda request, principal, params: dict(params),

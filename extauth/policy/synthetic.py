@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
+from extauth.identity.claims import groups_in
 from extauth.identity.principal import Principal
 
 
@@ -58,5 +59,6 @@ def check_request_for_url(url: str, method: str = "GET", **details: Any) -> Chec
 def principal(subject: str, roles: Sequence[str] = (), claims: Mapping[str, Any] | None = None,
               issuer: str = "https://issuer.invalid", provider: str = "synthetic") -> Principal:
     all_claims = {"iss": issuer, "sub": subject, "roles": list(roles), **(claims or {})}
-    return Principal(subject=subject, issuer=issuer, provider=provider, key_id=None, roles=frozenset(roles),
+    return Principal(subject=subject, identity=subject, issuer=issuer, provider=provider, key_id=None,
+                     roles=frozenset(roles), groups=groups_in(all_claims.get("groups")),
                      claims=MappingProxyType(all_claims), expires_at=None)

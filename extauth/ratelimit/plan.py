@@ -31,7 +31,7 @@ from extauth.ratelimit.model import Limit, LimitCheck
 from extauth.request import Request
 
 #: Override conditions for anonymous callers (public routes) see a principal with no roles or claims.
-ANONYMOUS = Principal(subject="", issuer="", provider="", key_id=None, roles=frozenset(),
+ANONYMOUS = Principal(subject="", identity="", issuer="", provider="", key_id=None, roles=frozenset(),
                       claims=MappingProxyType({}), expires_at=None)
 _MAX_KEY_VALUE = 64
 KeyPart = Callable[[Request, Principal | None, Decision], str]
@@ -103,7 +103,7 @@ def _client_network(ipv4_prefix: int, ipv6_prefix: int) -> KeyPart:
 def _key_part(spec: str, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> KeyPart:
     kind, _, name = spec.partition(":")
     if kind == "subject":
-        return lambda request, principal, decision: _bounded(principal.subject) if principal else "~"
+        return lambda request, principal, decision: _bounded(principal.identity) if principal else "~"
     if kind == "issuer":
         return lambda request, principal, decision: _bounded(principal.issuer) if principal else "~"
     if kind == "client_ip":

@@ -18,7 +18,7 @@ from extauth.devtools.tokens import mint_token
 def provider_config(run_dir: Path, certs: DevCerts, jwks: dict) -> dict:
     config = extauth_config(run_dir, certs)
     config["authentication"]["providers"][0] = {"name": "idp", "issuer": jwks.pop("issuer"),
-                                                "audiences": [DEV_AUDIENCE], "jwks": jwks}
+                                                "audiences": [DEV_AUDIENCE], "jwks": jwks, "primary": True}
     return config
 
 

@@ -26,7 +26,7 @@ from extauth.devtools.upstream import RunningUpstream
 def url_provider_config(run_dir: Path, certs: DevCerts, idp: IdentityProvider, **jwks: object) -> dict:
     config = extauth_config(run_dir, certs)
     config["authentication"]["providers"][0] = {
-        "name": "idp", "issuer": "https://extauth.local/dev", "audiences": ["extauth-demo"],
+        "name": "idp", "issuer": "https://extauth.local/dev", "audiences": ["extauth-demo"], "primary": True,
         "jwks": {"url": idp.jwks_url, "refresh_seconds": 5, "fetch_timeout_seconds": 2, **jwks}}
     return config
 

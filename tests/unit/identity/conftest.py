@@ -44,7 +44,8 @@ def mint() -> Mint:
 
 @pytest.fixture
 def provider() -> ProviderFactory:
-    """A JWKS-by-URL provider config accepting RS256, PS256, ES256 and EdDSA; keyword arguments override fields."""
+    """A primary JWKS-by-URL provider config accepting RS256, PS256, ES256 and EdDSA; keyword arguments override
+    fields."""
 
     def build(**overrides: Any) -> JwtProviderConfig:
         fields: dict[str, Any] = {
@@ -53,6 +54,7 @@ def provider() -> ProviderFactory:
             "audiences": [AUDIENCE],
             "algorithms": ["RS256", "PS256", "ES256", "EdDSA"],
             "jwks": JwksConfig(url=JWKS_URL),
+            "primary": True,
             **overrides,
         }
         return JwtProviderConfig(**fields)

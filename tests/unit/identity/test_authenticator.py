@@ -150,7 +150,8 @@ async def test_start_fails_on_a_bad_key_file_and_leaves_nothing_running(
     config = AuthenticationConfig(
         providers=[
             provider(),
-            provider(name="broken", issuer="https://broken.example", jwks=JwksConfig(file=tmp_path / "missing")),
+            provider(name="broken", issuer="https://broken.example", jwks=JwksConfig(file=tmp_path / "missing"),
+                     primary=False),
         ]
     )
     authenticator = Authenticator(config, clock, fetcher)
@@ -164,7 +165,8 @@ async def test_providers_are_chosen_by_issuer(
 ) -> None:
     """Each token is verified by the provider named by its `iss`, with that provider's keys only."""
     secret_provider = provider(
-        name="internal", issuer="https://internal", jwks=None, shared_secret_file=secret_file, algorithms=["HS256"]
+        name="internal", issuer="https://internal", jwks=None, shared_secret_file=secret_file, algorithms=["HS256"],
+        primary=False,
     )
     authenticator = Authenticator(AuthenticationConfig(providers=[provider(), secret_provider]), clock, fetcher)
     with capture_logs():

@@ -272,8 +272,9 @@ async def test_oidc_discovery_finds_the_jwks_uri(
             f"names issuer 'https://evil.example', expected '{ISSUER}'",
         ),
         ({"issuer": ISSUER + "/", "jwks_uri": "https://idp.example/keys"}, "names issuer 'https://idp.example/'"),
-        ({"issuer": ISSUER}, "has no http(s) jwks_uri"),
-        ({"issuer": ISSUER, "jwks_uri": "file:///etc/passwd"}, "has no http(s) jwks_uri"),
+        ({"issuer": ISSUER}, "has no jwks_uri"),
+        ({"issuer": ISSUER, "jwks_uri": "file:///etc/passwd"}, "must be an https:// URL"),
+        ({"issuer": ISSUER, "jwks_uri": "http://idp.example/keys"}, "must be https://"),
     ],
 )
 async def test_oidc_discovery_requires_the_exact_issuer_and_a_jwks_uri(

@@ -6,7 +6,7 @@ from extauth.identity.principal import Principal
 
 
 def principal(expires_at: float | None) -> Principal:
-    return Principal("alice", "https://idp.example", "idp", "k1", frozenset(), {}, expires_at)
+    return Principal("alice", "alice", "https://idp.example", "idp", "k1", frozenset(), {}, expires_at)
 
 
 def test_digest_is_a_fixed_size_hash_not_the_token() -> None:

@@ -29,7 +29,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> DevCerts:
 
 def authentication(certs: DevCerts) -> AuthenticationConfig:
     return AuthenticationConfig.model_validate({"providers": [
-        {"name": "dev", "issuer": DEV_ISSUER, "audiences": [DEV_AUDIENCE], "jwks": {"file": str(certs.jwks)}}]})
+        {"name": "dev", "issuer": DEV_ISSUER, "audiences": [DEV_AUDIENCE], "jwks": {"file": str(certs.jwks)},
+         "primary": True}]})
 
 
 class BrokenEngine:

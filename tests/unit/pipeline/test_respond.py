@@ -13,7 +13,7 @@ from extauth.identity.principal import Principal
 from extauth.reasons import Reason
 from extauth.respond import Responder, sanitize_header_value
 
-ALICE = Principal(subject="alice", issuer="https://idp", provider="idp", key_id="k1",
+ALICE = Principal(subject="alice", identity="alice", issuer="https://idp", provider="idp", key_id="k1",
                   roles=frozenset({"reader"}),
                   claims=MappingProxyType({"sub": "alice", "roles": ["reader", "auditor"], "tenant": "t1"}),
                   expires_at=None)
@@ -29,7 +29,8 @@ def test_allow_forwards_identity_and_strips_authorization() -> None:
     response = Responder(FORWARD).render(Decision(True, Reason.OK, principal=ALICE), "r1")
     assert response.status.code == code_pb2.OK
     assert headers_of(response.ok_response.headers) == {
-        "x-extauth-subject": "alice", "x-extauth-roles": "reader,auditor", "x-extauth-tenant": "t1"}
+        "x-extauth-subject": "alice", "x-extauth-issuer": "https://idp", "x-extauth-roles": "reader,auditor",
+        "x-extauth-tenant": "t1"}
     assert set(response.ok_response.headers_to_remove) == {"authorization", *DEFAULT_PROXY_HEADERS}
 
 
@@ -83,11 +84,12 @@ def test_internal_error_is_500_and_not_ready_is_503() -> None:
 
 
 def test_hostile_claim_cannot_inject_headers() -> None:
-    """CR/LF and NUL in a claim are dropped before the value becomes a header."""
-    hostile = Principal(subject="eve\r\nx-admin: true\x00", issuer="i", provider="p", key_id=None,
-                        roles=frozenset(), claims=MappingProxyType({}), expires_at=None)
+    """A claim holding CR/LF or NUL is not forwarded at all (never altered), and the client's copy is removed."""
+    hostile = Principal(subject="eve", identity="eve", issuer="i", provider="p", key_id=None, roles=frozenset(),
+                        claims=MappingProxyType({"tenant": "t1\r\nx-admin: true\x00"}), expires_at=None)
     response = Responder(FORWARD).render(Decision(True, Reason.OK, principal=hostile), "r")
-    assert headers_of(response.ok_response.headers)["x-extauth-subject"] == "evex-admin: true"
+    assert "x-extauth-tenant" not in headers_of(response.ok_response.headers)
+    assert "x-extauth-tenant" in response.ok_response.headers_to_remove
 
 
 @given(st.text(max_size=3000), st.integers(min_value=16, max_value=2048))

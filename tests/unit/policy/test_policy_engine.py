@@ -51,8 +51,8 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> PolicyEngine:
 
 
 def principal(subject: str = "alice", *roles: str) -> Principal:
-    return Principal(subject=subject, issuer="https://idp", provider="idp", key_id="k1", roles=frozenset(roles),
-                     claims=MappingProxyType({"sub": subject}), expires_at=None)
+    return Principal(subject=subject, identity=subject, issuer="https://idp", provider="idp", key_id="k1",
+                     roles=frozenset(roles), claims=MappingProxyType({"sub": subject}), expires_at=None)
 
 
 def decide(engine: PolicyEngine, who: Principal | None, path: str, method: str = "GET", **extensions: str):

@@ -73,11 +73,15 @@ class Responder:
 
     def _allow(self, decision: Decision, owned_headers: tuple[str, ...]) -> CheckResponse:
         identity = self._identity_headers(decision.principal)
+        # A rule header whose value is not header-safe is left out (and so removed), never altered.
+        limit = self._forward.max_header_value_bytes
+        rule_headers = [(name, value) for name, value in decision.upstream_headers
+                        if header_value_problem(value, limit) is None]
         # Envoy applies headers_to_remove after the headers it sets, so a name we set is not also removed;
         # setting it already overwrites any client-sent copy.
         removed = self._removal(owned_headers)
-        if identity or decision.upstream_headers:
-            names = {name for name, _ in identity}.union(name for name, _ in decision.upstream_headers)
+        if identity or rule_headers:
+            names = {name for name, _ in identity}.union(name for name, _ in rule_headers)
             removed = tuple(name for name in removed if name not in names)
         ok = OkHttpResponse(headers_to_remove=removed)
         for name, value in decision.client_headers:
@@ -85,8 +89,8 @@ class Responder:
         headers = ok.headers
         for name, value in identity:
             headers.append(_header(name, value))
-        for name, value in decision.upstream_headers:
-            headers.append(_header(name, self._sanitize(value)))
+        for name, value in rule_headers:
+            headers.append(_header(name, value))
         return CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
 
     def _identity_headers(self, principal: Principal | None) -> list[tuple[str, str]]:
@@ -113,9 +117,6 @@ class Responder:
                 if header_value_problem(text, forward.max_header_value_bytes) is None:
                     headers.append((name, text))
         return headers
-
-    def _sanitize(self, value: str) -> str:
-        return sanitize_header_value(value, self._forward.max_header_value_bytes)
 
     def _deny(self, decision: Decision, request_id: str) -> CheckResponse:
         status = decision.status

@@ -130,3 +130,14 @@ def test_owned_headers_follow_the_policy_passed_in() -> None:
     after = set(responder.render(allow, "r2", ("x-b",)).ok_response.headers_to_remove)
     assert "x-a" in before and "x-b" not in before
     assert "x-b" in after and "x-a" not in after
+
+
+def test_a_rule_header_that_is_not_header_safe_is_left_out_and_removed_never_altered() -> None:
+    """A rendered rule value with control characters, padding or over the size limit is not sent cut or cleaned
+    (two values could arrive as one); the client's copy of that header is removed all the same."""
+    responder = Responder(ForwardConfig(max_header_value_bytes=16))
+    for value in ("a\x1bb", " padded", "x" * 17):
+        decision = Decision(True, Reason.OK, principal=ALICE, upstream_headers=[("x-agent", value)])
+        response = responder.render(decision, "r1", ("x-agent",))
+        assert "x-agent" not in headers_of(response.ok_response.headers)
+        assert "x-agent" in response.ok_response.headers_to_remove

@@ -168,7 +168,7 @@ class Condition(Strict):
     roles: list[str] | None = Field(None, min_length=1)
     subjects: list[str] | None = Field(None, min_length=1)
     issuers: list[str] | None = Field(None, min_length=1)
-    #: Matched against the `groups` claim.
+    #: Matched against the principal's groups: read only from the claim its provider trusts (`groups_claim`).
     groups: list[str] | None = Field(None, min_length=1)
     #: Matched against the `scope` claim (space-separated) or the `scp` claim (a list).
     scopes: list[str] | None = Field(None, min_length=1)

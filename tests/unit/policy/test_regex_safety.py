@@ -1,0 +1,141 @@
+"""Regexes that can backtrack catastrophically are refused at load; ordinary ones (the repo's and the docs') pass."""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from extauth.config import ConfigError
+from extauth.policy.loader import load_policies
+from extauth.policy.regex_safety import LARGE_REPEAT, MAX_GROUP_DEPTH, UnsafeRegexError, compile_safe
+from extauth.screening.screener import compile_screening
+
+ROOT = Path(__file__).parents[3]
+#: Single characters and classes; overlapping ones (a, [a-z], \w, .) on purpose.
+ATOMS = st.sampled_from(["a", "x", "[a-z]", "[^/]", r"\w", r"\d", ".", "[0-9a-f]", r"\S", "(?i:a)", r"[\w.-]"])
+UNBOUNDED = st.sampled_from(["+", "*", "{1,}", f"{{0,{LARGE_REPEAT}}}", "{2,}", "+?", "*?", "{1,100}"])
+VARIABLE = st.sampled_from(["+", "*", "?", "{1,3}", "{0,2}", "+?", "*?"])
+GROUPS = st.sampled_from(["({})", "(?:{})", "(?P<{name}>{})", "(?i:{})", "(?s:{})"])
+ANCHORS = st.sampled_from([("", ""), ("^", "$"), ("/api/", r"\.json"), (r"\A", r"\Z")])
+
+NESTED_QUANTIFIER = "may backtrack catastrophically: nested quantifier"
+OVERLAPPING_ALTERNATIVES = "may backtrack catastrophically: alternatives that can match the same text"
+
+
+@st.composite
+def nested_quantifiers(draw: st.DrawFn) -> str:
+    """`(X+)+`-shaped: a variable-length repeat inside a large repeat, with neighbours X can also match."""
+    atom = draw(ATOMS)
+    # Neighbours inside the iteration that the inner repeat can swallow: the atom itself, or optional text.
+    neighbour = draw(st.sampled_from(["", atom, f"{atom}?", r"\s?", "b?", f"(?:{atom}|b)?"]))
+    before, after = (neighbour, "") if draw(st.booleans()) else ("", neighbour)
+    body = before + draw(GROUPS).format(atom, name="inner") + draw(VARIABLE) + after
+    start, end = draw(ANCHORS)
+    return start + draw(GROUPS).format(body, name="outer") + draw(UNBOUNDED) + end
+
+
+@st.composite
+def overlapping_alternatives(draw: st.DrawFn) -> str:
+    """`(a|a)*`-shaped: alternatives under a large repeat that can begin with the same text."""
+    atom = draw(ATOMS)
+    # Then the second may stop, or both go on with a `b`: they agree on a prefix however they continue (and are
+    # not both single characters, which `re` would merge into one class).
+    first = atom + draw(st.sampled_from(["", "b", "bx", "b+"]))
+    second = atom + draw(st.sampled_from(["b?", "b*c", "(?:b|y)+", "b{0,2}"]))
+    other = draw(st.lists(st.sampled_from(["z", "-", "%20", "#"]), max_size=2))
+    branches = draw(st.permutations([first, second, *other]))
+    start, end = draw(ANCHORS)
+    return start + draw(GROUPS).format("|".join(branches), name="outer") + draw(UNBOUNDED) + end
+
+
+KNOWN_EVIL = [
+    r"(a+)+", r"(a|a)*", r"(.*)*", r"(\w+\s?)*", r"^(\w+\s?)*$", r"(x\w+y)*", r"(a*)*", r"(a+a+)+", r"(.*a){12}",
+    r"(a|aa)+", r"(a|a?)+", r"(?:[^/]+|/)*", r"^(([a-z])+.)+[A-Z]([a-z])+$", r"((ab)*)+", r"(a{1,3})+",
+    r"(?:.*,)*x", r"(?:a*b*)*", r"(?=(a+)+)", r"(?>(a+)+b)", r"(\d+|\d+\.\d+)*", r"(?i)(?:A+a)+",
+    r"^([a-zA-Z0-9])(([\-.]|[_]+)?([a-zA-Z0-9]+))*(@){1}[a-z0-9]+[.]{1}(([a-z]{2,3})|([a-z]{2,3}[.]{1}[a-z]{2,3}))$",
+]
+ORDINARY = [
+    r"(?:/[a-z]+)*", r"(?:get|put|post)+", r"(?>a+)+", r"(a+)*+", r"(?:\d{1,3}\.){3}\d{1,3}", r"/api/v[12]/.*",
+    r"[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}", r"(?:[a-z]+-)*[a-z]+", r"(?:[^/]+/)*",
+    r"(?:[a-z0-9]|-)+", r"(?:/(?:v1|v2))*", r"\bselect\b.*\bfrom\b", r"^Bearer [A-Za-z0-9._~+/-]+=*$",
+    r"(\w|\d)+",  # `re` turns single-character alternatives into one class: nothing to backtrack over
+    r"(?:ab{0,9})+", r"(a+){1,9}", r"(?:[a-z]+\.)+(?:com|org)", r"/tenants/(?P<tenant>[^/]+)/orders(?:/\d+)*",
+]
+
+
+def repository_patterns() -> list[str]:
+    """Every regex written in the repo: extauth's own (`re.compile` constants) and the docs' and policies'."""
+    found = set()
+    for file in (ROOT / "extauth").rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "compile" and node.args
+                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                found.add(node.args[0].value)
+    texts = [file.read_text() for file in [*(ROOT / "docs").glob("*.md"), *(ROOT / "envoy").rglob("*.yaml")]]
+    for text in texts:
+        for value in re.findall(r"\b(?:regex|pattern): *('[^'\n]*'|\"[^\"\n]*\")", text):
+            found.add(yaml.safe_load(value))
+    return sorted(found)
+
+
+@given(pattern=nested_quantifiers())
+def test_generated_nested_quantifiers_are_refused(pattern: str) -> None:
+    """Every `(X+)+`-shaped pattern (any atom, quantifier, group kind, neighbour, anchoring) is refused."""
+    with pytest.raises(UnsafeRegexError, match=NESTED_QUANTIFIER):
+        compile_safe(pattern)
+
+
+@given(pattern=overlapping_alternatives())
+def test_generated_overlapping_alternatives_under_a_repeat_are_refused(pattern: str) -> None:
+    """Every `(a|ab)*`-shaped pattern (alternatives starting alike, in any order, among others) is refused."""
+    with pytest.raises(UnsafeRegexError, match="may backtrack catastrophically"):
+        compile_safe(pattern)
+
+
+@pytest.mark.parametrize("pattern", KNOWN_EVIL)
+def test_known_evil_patterns_are_refused(pattern: str) -> None:
+    """The classic ReDoS patterns (OWASP's list among them) are refused."""
+    with pytest.raises(UnsafeRegexError, match="may backtrack catastrophically"):
+        compile_safe(pattern)
+
+
+@pytest.mark.parametrize("pattern", ORDINARY + repository_patterns())
+def test_ordinary_and_repository_patterns_are_accepted(pattern: str) -> None:
+    """Patterns whose repeats split text one way only, and every regex the repo and its docs use, pass."""
+    assert compile_safe(pattern).pattern == pattern
+
+
+def test_the_repository_harvest_is_not_empty() -> None:
+    """The harvest above really reads the docs (the screening examples) and extauth's own patterns."""
+    patterns = repository_patterns()
+    assert r"(?i)union(?:\s|\+|%20)+(?:all(?:\s|\+|%20)+)?select" in patterns and len(patterns) > 15
+
+
+@given(depth=st.integers(MAX_GROUP_DEPTH + 1, 5000), kind=st.sampled_from(["(", "(?:", "(?=", "(?i:"]))
+def test_groups_nested_beyond_the_bound_are_refused_before_compiling(depth: int, kind: str) -> None:
+    """Deeply nested groups are refused by count, never handed to `re.compile` (which overflows the stack)."""
+    with pytest.raises(UnsafeRegexError, match=f"groups nested {depth} deep; the limit is {MAX_GROUP_DEPTH}"):
+        compile_safe(kind * depth + "a" + ")" * depth)
+
+
+def test_parentheses_in_classes_and_escapes_do_not_count_as_nesting() -> None:
+    """`[(]` and `\\(` are literal characters, so many of them are no nesting at all."""
+    pattern = r"[(]" * 100 + r"\(" * 100 + "[^(]" * 100 + "[](]" * 100
+    assert compile_safe(pattern).pattern == pattern
+
+
+def test_a_screening_signature_that_may_backtrack_is_a_load_error_naming_its_field(tmp_path: Path) -> None:
+    """Screening signatures get the same check, reported as file:line: signatures[i].pattern."""
+    path = tmp_path / "screening.yaml"
+    path.write_text("apiVersion: extauth/v1\nkind: Screening\nmetadata: {name: s}\nsignatures:\n"
+                    "  - {name: ok, targets: [path], pattern: '/\\.git(?:/|$)'}\n"
+                    "  - name: evil\n    targets: [query]\n    pattern: '(\\w+\\s?)*;'\n")
+    with pytest.raises(ConfigError) as raised:
+        compile_screening(load_policies(path).screening)
+    assert str(raised.value) == (f"{path}:8: signatures[1].pattern: {NESTED_QUANTIFIER}: a repeated part contains "
+                                 r"a variable-length repeat that can match the text around it, as in (a+)+ or "
+                                 r"(\w+\s?)*")

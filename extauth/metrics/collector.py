@@ -7,6 +7,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from extauth.metrics.registry import CheckMetrics, Histogram, RedisMetrics
+from extauth.policy.store import REJECTION_REASONS
 
 
 def histogram_family(
@@ -166,6 +167,14 @@ class ExtauthCollector(Collector):
         reloads.add_metric(["ok"], stats.reloads)
         reloads.add_metric(["failed"], stats.failures)
         yield reloads
+        rejections = CounterMetricFamily(
+            "extauth_policy_reload_rejections",
+            "Rejected policy reloads by reason: invalid (file:line errors), internal_error (an unexpected exception).",
+            labels=["reason"],
+        )
+        for reason in REJECTION_REASONS:
+            rejections.add_metric([reason], stats.rejected.get(reason, 0))
+        yield rejections
         triggers = CounterMetricFamily(
             "extauth_policy_reload_attempts", "Policy reload attempts by trigger.", labels=["trigger"]
         )

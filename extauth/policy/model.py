@@ -35,7 +35,8 @@ def _parsed_by(parse: Callable[[str], object], errors: type[Exception] | tuple[t
     return check
 
 
-_regex = _parsed_by(compile_safe, (re.error, UnsafeRegexError),
+#: Checked as if case-insensitive, since paths may be matched so: a superset of the overlaps either way.
+_regex = _parsed_by(lambda value: compile_safe(value, re.IGNORECASE), (re.error, UnsafeRegexError),
                     lambda value, exc: str(exc) if isinstance(exc, UnsafeRegexError)
                     else f"invalid regular expression: {exc}")
 _cidr = _parsed_by(ipaddress.ip_network, ValueError, lambda value, exc: f"invalid CIDR: {exc}")

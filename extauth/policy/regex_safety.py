@@ -50,13 +50,14 @@ class UnsafeRegexError(ValueError):
     """The pattern compiles but may backtrack catastrophically (or nests groups too deeply to compile safely)."""
 
 
-def compile_safe(pattern: str) -> re.Pattern[str]:
-    """`re.compile(pattern)` for a pattern that passes the checks above; re.error or UnsafeRegexError otherwise."""
+def compile_safe(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """`re.compile(pattern, flags)` for a pattern that passes the checks above; re.error or UnsafeRegexError
+    otherwise. Pass re.IGNORECASE where the pattern may be used case-insensitively: more characters overlap."""
     depth = _group_depth(pattern)
     if depth > MAX_GROUP_DEPTH:
         raise UnsafeRegexError(f"groups nested {depth} deep; the limit is {MAX_GROUP_DEPTH}")
-    compiled = re.compile(pattern)
-    tree = _parser.parse(pattern)
+    compiled = re.compile(pattern, flags)
+    tree = _parser.parse(pattern, flags)
     problem = _first_problem(tree.data, tree.state.flags)
     if problem is not None:
         raise UnsafeRegexError(f"may backtrack catastrophically: {problem}")

@@ -103,10 +103,22 @@ def test_known_evil_patterns_are_refused(pattern: str) -> None:
         compile_safe(pattern)
 
 
+@pytest.mark.parametrize("flags", [0, re.IGNORECASE], ids=["exact", "ignorecase"])
 @pytest.mark.parametrize("pattern", ORDINARY + repository_patterns())
-def test_ordinary_and_repository_patterns_are_accepted(pattern: str) -> None:
+def test_ordinary_and_repository_patterns_are_accepted(pattern: str, flags: int) -> None:
     """Patterns whose repeats split text one way only, and every regex the repo and its docs use, pass."""
-    assert compile_safe(pattern).pattern == pattern
+    assert compile_safe(pattern, flags).pattern == pattern
+
+
+def test_policy_regexes_are_checked_as_if_matched_case_insensitively(tmp_path: Path) -> None:
+    """`(?:x[a-z]+Y)*` is safe case-sensitively but not when `[a-z]` also matches `Y`; paths may match either way."""
+    assert compile_safe("(?:x[a-z]+Y)*")
+    path = tmp_path / "policy.yaml"
+    path.write_text("apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: p}\nroutes:\n  - name: r\n"
+                    "    match: {path: {regex: '/a(?:x[a-z]+Y)*'}}\n    public: true\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:6: routes\[0\]\.match\.path\.regex: "
+                                          f"{NESTED_QUANTIFIER}"):
+        load_policies(path)
 
 
 def test_the_repository_harvest_is_not_empty() -> None:

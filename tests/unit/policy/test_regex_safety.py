@@ -151,3 +151,27 @@ def test_a_screening_signature_that_may_backtrack_is_a_load_error_naming_its_fie
     assert str(raised.value) == (f"{path}:8: signatures[1].pattern: {NESTED_QUANTIFIER}: a repeated part contains "
                                  r"a variable-length repeat that can match the text around it, as in (a+)+ or "
                                  r"(\w+\s?)*")
+
+
+def documented_examples() -> list[tuple[str, bool]]:
+    """(pattern, refused?) for each example in the rule table of docs/policy.md."""
+    text = (ROOT / "docs" / "policy.md").read_text()
+    table = text.split("## Regexes that cannot backtrack catastrophically")[1].split("\n\n")[2]
+    examples = []
+    for row in table.splitlines()[2:]:
+        refused, accepted = row.replace("\\|", "\0").split("|")[2:4]
+        for cell, is_refused in ((refused, True), (accepted, False)):
+            examples += [(span.replace("\0", "|"), is_refused) for span in re.findall(r"`([^`]+)`", cell)]
+    return examples
+
+
+def test_the_documented_examples_are_decided_as_documented() -> None:
+    """Every pattern docs/policy.md lists as refused is refused, and every one it lists as accepted passes."""
+    examples = documented_examples()
+    assert len(examples) > 15
+    for pattern, refused in examples:
+        if refused:
+            with pytest.raises(UnsafeRegexError):
+                compile_safe(pattern, re.IGNORECASE)
+        else:
+            assert compile_safe(pattern, re.IGNORECASE)

@@ -26,6 +26,10 @@ from re import _parser
 LARGE_REPEAT = 10
 #: Parentheses inside each other; beyond this, `re.compile` itself may overflow the stack.
 MAX_GROUP_DEPTH = 32
+#: Longer patterns are refused: no policy needs one, and compiling and checking grow with the length.
+MAX_PATTERN_CHARS = 10_000
+#: How far around a repeat the neighbours are compared; past this many, they are assumed to match (refuse).
+_NEIGHBOURS_COMPARED = 64
 
 _ALPHABET = "".join(map(chr, range(128))) + "\x85\xa0éßİſK\u2028\u3000٣中\U0001f600\uffff"
 _ALL = (1 << len(_ALPHABET)) - 1
@@ -53,6 +57,8 @@ class UnsafeRegexError(ValueError):
 def compile_safe(pattern: str, flags: int = 0) -> re.Pattern[str]:
     """`re.compile(pattern, flags)` for a pattern that passes the checks above; re.error or UnsafeRegexError
     otherwise. Pass re.IGNORECASE where the pattern may be used case-insensitively: more characters overlap."""
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise UnsafeRegexError(f"the pattern is {len(pattern)} characters; the limit is {MAX_PATTERN_CHARS}")
     depth = _group_depth(pattern)
     if depth > MAX_GROUP_DEPTH:
         raise UnsafeRegexError(f"groups nested {depth} deep; the limit is {MAX_GROUP_DEPTH}")
@@ -91,7 +97,7 @@ def _first_problem(items: list[Item], flags: int) -> str | None:
     for op, av in _all_items(items, flags):
         if op in _REPEATS and av[1] >= LARGE_REPEAT:  # type: ignore[index]
             body: list[Item] = av[2]  # type: ignore[index]
-            for kind, node, before, after, node_flags in _reachable(body, [], [], flags):
+            for kind, node, before, after, node_flags in _reachable(list(body), [], [], flags):
                 if kind == "repeat" and _swallows_boundary(node, before, after, node_flags):
                     return ("nested quantifier: a repeated part contains a variable-length repeat that can match "
                             "the text around it, as in (a+)+ or (\\w+\\s?)*")
@@ -125,30 +131,55 @@ def _children(op: object, av: object, flags: int) -> list[tuple[list[Item], int]
     return []
 
 
-def _reachable(items: list[Item], before: list[Item], after: list[Item], flags: int
-               ) -> Iterator[tuple[str, Item, list[Item], list[Item], int]]:
-    """Repeats and alternations one iteration can backtrack into, with what precedes and follows them in it."""
-    items = list(items)
+#: Where one item sits: (sequence, index) pairs from the outermost enclosing sequence inwards.
+Context = list[tuple[list[Item], int]]
+
+
+def _reachable(items: list[Item], before: Context, after: Context, flags: int
+               ) -> Iterator[tuple[str, Item, Iterator[Item], Iterator[Item], int]]:
+    """Repeats and alternations one iteration can backtrack into, with what precedes and follows them in it
+    (each nearest first, read lazily: most comparisons stop at the first neighbour)."""
     for index, item in enumerate(items):
         op, av = item
-        preceding, following = before + items[:index], items[index + 1:] + after
+        preceding, following = [*before, (items, index)], [(items, index + 1), *after]
         if op in _REPEATS:
-            yield "repeat", item, preceding, following, flags
+            yield "repeat", item, _backwards(preceding), _forwards(following), flags
         elif op == sre.BRANCH:
-            yield "branch", item, preceding, following, flags
+            yield "branch", item, iter(()), iter(()), flags
         if op in (sre.ATOMIC_GROUP, sre.POSSESSIVE_REPEAT, sre.ASSERT, sre.ASSERT_NOT):
             continue  # committed once matched, or zero-width: nothing of it is re-split
         for sub, sub_flags in _children(op, av, flags):
-            yield from _reachable(sub, preceding, following, sub_flags)
+            yield from _reachable(list(sub), preceding, following, sub_flags)
 
 
-def _swallows_boundary(repeat: Item, before: list[Item], after: list[Item], flags: int) -> bool:
+def _backwards(context: Context) -> Iterator[Item]:
+    for items, end in reversed(context):
+        for index in range(end - 1, -1, -1):
+            yield items[index]
+
+
+def _forwards(context: Context) -> Iterator[Item]:
+    for items, start in context:
+        for index in range(start, len(items)):
+            yield items[index]
+
+
+def _swallows_boundary(repeat: Item, before: Iterator[Item], after: Iterator[Item], flags: int) -> bool:
     """A variable-length repeat whose characters can also match everything around it in the iteration."""
     low, high = _width([repeat])
     if low == high:
         return False
     chars = _chars([repeat], flags)
-    return chars != 0 and _absorbable(before, chars, flags) and _absorbable(after, chars, flags)
+    return chars != 0 and _neighbours_absorbable(before, chars, flags) and _neighbours_absorbable(after, chars, flags)
+
+
+def _neighbours_absorbable(neighbours: Iterator[Item], chars: int, flags: int) -> bool:
+    for count, item in enumerate(neighbours):
+        if count == _NEIGHBOURS_COMPARED:
+            return True
+        if not _absorbable([item], chars, flags):
+            return False
+    return True
 
 
 def _absorbable(items: list[Item], chars: int, flags: int) -> bool:
@@ -168,9 +199,10 @@ def _absorbable(items: list[Item], chars: int, flags: int) -> bool:
 
 
 def _branches_overlap(branches: list[list[Item]], flags: int) -> bool:
+    starts = [_first_chars(branch, flags) if _width(branch)[0] else _ALL for branch in branches]
     for index, first in enumerate(branches):
-        for second in branches[index + 1:]:
-            if _can_start_alike(first, second, flags):
+        for other, second in enumerate(branches[index + 1:], index + 1):
+            if starts[index] & starts[other] and _can_start_alike(first, second, flags):
                 return True
     return False
 

@@ -11,7 +11,13 @@ from hypothesis import strategies as st
 
 from extauth.config import ConfigError
 from extauth.policy.loader import load_policies
-from extauth.policy.regex_safety import LARGE_REPEAT, MAX_GROUP_DEPTH, UnsafeRegexError, compile_safe
+from extauth.policy.regex_safety import (
+    LARGE_REPEAT,
+    MAX_GROUP_DEPTH,
+    MAX_PATTERN_CHARS,
+    UnsafeRegexError,
+    compile_safe,
+)
 from extauth.screening.screener import compile_screening
 
 ROOT = Path(__file__).parents[3]
@@ -127,11 +133,21 @@ def test_the_repository_harvest_is_not_empty() -> None:
     assert r"(?i)union(?:\s|\+|%20)+(?:all(?:\s|\+|%20)+)?select" in patterns and len(patterns) > 15
 
 
-@given(depth=st.integers(MAX_GROUP_DEPTH + 1, 5000), kind=st.sampled_from(["(", "(?:", "(?=", "(?i:"]))
+@given(depth=st.integers(MAX_GROUP_DEPTH + 1, 1900), kind=st.sampled_from(["(", "(?:", "(?=", "(?i:"]))
 def test_groups_nested_beyond_the_bound_are_refused_before_compiling(depth: int, kind: str) -> None:
     """Deeply nested groups are refused by count, never handed to `re.compile` (which overflows the stack)."""
     with pytest.raises(UnsafeRegexError, match=f"groups nested {depth} deep; the limit is {MAX_GROUP_DEPTH}"):
         compile_safe(kind * depth + "a" + ")" * depth)
+
+
+def test_a_pattern_over_the_length_limit_is_refused_and_one_at_it_is_checked() -> None:
+    """Length is bounded; up to the bound, even long sequences and many alternatives are analysed."""
+    with pytest.raises(UnsafeRegexError, match=f"is {MAX_PATTERN_CHARS + 1} characters; the limit is"):
+        compile_safe("a" * (MAX_PATTERN_CHARS + 1))
+    alternatives = "|".join(f"w{i}x" for i in range(1000))
+    assert compile_safe(f"(?:{alternatives})+") and compile_safe("(?:" + "a" * (MAX_PATTERN_CHARS - 5) + ")*")
+    with pytest.raises(UnsafeRegexError, match=NESTED_QUANTIFIER):
+        compile_safe("(?:" + "[ab]+a" * 1000 + "c)*")
 
 
 def test_parentheses_in_classes_and_escapes_do_not_count_as_nesting() -> None:

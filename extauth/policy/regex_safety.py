@@ -4,16 +4,18 @@ Python's `re` is a backtracking matcher: `(a+)+$` takes 2**n steps on `aaaa…!`
 every Check. The check is static, on the parsed pattern (`re._parser`), and refuses a repeat that can run many
 times (unbounded, or at least LARGE_REPEAT) whose body can match the same text in more than one way:
 
-* nested quantifier: the body holds a variable-length repeat X, and what precedes and follows X within one
-  iteration could itself be matched by X's characters, so X can swallow an iteration boundary and the text can
-  be split into iterations in exponentially many ways: `(a+)+`, `(.*)*`, `(\\w+\\s?)*`, `(x\\w+y)*`;
-  `(?:/[a-z]+)*` passes, because `/` is not in `[a-z]`;
+* nested quantifier: the body holds a variable-length repeat X, and reading on from X (to the end of the body,
+  then from its start again, as the next iteration does) every part could be matched by X's characters until
+  X itself or another variable-length repeat sharing them comes round. Then a run of those characters can be
+  split between the repeats (and the iterations) in exponentially many ways: `(a+)+`, `(.*)*`, `(\\w+\\s?)*`,
+  `(x\\w+y)*`, `(\\s*,\\s*)*`, `(a+a+b)*`; `(?:/[a-z]+)*` passes, because `/` is not in `[a-z]`;
 * overlapping alternatives: the body holds an alternation whose branches can start with the same text:
-  `(a|a)*`, `(\\w|\\d)+`, `(a|ab)*`; `(?:get|put)+` passes, because the branches differ at their first character.
+  `(a|a)*`, `(a|ab)*`, `(\\d+|\\d+\\.\\d+)*`; `(?:get|put)+` passes: the branches differ at their second character.
 
 Possessive repeats (`a*+`) and atomic groups (`(?>…)`) never backtrack into themselves and are exempt. Characters
 are compared on a sample alphabet (ASCII plus representative non-ASCII letters, digits and spaces), which is
-exact for the classes policies use. Group nesting is bounded, because the `re` compiler recurses per group.
+exact for the classes policies use. Group nesting and pattern length are bounded, because the `re` compiler
+recurses per group and the check grows with the length.
 """
 
 import functools
@@ -22,13 +24,14 @@ from collections.abc import Iterator
 from re import _constants as sre
 from re import _parser
 
-#: A repeat allowed to run this many times or more counts as large (`{0,9}` is not, `{0,10}` and `*` are).
+#: A repeat allowed to run this many times or more counts as large (`{0,9}` is not, `{0,10}` and `*` are),
+#: counting the repeats around it: in `((a+){5}){5}` the inner one runs 25 times.
 LARGE_REPEAT = 10
 #: Parentheses inside each other; beyond this, `re.compile` itself may overflow the stack.
 MAX_GROUP_DEPTH = 32
 #: Longer patterns are refused: no policy needs one, and compiling and checking grow with the length.
 MAX_PATTERN_CHARS = 10_000
-#: How far around a repeat the neighbours are compared; past this many, they are assumed to match (refuse).
+#: How many parts after a repeat are compared; past this many, they are assumed to match (refuse).
 _NEIGHBOURS_COMPARED = 64
 
 _ALPHABET = "".join(map(chr, range(128))) + "\x85\xa0éßİſK\u2028\u3000٣中\U0001f600\uffff"
@@ -94,11 +97,10 @@ def _group_depth(pattern: str) -> int:
 
 def _first_problem(items: list[Item], flags: int) -> str | None:
     """The first large repeat (anywhere, lookarounds included) whose body is ambiguous, described."""
-    for op, av in _all_items(items, flags):
-        if op in _REPEATS and av[1] >= LARGE_REPEAT:  # type: ignore[index]
-            body: list[Item] = av[2]  # type: ignore[index]
-            for kind, node, before, after, node_flags in _reachable(list(body), [], [], flags):
-                if kind == "repeat" and _swallows_boundary(node, before, after, node_flags):
+    for op, av, runs, item_flags in _all_items(items, flags, 1):
+        if op in _REPEATS and av[1] > 1 and runs >= LARGE_REPEAT:  # type: ignore[index]
+            for kind, node, following, node_flags in _reachable(list(av[2]), [], [], item_flags):  # type: ignore[index]
+                if kind == "repeat" and _meets_itself_or_another(node, following, node_flags):
                     return ("nested quantifier: a repeated part contains a variable-length repeat that can match "
                             "the text around it, as in (a+)+ or (\\w+\\s?)*")
                 if kind == "branch" and _branches_overlap(node[1][1], node_flags):  # type: ignore[index]
@@ -107,11 +109,13 @@ def _first_problem(items: list[Item], flags: int) -> str | None:
     return None
 
 
-def _all_items(items: list[Item], flags: int) -> Iterator[tuple[object, object]]:
+def _all_items(items: list[Item], flags: int, runs: int) -> Iterator[tuple[object, object, int, int]]:
+    """Every item with how often it can run (its own count times those around it) and its flags."""
     for op, av in items:
-        yield op, av
+        own = min(runs * av[1], sre.MAXREPEAT) if op in _REPEATS else runs  # type: ignore[index]
+        yield op, av, own, flags
         for sub, sub_flags in _children(op, av, flags):
-            yield from _all_items(sub, sub_flags)
+            yield from _all_items(sub, sub_flags, own)
 
 
 def _children(op: object, av: object, flags: int) -> list[tuple[list[Item], int]]:
@@ -136,50 +140,67 @@ Context = list[tuple[list[Item], int]]
 
 
 def _reachable(items: list[Item], before: Context, after: Context, flags: int
-               ) -> Iterator[tuple[str, Item, Iterator[Item], Iterator[Item], int]]:
-    """Repeats and alternations one iteration can backtrack into, with what precedes and follows them in it
-    (each nearest first, read lazily: most comparisons stop at the first neighbour)."""
+               ) -> Iterator[tuple[str, Item, Iterator[Item], int]]:
+    """Repeats and alternations one iteration can backtrack into; for a repeat, the parts read after it: the
+    rest of the iteration, then the next iteration up to the repeat again (lazily: most reads stop early)."""
     for index, item in enumerate(items):
         op, av = item
         preceding, following = [*before, (items, index)], [(items, index + 1), *after]
         if op in _REPEATS:
-            yield "repeat", item, _backwards(preceding), _forwards(following), flags
+            yield "repeat", item, _flattened(_rest(following), _start(preceding)), flags
         elif op == sre.BRANCH:
-            yield "branch", item, iter(()), iter(()), flags
+            yield "branch", item, iter(()), flags
         if op in (sre.ATOMIC_GROUP, sre.POSSESSIVE_REPEAT, sre.ASSERT, sre.ASSERT_NOT):
             continue  # committed once matched, or zero-width: nothing of it is re-split
         for sub, sub_flags in _children(op, av, flags):
             yield from _reachable(list(sub), preceding, following, sub_flags)
 
 
-def _backwards(context: Context) -> Iterator[Item]:
-    for items, end in reversed(context):
-        for index in range(end - 1, -1, -1):
-            yield items[index]
-
-
-def _forwards(context: Context) -> Iterator[Item]:
+def _rest(context: Context) -> Iterator[Item]:
+    """After an item: the rest of its sequence, then of each enclosing one (innermost first)."""
     for items, start in context:
         for index in range(start, len(items)):
             yield items[index]
 
 
-def _swallows_boundary(repeat: Item, before: Iterator[Item], after: Iterator[Item], flags: int) -> bool:
-    """A variable-length repeat whose characters can also match everything around it in the iteration."""
-    low, high = _width([repeat])
-    if low == high:
+def _start(context: Context) -> Iterator[Item]:
+    """Before an item, in reading order: the outermost sequence's start first."""
+    for items, end in context:
+        for index in range(end):
+            yield items[index]
+
+
+def _flattened(*parts: Iterator[Item]) -> Iterator[Item]:
+    """The items in reading order, groups opened (a group is just its content when matching goes on)."""
+    for part in parts:
+        for op, av in part:
+            if op == sre.SUBPATTERN:
+                yield from _flattened(iter(av[3]))  # type: ignore[index]
+            else:
+                yield op, av
+
+
+def _meets_itself_or_another(repeat: Item, following: Iterator[Item], flags: int) -> bool:
+    """Whether everything read after a variable-length repeat, until it comes round again or another
+    variable-length repeat sharing its characters starts, could be made of its characters."""
+    if _is_fixed_width(repeat):
         return False
     chars = _chars([repeat], flags)
-    return chars != 0 and _neighbours_absorbable(before, chars, flags) and _neighbours_absorbable(after, chars, flags)
-
-
-def _neighbours_absorbable(neighbours: Iterator[Item], chars: int, flags: int) -> bool:
-    for count, item in enumerate(neighbours):
+    if chars == 0:
+        return False
+    for count, item in enumerate(following):
         if count == _NEIGHBOURS_COMPARED:
+            return True
+        if item[0] in _REPEATS and not _is_fixed_width(item) and _chars([item], flags) & chars:
             return True
         if not _absorbable([item], chars, flags):
             return False
-    return True
+    return True  # read round to the repeat itself
+
+
+def _is_fixed_width(item: Item) -> bool:
+    low, high = _width([item])
+    return low == high
 
 
 def _absorbable(items: list[Item], chars: int, flags: int) -> bool:

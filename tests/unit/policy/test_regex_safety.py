@@ -36,10 +36,26 @@ OVERLAPPING_ALTERNATIVES = "may backtrack catastrophically: alternatives that ca
 def nested_quantifiers(draw: st.DrawFn) -> str:
     """`(X+)+`-shaped: a variable-length repeat inside a large repeat, with neighbours X can also match."""
     atom = draw(ATOMS)
+    if draw(st.booleans()):
+        return draw(meeting_repeats(atom))
     # Neighbours inside the iteration that the inner repeat can swallow: the atom itself, or optional text.
     neighbour = draw(st.sampled_from(["", atom, f"{atom}?", r"\s?", "b?", f"(?:{atom}|b)?"]))
     before, after = (neighbour, "") if draw(st.booleans()) else ("", neighbour)
     body = before + draw(GROUPS).format(atom, name="inner") + draw(VARIABLE) + after
+    start, end = draw(ANCHORS)
+    return start + draw(GROUPS).format(body, name="outer") + draw(UNBOUNDED) + end
+
+
+@st.composite
+def meeting_repeats(draw: st.DrawFn, atom: str) -> str:
+    """`(X*,X*)*` or `(X+Y?X+;)*`: two variable-length repeats sharing characters meet, across the boundary
+    between iterations (whatever separates them inside one) or inside one iteration (with only `Y?` between)."""
+    first = draw(GROUPS).format(atom, name="first") + draw(VARIABLE)
+    second = draw(GROUPS).format(atom, name="second") + draw(VARIABLE)
+    if draw(st.booleans()):
+        body = second + draw(st.sampled_from([",", ";", "=", "/", "--", "[,;]"])) + first
+    else:
+        body = first + draw(st.sampled_from(["", "b?", r"\s*", "(?:b|c)?"])) + second + draw(st.sampled_from(["", ";"]))
     start, end = draw(ANCHORS)
     return start + draw(GROUPS).format(body, name="outer") + draw(UNBOUNDED) + end
 
@@ -62,6 +78,7 @@ KNOWN_EVIL = [
     r"(a+)+", r"(a|a)*", r"(.*)*", r"(\w+\s?)*", r"^(\w+\s?)*$", r"(x\w+y)*", r"(a*)*", r"(a+a+)+", r"(.*a){12}",
     r"(a|aa)+", r"(a|a?)+", r"(?:[^/]+|/)*", r"^(([a-z])+.)+[A-Z]([a-z])+$", r"((ab)*)+", r"(a{1,3})+",
     r"(?:.*,)*x", r"(?:a*b*)*", r"(?=(a+)+)", r"(?>(a+)+b)", r"(\d+|\d+\.\d+)*", r"(?i)(?:A+a)+",
+    r"(\s*,\s*)*", r"(a+a+b)*", r"((a+){5}){5}", r"(?:[a-z]+[0-9]*)*", r"(?:\w+\s?\w+;)*",
     r"^([a-zA-Z0-9])(([\-.]|[_]+)?([a-zA-Z0-9]+))*(@){1}[a-z0-9]+[.]{1}(([a-z]{2,3})|([a-z]{2,3}[.]{1}[a-z]{2,3}))$",
 ]
 ORDINARY = [
@@ -69,7 +86,8 @@ ORDINARY = [
     r"[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}", r"(?:[a-z]+-)*[a-z]+", r"(?:[^/]+/)*",
     r"(?:[a-z0-9]|-)+", r"(?:/(?:v1|v2))*", r"\bselect\b.*\bfrom\b", r"^Bearer [A-Za-z0-9._~+/-]+=*$",
     r"(\w|\d)+",  # `re` turns single-character alternatives into one class: nothing to backtrack over
-    r"(?:ab{0,9})+", r"(a+){1,9}", r"(?:[a-z]+\.)+(?:com|org)", r"/tenants/(?P<tenant>[^/]+)/orders(?:/\d+)*",
+    r"(?:ab{0,9})+", r"(a+){1,9}", r"((a+){3}){3}", r"(?:a(?:b+c)?)*", r"(?:,\s*[a-z]+)*",
+    r"(?:[a-z]+\.)+(?:com|org)", r"/tenants/(?P<tenant>[^/]+)/orders(?:/\d+)*",
 ]
 
 

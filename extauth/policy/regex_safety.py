@@ -9,6 +9,8 @@ times (unbounded, or at least LARGE_REPEAT) whose body can match the same text i
   X itself or another variable-length repeat sharing them comes round. Then a run of those characters can be
   split between the repeats (and the iterations) in exponentially many ways: `(a+)+`, `(.*)*`, `(\\w+\\s?)*`,
   `(x\\w+y)*`, `(\\s*,\\s*)*`, `(a+a+b)*`; `(?:/[a-z]+)*` passes, because `/` is not in `[a-z]`;
+  A repeat whose body can match nothing (`(?:a?)?`, `(?:b*)+`) counts on its own: it can match nothing in
+  more than one way, so each iteration around it doubles the work;
 * overlapping alternatives: the body holds an alternation whose branches can start with the same text:
   `(a|a)*`, `(a|ab)*`, `(\\d+|\\d+\\.\\d+)*`; `(?:get|put)+` passes: the branches differ at their second character.
 
@@ -182,9 +184,12 @@ def _flattened(*parts: Iterator[Item]) -> Iterator[Item]:
 
 def _meets_itself_or_another(repeat: Item, following: Iterator[Item], flags: int) -> bool:
     """Whether everything read after a variable-length repeat, until it comes round again or another
-    variable-length repeat sharing its characters starts, could be made of its characters."""
+    variable-length repeat sharing its characters starts, could be made of its characters. A repeat whose own
+    body can match nothing (`(?:a?)?`, `(?:b*)+`) always qualifies: it matches nothing in several ways."""
     if _is_fixed_width(repeat):
         return False
+    if _width(repeat[1][2])[0] == 0:  # type: ignore[index]
+        return True
     chars = _chars([repeat], flags)
     if chars == 0:
         return False

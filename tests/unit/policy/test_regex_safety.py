@@ -36,8 +36,11 @@ OVERLAPPING_ALTERNATIVES = "may backtrack catastrophically: alternatives that ca
 def nested_quantifiers(draw: st.DrawFn) -> str:
     """`(X+)+`-shaped: a variable-length repeat inside a large repeat, with neighbours X can also match."""
     atom = draw(ATOMS)
-    if draw(st.booleans()):
+    shape = draw(st.sampled_from(["swallowing", "meeting", "matching nothing twice"]))
+    if shape == "meeting":
         return draw(meeting_repeats(atom))
+    if shape == "matching nothing twice":
+        return draw(repeats_of_nothing(atom))
     # Neighbours inside the iteration that the inner repeat can swallow: the atom itself, or optional text.
     neighbour = draw(st.sampled_from(["", atom, f"{atom}?", r"\s?", "b?", f"(?:{atom}|b)?"]))
     before, after = (neighbour, "") if draw(st.booleans()) else ("", neighbour)
@@ -61,6 +64,16 @@ def meeting_repeats(draw: st.DrawFn, atom: str) -> str:
 
 
 @st.composite
+def repeats_of_nothing(draw: st.DrawFn, atom: str) -> str:
+    """`(?:,(?:a?)?)*`: a repeat whose body can match nothing, inside a large repeat, whatever surrounds it."""
+    inner = draw(GROUPS).format(atom, name="inner") + draw(st.sampled_from(["?", "*", "??", "*?", "{0,2}"]))
+    around = draw(st.sampled_from(["", ",", "x", "[,;]"]))
+    body = around + draw(GROUPS).format(inner, name="middle") + draw(VARIABLE) + draw(st.sampled_from(["", ";"]))
+    start, end = draw(ANCHORS)
+    return start + draw(GROUPS).format(body, name="outer") + draw(UNBOUNDED) + end
+
+
+@st.composite
 def overlapping_alternatives(draw: st.DrawFn) -> str:
     """`(a|a)*`-shaped: alternatives under a large repeat that can begin with the same text."""
     atom = draw(ATOMS)
@@ -79,6 +92,7 @@ KNOWN_EVIL = [
     r"(a|aa)+", r"(a|a?)+", r"(?:[^/]+|/)*", r"^(([a-z])+.)+[A-Z]([a-z])+$", r"((ab)*)+", r"(a{1,3})+",
     r"(?:.*,)*x", r"(?:a*b*)*", r"(?=(a+)+)", r"(?>(a+)+b)", r"(\d+|\d+\.\d+)*", r"(?i)(?:A+a)+",
     r"(\s*,\s*)*", r"(a+a+b)*", r"((a+){5}){5}", r"(?:[a-z]+[0-9]*)*", r"(?:\w+\s?\w+;)*",
+    r"(?:,(?:a?)?)*", r"(?:\w(?:,*)?)*", r"(?:(?:b?+)+a)+",
     r"^([a-zA-Z0-9])(([\-.]|[_]+)?([a-zA-Z0-9]+))*(@){1}[a-z0-9]+[.]{1}(([a-z]{2,3})|([a-z]{2,3}[.]{1}[a-z]{2,3}))$",
 ]
 ORDINARY = [

@@ -7,7 +7,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from extauth.metrics.registry import CheckMetrics, Histogram, RedisMetrics
-from extauth.policy.store import REJECTION_REASONS
 
 
 def histogram_family(
@@ -172,8 +171,8 @@ class ExtauthCollector(Collector):
             "Rejected policy reloads by reason: invalid (file:line errors), internal_error (an unexpected exception).",
             labels=["reason"],
         )
-        for reason in REJECTION_REASONS:
-            rejections.add_metric([reason], stats.rejected.get(reason, 0))
+        for reason, count in sorted(stats.rejected.items()):
+            rejections.add_metric([reason], count)
         yield rejections
         triggers = CounterMetricFamily(
             "extauth_policy_reload_attempts", "Policy reload attempts by trigger.", labels=["trigger"]

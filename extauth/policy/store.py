@@ -63,8 +63,8 @@ class ReloadStats:
     last_error: str | None = None
     #: Per-source counters for the metrics endpoint; kept here so tests can read them without one.
     by_trigger: dict[str, int] = field(default_factory=dict)
-    #: Rejected reloads by reason (REJECTION_REASONS).
-    rejected: dict[str, int] = field(default_factory=dict)
+    #: Rejected reloads by reason, every reason present from the start (a metric at 0 can be alerted on).
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECTION_REASONS, 0))
 
 
 class PolicyStore:
@@ -140,7 +140,7 @@ class PolicyStore:
 
     def _reject(self, trigger: str, reason: str, errors: list[str]) -> None:
         self.stats.failures += 1
-        self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
+        self.stats.rejected[reason] += 1
         self.stats.last_error = "\n".join(errors)
         log.error("policy_reload_failed", trigger=trigger, reason=reason, serving_version=self.current.version,
                   errors=errors)

@@ -64,7 +64,7 @@ async def test_an_unexpected_exception_while_compiling_is_a_rejected_reload(
     policy_file.write_text(GOOD + "# edited\n")
     assert await store.reload("sighup") is False
     assert store.current is serving
-    assert store.stats.rejected == {"internal_error": 1} and store.stats.failures == 1
+    assert store.stats.rejected == {"invalid": 0, "internal_error": 1} and store.stats.failures == 1
     assert recorder.events == [("policy_reload_failed", {
         "trigger": "sighup", "reason": "internal_error", "serving_version": serving.version,
         "errors": [f"{policy_file}: unexpected RuntimeError while loading: compiler bug"]})]
@@ -79,7 +79,7 @@ async def test_an_invalid_file_is_a_rejected_reload_naming_file_and_line(policy_
     store = PolicyStore(policy_file, SystemClock(), notify=recorder)
     policy_file.write_text(RECURSIVE_ALIAS)
     assert await store.reload("sighup") is False
-    assert store.stats.rejected == {"invalid": 1}
+    assert store.stats.rejected == {"invalid": 1, "internal_error": 0}
     [(event, fields)] = recorder.events
     assert (event, fields["reason"]) == ("policy_reload_failed", "invalid")
     assert fields["errors"] == [f"{policy_file}:4: YAML anchors and aliases are not allowed (anchor &loop)"]
@@ -157,17 +157,22 @@ async def test_rejected_reloads_are_counted_by_reason_in_the_metrics(
         policy_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`extauth_policy_reload_rejections_total{reason}` counts invalid and internal_error rejections apart."""
     store = PolicyStore(policy_file, SystemClock())
+    assert scraped(store)[("extauth_policy_reload_rejections_total", (("reason", "internal_error"),))] == 0
     policy_file.write_text(RECURSIVE_ALIAS)
     await store.reload("sighup")
     await store.reload("sighup")
     policy_file.write_text(GOOD)
     failing_compile_step(monkeypatch, ValueError("odd"))
     await store.reload("file_change")
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(ExtauthCollector(checks=CheckMetrics(), redis=RedisMetrics(), policy=store))
-    found = {(sample.name, tuple(sample.labels.items())): sample.value
-             for family in text_string_to_metric_families(generate_latest(registry).decode())
-             for sample in family.samples}
+    found = scraped(store)
     assert found[("extauth_policy_reload_rejections_total", (("reason", "invalid"),))] == 2
     assert found[("extauth_policy_reload_rejections_total", (("reason", "internal_error"),))] == 1
     assert found[("extauth_policy_reloads_total", (("result", "failed"),))] == 3
+
+
+def scraped(store: PolicyStore) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ExtauthCollector(checks=CheckMetrics(), redis=RedisMetrics(), policy=store))
+    return {(sample.name, tuple(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for sample in family.samples}

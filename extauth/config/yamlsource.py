@@ -128,15 +128,19 @@ def _to_python(loader: _StrictLoader, node: yaml.Node, at: FieldPath, lines: Lin
 
 
 def _construct(loader: _StrictLoader, node: yaml.Node, path: Path) -> Any:
-    """A scalar's value; one the resolver recognises but Python refuses (a 5000-digit integer, month 13 in a
-    timestamp) is a ConfigError at its line, not a stray ValueError; so is a number too long to be a setting."""
+    """A scalar's value; one the resolver recognises but Python refuses (month 13 in a timestamp, `!!float ''`)
+    is a ConfigError at its line, not a stray ValueError or IndexError; so is a number too long to be a setting."""
     if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
         raise ConfigError.single(path, f"invalid YAML value: a number of {len(node.value)} characters; "
                                  f"the limit is {MAX_NUMBER_CHARS}", node.start_mark.line + 1)
     try:
         return loader.construct_object(node, deep=True)
-    except (ValueError, OverflowError) as exc:
-        reason = str(exc).split(";")[0]
+    except yaml.YAMLError:
+        raise
+    except Exception as exc:  # PyYAML's constructors also fail with IndexError (`!!float ''`) and the like
+        tag = str(node.tag).rsplit(":", 1)[-1]
+        reason = (str(exc).split(";")[0] if isinstance(exc, ValueError | OverflowError)
+                  else f"cannot read {str(node.value)[:40]!r} as {tag}")
         raise ConfigError.single(path, f"invalid YAML value: {reason}", node.start_mark.line + 1) from None
 
 

@@ -112,6 +112,8 @@ SCALARS_PYTHON_REFUSES = {
     "month 13": ("a: 2001-13-01\n", "invalid YAML value: month must be in 1..12"),
     "February 30": ("a: !!timestamp 2001-02-30\n", "invalid YAML value: day is out of range for month"),
     "huge key": ("? " + "1" * 5000 + "\n: x\n", TOO_LONG.format(length=5000)),
+    "empty tagged float": ("a: !!float\n", "invalid YAML value: cannot read '' as float"),
+    "empty tagged int": ("a: !!int ''\n", "invalid YAML value: cannot read '' as int"),
 }
 
 

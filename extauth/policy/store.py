@@ -79,12 +79,23 @@ class PolicyStore:
         self._fingerprint = self._files_fingerprint()
         self._serial = asyncio.Lock()
         self._requested: set[asyncio.Task[bool]] = set()
+        self._waiting_request = False
 
     def request_reload(self, trigger: str) -> None:
-        """Reload soon, from synchronous code (a signal handler); serialized with every other reload."""
-        task = asyncio.get_running_loop().create_task(self.reload(trigger))
+        """Reload soon, from synchronous code (a signal handler); serialized with every other reload. Requests
+        made while one is still waiting for its turn join it (it reads the files when its turn comes), so a
+        burst of signals costs at most one reload after the one in progress."""
+        if self._waiting_request:
+            return
+        self._waiting_request = True
+        task = asyncio.get_running_loop().create_task(self._requested_reload(trigger))
         self._requested.add(task)
         task.add_done_callback(self._requested.discard)
+
+    async def _requested_reload(self, trigger: str) -> bool:
+        async with self._serial:
+            self._waiting_request = False
+            return await self._reload(trigger)
 
     async def reload(self, trigger: str) -> bool:
         """Recompile both live and shadow policies off the loop; swap only if both compile. True on success."""

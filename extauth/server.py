@@ -136,8 +136,9 @@ class ExtauthServer:
                         hint="completion events need a unix listener or server.tls.access_log_clients")
 
     def reload_policy(self) -> None:
-        """SIGHUP: reload now; a broken policy is rejected and the current one keeps serving."""
-        self.policy.reload("sighup")
+        """SIGHUP: reload now (off the loop, after any reload in progress); a broken policy is rejected and the
+        current one keeps serving."""
+        self.policy.request_reload("sighup")
 
     async def _become_ready(self) -> None:
         while not self.authenticator.ready:

@@ -3,6 +3,10 @@
 PyYAML's composed node tree carries a start mark per node; we build plain Python data from it and keep a
 map from field path (e.g. ``("authentication", "providers", 0, "issuer")``) to line, so a validation
 error can be reported as ``file:line: field: message``.
+
+Loading cannot hang or blow the stack, whatever the file holds: anchors and aliases are refused while the
+events are read, before any node is built (an alias bomb expands exponentially, a recursive alias never
+ends), nesting is bounded, and files are bounded in size. Every refusal is a ConfigError naming file and line.
 """
 
 from collections.abc import Mapping
@@ -19,6 +23,40 @@ LineMap = dict[FieldPath, int]
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
+#: Mappings and sequences inside each other; a policy needs about ten, and the composer recurses per level.
+MAX_NESTING_DEPTH = 64
+#: Characters in a number: YAML 1.1 base-60 integers (`1:2:3`) take quadratic time to construct.
+MAX_NUMBER_CHARS = 100
+_NUMBER_TAGS = ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+
+
+class _RefusedYAML(yaml.MarkedYAMLError):
+    """Well-formed YAML that extauth does not accept (anchors, aliases, nesting beyond the bound)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases and bounds nesting, checked per event before composing."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _RefusedYAML(problem=f"YAML anchors and aliases are not allowed (alias *{event.anchor})",
+                               problem_mark=event.start_mark)
+        if getattr(event, "anchor", None) is not None:
+            raise _RefusedYAML(problem=f"YAML anchors and aliases are not allowed (anchor &{event.anchor})",
+                               problem_mark=event.start_mark)
+        if isinstance(event, yaml.CollectionStartEvent) and self._depth >= MAX_NESTING_DEPTH:
+            raise _RefusedYAML(problem=f"nested deeper than {MAX_NESTING_DEPTH} levels",
+                               problem_mark=event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
 
 
 def read_text(path: Path) -> str:
@@ -38,11 +76,13 @@ def parse_documents(path: Path, text: str) -> list[tuple[Any, LineMap]]:
     documents = []
     loader = None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _StrictLoader(text)
         while loader.check_node():
             node = loader.get_node()
             lines: LineMap = {}
             documents.append((_to_python(loader, node, (), lines, path), lines))
+    except _RefusedYAML as exc:
+        raise ConfigError.single(path, str(exc.problem), exc.problem_mark.line + 1) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -65,13 +105,13 @@ def parse_single_document(path: Path, text: str) -> tuple[Any, LineMap]:
     return documents[0]
 
 
-def _to_python(loader: yaml.SafeLoader, node: yaml.Node, at: FieldPath, lines: LineMap, path: Path) -> Any:
+def _to_python(loader: _StrictLoader, node: yaml.Node, at: FieldPath, lines: LineMap, path: Path) -> Any:
     lines[at] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            key = _construct(loader, key_node, path)
             if not isinstance(key, str):
                 raise ConfigError.single(
                     path, f"keys must be strings, got {key!r}", key_node.start_mark.line + 1, _dotted(at)
@@ -84,7 +124,24 @@ def _to_python(loader: yaml.SafeLoader, node: yaml.Node, at: FieldPath, lines: L
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(loader, item, (*at, index), lines, path) for index, item in enumerate(node.value)]
-    return loader.construct_object(node, deep=True)
+    return _construct(loader, node, path)
+
+
+def _construct(loader: _StrictLoader, node: yaml.Node, path: Path) -> Any:
+    """A scalar's value; one the resolver recognises but Python refuses (month 13 in a timestamp, `!!float ''`)
+    is a ConfigError at its line, not a stray ValueError or IndexError; so is a number too long to be a setting."""
+    if node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+        raise ConfigError.single(path, f"invalid YAML value: a number of {len(node.value)} characters; "
+                                 f"the limit is {MAX_NUMBER_CHARS}", node.start_mark.line + 1)
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError:
+        raise
+    except Exception as exc:  # PyYAML's constructors also fail with IndexError (`!!float ''`) and the like
+        tag = str(node.tag).rsplit(":", 1)[-1]
+        reason = (str(exc).split(";")[0] if isinstance(exc, ValueError | OverflowError)
+                  else f"cannot read {str(node.value)[:40]!r} as {tag}")
+        raise ConfigError.single(path, f"invalid YAML value: {reason}", node.start_mark.line + 1) from None
 
 
 def _dotted(at: FieldPath) -> str:

@@ -180,6 +180,14 @@ class ExtauthCollector(Collector):
         reloads.add_metric(["ok"], stats.reloads)
         reloads.add_metric(["failed"], stats.failures)
         yield reloads
+        rejections = CounterMetricFamily(
+            "extauth_policy_reload_rejections",
+            "Rejected policy reloads by reason: invalid (file:line errors), internal_error (an unexpected exception).",
+            labels=["reason"],
+        )
+        for reason, count in sorted(stats.rejected.items()):
+            rejections.add_metric([reason], count)
+        yield rejections
         triggers = CounterMetricFamily(
             "extauth_policy_reload_attempts", "Policy reload attempts by trigger.", labels=["trigger"]
         )

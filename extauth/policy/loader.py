@@ -47,7 +47,10 @@ def policy_files(path: Path) -> list[Path]:
 
 
 def load_policies(path: Path) -> PolicySet:
-    files = policy_files(path)
+    try:
+        files = policy_files(path)
+    except OSError as exc:
+        raise ConfigError.single(path, f"cannot list: {exc.strerror}") from None
     if not files:
         raise ConfigError.single(path, "no policy files (*.yaml) found")
     digest = hashlib.sha256()

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from extauth.config.schema import HeaderName, Name, Strict
 from extauth.policy import syntax
+from extauth.policy.regex_safety import UnsafeRegexError, compile_safe
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -34,7 +35,10 @@ def _parsed_by(parse: Callable[[str], object], errors: type[Exception] | tuple[t
     return check
 
 
-_regex = _parsed_by(re.compile, re.error, lambda value, exc: f"invalid regular expression: {exc}")
+#: Checked as if case-insensitive, since paths may be matched so: a superset of the overlaps either way.
+_regex = _parsed_by(lambda value: compile_safe(value, re.IGNORECASE), (re.error, UnsafeRegexError),
+                    lambda value, exc: str(exc) if isinstance(exc, UnsafeRegexError)
+                    else f"invalid regular expression: {exc}")
 _cidr = _parsed_by(ipaddress.ip_network, ValueError, lambda value, exc: f"invalid CIDR: {exc}")
 _timezone = _parsed_by(zoneinfo.ZoneInfo, (zoneinfo.ZoneInfoNotFoundError, ValueError),
                        lambda value, exc: f"unknown time zone {value!r} (an IANA name such as Europe/Berlin)")

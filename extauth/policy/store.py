@@ -1,8 +1,13 @@
 """The policy in force, and safe change: reload on SIGHUP or file change with an atomic swap.
 
 A Check reads `store.current` once and uses that snapshot throughout, so a reload never mixes two
-policies in one decision. A reload that fails validation changes nothing: the last good policy keeps
-serving, health stays SERVING, and the failure is logged with every file:line error and counted.
+policies in one decision. A reload that fails changes nothing: the last good policy keeps serving, health
+stays SERVING, and the failure is logged and audited with every file:line error and counted by reason.
+Whatever the failure (an invalid file, or an exception nobody foresaw), the file watch keeps running.
+
+Reading, parsing, validating and compiling take milliseconds to seconds (a large policy directory), so they
+run in a worker thread; only the swap happens on the event loop, between two Checks. Reloads are serialized:
+a SIGHUP during a file-change reload waits for it, and never races it to the swap.
 """
 
 import asyncio
@@ -22,6 +27,9 @@ from extauth.screening.screener import Screener, compile_screening
 
 log = structlog.get_logger("extauth.policy")
 
+#: (file, mtime_ns, size, inode) per policy file: what the watch compares.
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledPolicy:
@@ -40,6 +48,14 @@ def compile_policy(path: Path, clock: Clock) -> CompiledPolicy:
                           RateLimitPlan(policy_set, clock))
 
 
+#: Why a reload was rejected: the files do not validate (file:line errors), or loading raised something else.
+REJECTED_INVALID = "invalid"
+REJECTED_INTERNAL_ERROR = "internal_error"
+REJECTION_REASONS = (REJECTED_INVALID, REJECTED_INTERNAL_ERROR)
+#: An unexpected exception's text goes into the audit event; the traceback goes to the log only.
+_MAX_ERROR_CHARS = 500
+
+
 @dataclass(slots=True)
 class ReloadStats:
     reloads: int = 0
@@ -47,6 +63,8 @@ class ReloadStats:
     last_error: str | None = None
     #: Per-source counters for the metrics endpoint; kept here so tests can read them without one.
     by_trigger: dict[str, int] = field(default_factory=dict)
+    #: Rejected reloads by reason, every reason present from the start (a metric at 0 can be alerted on).
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECTION_REASONS, 0))
 
 
 class PolicyStore:
@@ -59,20 +77,61 @@ class PolicyStore:
         self.shadow = compile_policy(shadow_path, clock) if shadow_path else None
         self.stats = ReloadStats()
         self._fingerprint = self._files_fingerprint()
+        self._serial = asyncio.Lock()
+        self._requested: set[asyncio.Task[bool]] = set()
+        self._waiting_request = False
 
-    def reload(self, trigger: str) -> bool:
-        """Recompile both live and shadow policies; swap only if both compile. Returns True on success."""
+    def request_reload(self, trigger: str) -> None:
+        """Reload soon, from synchronous code (a signal handler); serialized with every other reload. Requests
+        made while one is still waiting for its turn join it (it reads the files when its turn comes), so a
+        burst of signals costs at most one reload after the one in progress."""
+        if self._waiting_request:
+            return
+        self._waiting_request = True
+        task = asyncio.get_running_loop().create_task(self._requested_reload(trigger))
+        self._requested.add(task)
+        task.add_done_callback(self._requested.discard)
+
+    async def _requested_reload(self, trigger: str) -> bool:
+        async with self._serial:
+            self._waiting_request = False
+            return await self._reload(trigger)
+
+    async def reload(self, trigger: str) -> bool:
+        """Recompile both live and shadow policies off the loop; swap only if both compile. True on success."""
+        async with self._serial:
+            return await self._reload(trigger)
+
+    async def watch(self, interval_seconds: float) -> None:
+        """Poll for changes: cheap stats, no extra dependency, and it follows Kubernetes ConfigMap symlink swaps.
+
+        Nothing a policy file holds ends this loop: a reload never raises, and anything else is logged.
+        """
+        while True:
+            await asyncio.sleep(interval_seconds)
+            try:
+                async with self._serial:
+                    if await asyncio.to_thread(self.files_changed):
+                        await self._reload("file_change")
+            except Exception:
+                log.exception("policy_watch_error")
+
+    def files_changed(self) -> bool:
+        return self._files_fingerprint() != self._fingerprint
+
+    async def _reload(self, trigger: str) -> bool:
         self.stats.by_trigger[trigger] = self.stats.by_trigger.get(trigger, 0) + 1
-        self._fingerprint = self._files_fingerprint()
+        # Taken first: an edit made while compiling reloads again; a rejected one waits for the next edit.
+        self._fingerprint = await asyncio.to_thread(self._files_fingerprint)
         try:
-            live = compile_policy(self.path, self._clock)
-            shadow = compile_policy(self.shadow_path, self._clock) if self.shadow_path else None
+            live, shadow = await asyncio.to_thread(self._compile_all)
         except ConfigError as error:
-            self.stats.failures += 1
-            self.stats.last_error = str(error)
-            errors = [str(issue) for issue in error.issues]
-            log.error("policy_reload_failed", trigger=trigger, serving_version=self.current.version, errors=errors)
-            self._notify("policy_reload_failed", trigger=trigger, serving_version=self.current.version, errors=errors)
+            self._reject(trigger, REJECTED_INVALID, [str(issue) for issue in error.issues])
+            return False
+        except Exception as error:
+            log.error("policy_reload_crashed", trigger=trigger, exc_info=True)
+            message = f"{self.path}: unexpected {type(error).__name__} while loading: {error}"
+            self._reject(trigger, REJECTED_INTERNAL_ERROR, [message[:_MAX_ERROR_CHARS]])
             return False
         changed = live.version != self.current.version or (
             shadow is not None and self.shadow is not None and shadow.version != self.shadow.version)
@@ -85,17 +144,21 @@ class PolicyStore:
                      shadow_version=shadow.version if shadow else None)
         return True
 
-    def files_changed(self) -> bool:
-        return self._files_fingerprint() != self._fingerprint
+    def _compile_all(self) -> tuple[CompiledPolicy, CompiledPolicy | None]:
+        """Runs in a worker thread: touches nothing a Check reads."""
+        live = compile_policy(self.path, self._clock)
+        return live, compile_policy(self.shadow_path, self._clock) if self.shadow_path else None
 
-    async def watch(self, interval_seconds: float) -> None:
-        """Poll for changes: cheap stats, no extra dependency, and it follows Kubernetes ConfigMap symlink swaps."""
-        while True:
-            await asyncio.sleep(interval_seconds)
-            if self.files_changed():
-                self.reload("file_change")
+    def _reject(self, trigger: str, reason: str, errors: list[str]) -> None:
+        self.stats.failures += 1
+        self.stats.rejected[reason] += 1
+        self.stats.last_error = "\n".join(errors)
+        log.error("policy_reload_failed", trigger=trigger, reason=reason, serving_version=self.current.version,
+                  errors=errors)
+        self._notify("policy_reload_failed", trigger=trigger, reason=reason, serving_version=self.current.version,
+                     errors=errors)
 
-    def _files_fingerprint(self) -> tuple[tuple[str, int, int, int], ...]:
+    def _files_fingerprint(self) -> Fingerprint:
         entries = []
         for root in (self.path, self.shadow_path):
             if root is None:

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from extauth.config.errors import ConfigError, ConfigIssue
 from extauth.decision import Decision
 from extauth.policy.loader import LoadedDocument
+from extauth.policy.regex_safety import UnsafeRegexError, compile_safe
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.screening.model import DEFAULT_METHODS, Blocks, Limits, ScreeningDocument, Signature
@@ -293,9 +294,12 @@ def _compile_signature(loaded: LoadedDocument[ScreeningDocument], index: int, si
         issues.append(loaded.issue((*at, "header"), f"{field}.header",
                                    "applies only with target 'headers'; add it to targets or remove header"))
     try:
-        pattern = re.compile(signature.pattern)
+        pattern = compile_safe(signature.pattern)
     except re.error as error:
         issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern", f"invalid regular expression: {error}"))
+        return None
+    except UnsafeRegexError as error:
+        issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern", str(error)))
         return None
     if all(pattern.search(probe) is not None for probe in _HARMLESS):
         issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern",

@@ -3,13 +3,15 @@
 import shutil
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2
+from prometheus_client.parser import text_string_to_metric_families
 from support.checks import health_status
 
-from extauth.devstack.gateway import DEMO_POLICIES, EnvoyProcess, ExtauthProcess, extauth_config
+from extauth.devstack.gateway import DEMO_POLICIES, EnvoyProcess, ExtauthProcess, extauth_config, free_port
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
@@ -24,6 +26,19 @@ routes:
     match: {path: {prefix: /admin/}}
     rules:
       - {name: readers-too, when: {roles: [reader]}}
+"""
+#: 20**30 leaves if expanded: the process would never answer again.
+ALIAS_BOMB = "lol0: &a0 [" + ", ".join(["lol"] * 20) + "]\n" + "".join(
+    f"lol{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 20) + "]\n" for i in range(1, 30))
+RECURSIVE_ALIAS = "apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: loop}\nroutes: &routes [*routes]\n"
+CATASTROPHIC_REGEX = """\
+apiVersion: extauth/v1
+kind: Policy
+metadata: {name: redos}
+routes:
+  - name: words
+    match: {path: {regex: '/words/(\\w+\\s?)*'}}
+    public: true
 """
 
 
@@ -83,6 +98,59 @@ def test_broken_reload_keeps_serving_the_last_good_policy(
         extauth.stop()
 
 
+def test_alias_bombs_recursive_aliases_and_catastrophic_regexes_are_rejected_and_the_watch_lives_on(
+        tmp_path: Path, certs: DevCerts, reader_token: str, upstream: RunningUpstream, envoy_binary: Path) -> None:
+    """Through Envoy: an alias bomb, a recursive alias and a backtracking regex dropped into the policy directory
+    are rejected (file watch and SIGHUP alike) with events naming file:line, the old policy keeps answering,
+    the rejections are counted by reason, and a later good edit is picked up by the same watch."""
+    policies = tmp_path / "policies"
+    shutil.copytree(DEMO_POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
+    metrics_port = free_port()
+    config = extauth_config(tmp_path, certs, policy={"path": str(policies), "watch_interval_seconds": 0.2})
+    config["server"]["metrics_listen"] = f"tcp:127.0.0.1:{metrics_port}"
+    extauth = ExtauthProcess(tmp_path, config)
+    extauth.wait_serving()
+    envoy = EnvoyProcess(tmp_path, certs, upstream.port, extauth.addresses)
+    try:
+        assert envoy.get("/admin/users", reader_token).status == 403
+        first_version = _nth_decision(extauth, 1)["policy_version"]
+        # The bomb first: every state of the directory from here on is broken.
+        (policies / "bomb.yaml").write_text(ALIAS_BOMB)
+        (policies / "loop.yaml").write_text(RECURSIVE_ALIAS)
+        (policies / "redos.yaml").write_text(CATASTROPHIC_REGEX)
+        expected = [
+            f"{policies / 'bomb.yaml'}:1: YAML anchors and aliases are not allowed (anchor &a0)",
+            f"{policies / 'loop.yaml'}:4: YAML anchors and aliases are not allowed (anchor &routes)",
+            f"{policies / 'redos.yaml'}:6: routes[0].match.path.regex: may backtrack catastrophically: nested "
+            r"quantifier: a repeated part contains a variable-length repeat that can match the text around it, "
+            r"as in (a+)+ or (\w+\s?)*",
+        ]
+        wait_for(lambda: _failed_reloads(extauth) and _failed_reloads(extauth)[-1]["errors"] == expected)
+        extauth.process.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: any(event["trigger"] == "sighup" for event in _failed_reloads(extauth)))
+        for failed in _failed_reloads(extauth):
+            assert failed["reason"] == "invalid" and failed["serving_version"] == first_version
+            assert set(failed["errors"]) <= set(expected)
+        assert _failed_reloads(extauth)[-1]["errors"] == expected
+
+        assert envoy.get("/admin/users", reader_token).status == 403
+        assert envoy.get("/words/a", reader_token).status == 403
+        assert {event["policy_version"] for event in _decisions(extauth)} == {first_version}
+        assert health_status(extauth.addresses[0]) == health_pb2.HealthCheckResponse.SERVING
+        rejected = _scrape(metrics_port)[("extauth_policy_reload_rejections_total", (("reason", "invalid"),))]
+        assert rejected == len(_failed_reloads(extauth))
+
+        for name in ("bomb.yaml", "loop.yaml", "redos.yaml"):
+            (policies / name).unlink()
+        (policies / "demo.yaml").write_text((DEMO_POLICIES / "demo.yaml").read_text().replace(
+            "roles: [admin]", "roles: [reader]"))
+        wait_for(lambda: envoy.get("/admin/users", reader_token).status == 200)
+        assert "policy_reloaded" in [event["event"] for event in extauth.audit_events(kind=None)]
+    finally:
+        envoy.stop()
+        extauth.stop()
+
+
 def test_shadow_policy_differences_are_audited_but_not_enforced(
         tmp_path: Path, certs: DevCerts, reader_token: str, upstream: RunningUpstream, envoy_binary: Path) -> None:
     """Through Envoy: a candidate policy allowing readers on /admin leaves the live 403 in place and audits
@@ -107,6 +175,17 @@ def test_shadow_policy_differences_are_audited_but_not_enforced(
     finally:
         envoy.stop()
         extauth.stop()
+
+
+def _failed_reloads(extauth: ExtauthProcess) -> list[dict]:
+    return [event for event in extauth.audit_events(kind=None) if event["event"] == "policy_reload_failed"]
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
 def _decisions(extauth: ExtauthProcess) -> list[dict]:

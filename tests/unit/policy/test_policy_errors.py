@@ -85,6 +85,20 @@ CASES = {
         ['9: routes[0].rules[0].when.headers.x-a.regex: invalid regular expression: unterminated character '
          'set at position 0'],
     ),
+    'path regex with a nested quantifier': (
+        ROUTE + "    match:\n      path: {regex: '/a/(\\w+\\s?)*'}\n    public: true\n",
+        ['7: routes[0].match.path.regex: may backtrack catastrophically: nested quantifier: a repeated part '
+         'contains a variable-length repeat that can match the text around it, as in (a+)+ or (\\w+\\s?)*'],
+    ),
+    'query regex with overlapping alternatives': (
+        WHEN + "          query: {q: {regex: '(a|ab)*'}}\n",
+        ['9: routes[0].rules[0].when.query.q.regex: may backtrack catastrophically: alternatives that can match '
+         'the same text under a repeat, as in (a|a)* or (a|ab)*; make the alternatives start differently'],
+    ),
+    'header regex nesting groups too deeply': (
+        WHEN + "          headers: {x-a: {regex: '" + "(" * 1000 + ")" * 1000 + "'}}\n",
+        ['9: routes[0].rules[0].when.headers.x-a.regex: groups nested 1000 deep; the limit is 32'],
+    ),
     'two value kinds': (
         WHEN + '          headers: {x-a: {present: true, regex: a}}\n',
         ["9: routes[0].rules[0].when.headers.x-a: give a value, a list of values, {present: bool} or {regex: "

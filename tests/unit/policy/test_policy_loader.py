@@ -1,7 +1,11 @@
 """Which files are policy, how documents are dispatched on `kind`, and what the version covers."""
 
+import re
 from pathlib import Path
 
+import pytest
+
+from extauth.config import ConfigError
 from extauth.policy.loader import load_policies
 from extauth.policy.model import PolicyDocument
 from extauth.screening.model import ScreeningDocument
@@ -39,3 +43,12 @@ def test_version_covers_screening_documents(tmp_path: Path) -> None:
     version = load_policies(tmp_path).version
     (tmp_path / "b.yaml").write_text(SCREENING.replace("[GET]", "[GET, POST]"))
     assert load_policies(tmp_path).version != version
+
+
+def test_an_unlistable_policy_directory_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A directory that cannot be listed (permissions, a vanished mount) is a ConfigError naming it, not an OSError."""
+    def denied(self: Path) -> None:
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(Path, "iterdir", denied)
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path))}: cannot list: Permission denied$"):
+        load_policies(tmp_path)

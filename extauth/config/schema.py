@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from extauth.config.regex_safety import UnsafeRegexError, compile_safe
 from extauth.identity.headers import header_value_problem
 from extauth.identity.urls import key_url_problem
 
@@ -440,8 +441,11 @@ class PolicyConfig(Strict):
 
 
 def _redact_pattern(value: str) -> str:
+    """Run over client text in every event, so held to the same backtracking rule as policy regexes."""
     try:
-        pattern = re.compile(value)
+        pattern = compile_safe(value)
+    except UnsafeRegexError as error:
+        raise ValueError(str(error)) from None
     except re.error as error:
         raise ValueError(f"invalid regular expression: {error}") from None
     if pattern.match(""):

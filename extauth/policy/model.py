@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 import cel
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from extauth.config.regex_safety import UnsafeRegexError, compile_safe
 from extauth.config.schema import HeaderName, Name, Strict
 from extauth.policy import syntax
-from extauth.policy.regex_safety import UnsafeRegexError, compile_safe
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]

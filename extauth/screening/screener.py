@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from extauth.config.errors import ConfigError, ConfigIssue
+from extauth.config.regex_safety import UnsafeRegexError, compile_safe
 from extauth.decision import Decision
 from extauth.policy.loader import LoadedDocument
-from extauth.policy.regex_safety import UnsafeRegexError, compile_safe
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.screening.model import DEFAULT_METHODS, Blocks, Limits, ScreeningDocument, Signature

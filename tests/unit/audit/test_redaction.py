@@ -257,10 +257,12 @@ def test_extra_redact_patterns_from_the_config_are_masked_too(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize(("pattern", "message"), [
-    ("acme_[", "invalid regular expression"), ("x*", "matches the empty string")])
+    ("acme_[", "invalid regular expression"), ("x*", "matches the empty string"),
+    ("(acme_[a-z]+)+!", "may backtrack catastrophically")])
 def test_unusable_redact_pattern_is_a_config_error_naming_its_line(tmp_path: Path, pattern: str,
                                                                    message: str) -> None:
-    """A pattern that does not compile, or matches nothing at all, is refused at load with file and line."""
+    """A pattern that does not compile, matches nothing at all, or may backtrack catastrophically over client
+    text is refused at load with file and line."""
     path = tmp_path / "extauth.yaml"
     path.write_text(f"policy: {{path: p.yaml}}\naudit:\n  redact_patterns:\n    - '{pattern}'\n")
     with pytest.raises(ConfigError, match=rf"extauth.yaml:4: audit.redact_patterns\[0\]: {message}"):

@@ -80,21 +80,26 @@ class PolicyStore:
         self._serial = asyncio.Lock()
         self._requested: set[asyncio.Task[bool]] = set()
         self._waiting_request = False
+        #: Reloads begun so far: a request is already answered by any reload that began after it was made.
+        self._begun = 0
 
     def request_reload(self, trigger: str) -> None:
         """Reload soon, from synchronous code (a signal handler); serialized with every other reload. Requests
-        made while one is still waiting for its turn join it (it reads the files when its turn comes), so a
-        burst of signals costs at most one reload after the one in progress."""
+        made while one is still waiting for its turn join it (it reads the files when its turn comes), and one
+        whose files a later-begun reload (the watch) already read is answered by it, so a burst of signals, or a
+        signal right after an edit, costs at most one reload after the one in progress."""
         if self._waiting_request:
             return
         self._waiting_request = True
-        task = asyncio.get_running_loop().create_task(self._requested_reload(trigger))
+        task = asyncio.get_running_loop().create_task(self._requested_reload(trigger, self._begun))
         self._requested.add(task)
         task.add_done_callback(self._requested.discard)
 
-    async def _requested_reload(self, trigger: str) -> bool:
+    async def _requested_reload(self, trigger: str, begun_before: int) -> bool:
         async with self._serial:
             self._waiting_request = False
+            if self._begun > begun_before:
+                return self.stats.last_error is None
             return await self._reload(trigger)
 
     async def reload(self, trigger: str) -> bool:
@@ -120,6 +125,7 @@ class PolicyStore:
         return self._files_fingerprint() != self._fingerprint
 
     async def _reload(self, trigger: str) -> bool:
+        self._begun += 1
         self.stats.by_trigger[trigger] = self.stats.by_trigger.get(trigger, 0) + 1
         # Taken first: an edit made while compiling reloads again; a rejected one waits for the next edit.
         self._fingerprint = await asyncio.to_thread(self._files_fingerprint)

@@ -91,7 +91,8 @@ def test_broken_reload_keeps_serving_the_last_good_policy(
         # The fix (delete one file, edit another) may be picked up by one poll or by two.
         assert changes[0] == "policy_reload_failed" and set(changes[1:]) == {"policy_reloaded"}
         failed = next(e for e in records if e["event"] == "policy_reload_failed")
-        assert failed["trigger"] == "sighup" and failed["serving_version"] == first_version
+        # The watch may read the broken file before the signal's turn comes; that reload answers the signal too.
+        assert failed["trigger"] in ("sighup", "file_change") and failed["serving_version"] == first_version
         assert failed["errors"][0].startswith(f"{policies / 'broken.yaml'}:6: routes[0].match.path")
     finally:
         envoy.stop()

@@ -179,3 +179,18 @@ def scraped(store: PolicyStore) -> dict[tuple[str, tuple[tuple[str, str], ...]],
     return {(sample.name, tuple(sample.labels.items())): sample.value
             for family in text_string_to_metric_families(generate_latest(registry).decode())
             for sample in family.samples}
+
+
+async def test_a_signal_already_answered_by_a_later_begun_reload_does_not_reload_again(policy_file: Path) -> None:
+    """A SIGHUP that waits while the watch begins a reload of the same edit is answered by that reload: one
+    rejection event for one broken edit, not two."""
+    events: list[str] = []
+    store = PolicyStore(policy_file, SystemClock(), notify=lambda event, **fields: events.append(event))
+    policy_file.write_text("apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: x}\nroutes: [{name: r}]\n")
+    async with store._serial:  # held, as by a reload in progress
+        store.request_reload("sighup")
+        watch_reload = asyncio.create_task(store._reload("file_change"))  # what the watch runs
+        await asyncio.sleep(0)
+    await watch_reload
+    await asyncio.sleep(0.05)
+    assert events == ["policy_reload_failed"] and store.stats.by_trigger == {"file_change": 1}

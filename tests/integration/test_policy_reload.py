@@ -197,3 +197,30 @@ def _nth_decision(extauth: ExtauthProcess, n: int) -> dict:
     """The n-th decision event (1-based), once the audit writer has written it."""
     wait_for(lambda: len(_decisions(extauth)) >= n)
     return _decisions(extauth)[n - 1]
+
+
+def test_owned_headers_follow_the_live_policy_across_a_reload(
+        tmp_path: Path, certs: DevCerts, upstream: RunningUpstream, envoy_binary: Path) -> None:
+    """A header a newly loaded rule can set is stripped from client requests from the reload on, on every allow
+    (public routes included), whether or not that rule fired."""
+    policies = tmp_path / "policies"
+    shutil.copytree(DEMO_POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
+    extauth = ExtauthProcess(tmp_path, extauth_config(tmp_path, certs, policy={"path": str(policies),
+                                                                                "watch": False}))
+    extauth.wait_serving()
+    envoy = EnvoyProcess(tmp_path, certs, upstream.port, extauth.addresses)
+    try:
+        spoof = {"x-clearance": "top-secret"}
+        assert envoy.get("/public/x", **spoof).json()["headers"].get("x-clearance") == "top-secret"
+        (policies / "clearance.yaml").write_text(
+            "apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: clearance}\nroles: {spy: []}\nroutes:\n"
+            "  - name: vault\n    match: {path: {prefix: /vault/}}\n    rules:\n"
+            "      - {name: spies, when: {roles: [spy]}, headers: {x-clearance: '{claims.level}'}}\n")
+        extauth.process.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "x-clearance" not in envoy.get("/public/x", **spoof).json()["headers"])
+        spy = mint_token(certs.jwt_signing_key, subject="mole", claims={"roles": ["spy"]})
+        vault = envoy.get("/vault/x", spy, **spoof)
+        assert vault.status == 200 and "x-clearance" not in vault.json()["headers"]  # no `level` claim: removed
+    finally:
+        envoy.stop()
+        extauth.stop()

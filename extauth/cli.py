@@ -1,36 +1,101 @@
 """The `extauth` command line: serve, validate, and the local-development helpers."""
 
 import argparse
+import os
 import sys
+import traceback
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from extauth.audit.cli import main as audit_main
 from extauth.audit.cli import register as register_audit
+from extauth.cli_support import (
+    EXIT_BROKEN_PIPE,
+    EXIT_FAILED,
+    EXIT_INTERNAL_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CommandParser,
+)
 from extauth.config import ConfigError, load_config
+from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_VARIABLE
+
+#: Set to 1 to see the traceback of any error, foreseen or not.
+DEBUG_VARIABLE = "EXTAUTH_DEBUG"
+#: Commands whose verdict is about the config itself: an invalid one is their failed verdict, not a usage error.
+_CONFIG_IS_THE_VERDICT = {"validate"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every foreseeable failure (bad config or input, missing or unreadable file, Ctrl-C, a
+    closed stdout) ends in one line on stderr and its exit code (extauth/cli_support.py), never a traceback.
+    Anything else is a bug: `internal error: ...` with a hint to rerun with EXTAUTH_DEBUG=1 for the traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else ""
     try:
-        if argv[:1] == ["audit"]:
-            return audit_main(argv[1:])  # its own parser: a subcommand or FILEs, options anywhere
-        args = _parser().parse_args(argv)
-        return args.run(args)
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 1
+        try:
+            return _dispatch(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe fails here, inside the handlers, not at interpreter exit
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
-        return 130
+        _debug_traceback()
+        print("extauth: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ConfigError as error:
+        _debug_traceback()
+        print(error, file=sys.stderr)
+        return EXIT_FAILED if command in _CONFIG_IS_THE_VERDICT else EXIT_USAGE
+    except OSError as error:
+        _debug_traceback()
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"extauth {command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    except ValueError as error:  # input that does not parse: a claim, a key, a stream that is not JSON
+        _debug_traceback()
+        print(f"extauth {command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as error:
+        if os.environ.get(DEBUG_VARIABLE) == "1":
+            raise
+        print(f"extauth {command}: internal error: {type(error).__name__}: {error} "
+              f"(rerun with {DEBUG_VARIABLE}=1 for the traceback, and please report it)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv[:1] == ["audit"]:
+        return audit_main(argv[1:])  # its own parser: a subcommand or FILEs, options anywhere
+    args = _parser().parse_args(argv)
+    return int(args.run(args))
+
+
+def _debug_traceback() -> None:
+    if os.environ.get(DEBUG_VARIABLE) == "1":
+        traceback.print_exc()
+
+
+def _discard_stdout() -> None:
+    """The reader went away (`| head`): point stdout at /dev/null so nothing more is written to the closed pipe,
+    not even by the interpreter's final flush (the recipe of Python's signal module documentation)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (captured in tests): nothing to redirect
+        pass
+    finally:
+        os.close(devnull)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="extauth", description=__doc__)
+    parser = CommandParser(prog="extauth", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the ext_authz gRPC service")
-    serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument("--config", type=Path, required=True, help="the extauth YAML config (docs/configuration.md)")
     serve.add_argument("--workers", type=int, help="processes, each on its own socket (overrides server.workers)")
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--rate-limit-backend", metavar="URL", type=_backend_url,
@@ -38,19 +103,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     validate = commands.add_parser("validate", help="check a config file and the policies it names")
-    validate.add_argument("config", type=Path)
+    validate.add_argument("config", type=Path, help="the extauth YAML config; the policies it names are checked too")
     validate.set_defaults(run=_validate)
 
     test = commands.add_parser("test", help="run the policy test cases in DIR/tests against the policies in DIR")
-    test.add_argument("directory", type=Path)
+    test.add_argument("directory", type=Path, help="a policy directory with its test cases in DIR/tests/*.yaml")
     test.add_argument("-v", "--verbose", action="store_true", help="also list passing cases")
     test.set_defaults(run=_test)
 
     explain = commands.add_parser("explain", help="show how the policy decides a request, and why")
-    explain.add_argument("--config", type=Path, required=True)
-    explain.add_argument("method")
+    explain.add_argument("--config", type=Path, required=True, help="the extauth YAML config whose policy decides")
+    explain.add_argument("method", help="HTTP method, e.g. GET")
     explain.add_argument("url", help="/path?query or https://host/path?query")
-    explain.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
+    explain.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                         help="a request header (repeatable)")
     who = explain.add_mutually_exclusive_group()
     who.add_argument("--token", help="a JWT, verified with the configured providers")
     who.add_argument("--sub", help="subject of a principal described by hand (with --claim)")
@@ -60,7 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--peer", default="", help="mTLS peer identity (e.g. a SPIFFE ID)")
     explain.add_argument("--context", action="append", default=[], metavar="KEY=VALUE",
                          help="Envoy context_extensions of the route")
-    explain.add_argument("--at", type=datetime.fromisoformat, help="evaluate at this ISO time (time windows)")
+    explain.add_argument("--at", type=_instant, metavar="ISO_TIME",
+                         help="evaluate at this time (time windows); UTC unless it names a zone, e.g. +02:00")
     explain.add_argument("--shadow", action="store_true", help="explain with the shadow policy instead")
     explain.set_defaults(run=_explain)
 
@@ -68,22 +135,26 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="subject")
     token.add_argument("--claim", action="append", default=[], metavar="NAME=VALUE",
                        help="extra claim; a comma in VALUE makes a list (roles=reader,writer)")
-    token.add_argument("--claim-json", action="append", default=[], metavar="NAME=JSON")
+    token.add_argument("--claim-json", action="append", default=[], metavar="NAME=JSON",
+                       help="extra claim whose value is JSON (numbers, booleans, objects): --claim-json level=3")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
-    token.add_argument("--key", type=Path, default=Path(".run/certs/jwt-signing.key"))
-    token.add_argument("--issuer")
-    token.add_argument("--audience")
+    token.add_argument("--key", type=Path, metavar="PEM",
+                       help=f"RSA private key to sign with (default: ${DEV_KEY_VARIABLE}, else the key `make run` "
+                            "created in this checkout's .run/certs, from any directory)")
+    token.add_argument("--issuer", help=f"iss claim (default {DEV_ISSUER}, the local stack's provider)")
+    token.add_argument("--audience", help=f"aud claim (default {DEV_AUDIENCE})")
     token.set_defaults(run=_token)
 
     certs = commands.add_parser("dev-certs", help="create a local CA, TLS certificates and a JWT signing key")
-    certs.add_argument("directory", type=Path)
+    certs.add_argument("directory", type=Path, help="where to write them (created; `make run` uses .run/certs)")
     certs.add_argument("--force", action="store_true", help="replace existing files")
     certs.set_defaults(run=_dev_certs)
 
     upstream = commands.add_parser("dev-upstream", help="run the demo TLS upstream that echoes requests")
-    upstream.add_argument("--host", default="127.0.0.1")
-    upstream.add_argument("--port", type=int, default=8444)
-    upstream.add_argument("--certs", type=Path, default=Path(".run/certs"))
+    upstream.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    upstream.add_argument("--port", type=int, default=8444, help="HTTPS port (default 8444: envoy.yaml)")
+    upstream.add_argument("--certs", type=Path, default=Path(".run/certs"),
+                          help="directory holding upstream.crt and upstream.key from dev-certs (default .run/certs)")
     upstream.set_defaults(run=_dev_upstream)
 
     stack = commands.add_parser("dev-stack", help="run Envoy + extauth + the demo upstream locally")
@@ -92,6 +163,15 @@ def _parser() -> argparse.ArgumentParser:
 
     register_audit(commands)
     return parser
+
+
+def _instant(text: str) -> datetime:
+    """An ISO time; without a zone it is UTC (as `extauth audit --since`), not the local zone of the machine."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time (2026-11-24T15:00, +02:00 for a zone)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _backend_url(text: str) -> str:
@@ -170,12 +250,12 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER
-    from extauth.devtools.tokens import mint_token, parse_claim, parse_json_claim
+    from extauth.devtools.tokens import dev_signing_key, mint_token, parse_claim, parse_json_claim
 
     claims = dict(parse_claim(text) for text in args.claim)
     claims.update(parse_json_claim(text) for text in args.claim_json)
-    print(mint_token(args.key, subject=args.sub, claims=claims, ttl_seconds=args.ttl,
+    key = args.key or dev_signing_key()
+    print(mint_token(key, subject=args.sub, claims=claims, ttl_seconds=args.ttl,
                      issuer=args.issuer or DEV_ISSUER, audience=args.audience or DEV_AUDIENCE))
     return 0
 

@@ -4,7 +4,7 @@ checkpoints, create a checkpoint signing key. Options may come before or after t
     extauth audit verify [--require-sealed] [--public-key PUB.pem]... FILE...
     extauth audit keygen [--force] DIR
     extauth audit [--deny] [--subject S] [--reason R] [--since 10m|ISO] [--request-id ID] [--top N]
-                  [--json | --summary] FILE|-
+                  [--event KIND|all]... [--json | --summary] FILE|-
 """
 
 import argparse
@@ -20,11 +20,14 @@ from typing import Any, TextIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from extauth.audit.chain import verify
+from extauth.audit.kinds import DECISION_EVENTS, EVENT_KINDS
 from extauth.audit.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, Verifier, load_public_key, write_key_pair
+from extauth.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandParser
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-_DECISION_EVENTS = ("decision", "completion")
+#: Fields every record carries: not repeated when an event without a format of its own is listed.
+_COMMON_FIELDS = ("schema_version", "event", "ts", "instance", "chain", "seq", "prev_hash", "hash", "signature")
 
 
 def register(commands: Any) -> None:
@@ -38,17 +41,20 @@ def register(commands: Any) -> None:
 def main(argv: Sequence[str]) -> int:
     """`extauth audit ARGS`, parsed intermixed so `verify --require-sealed FILE` and `verify FILE --require-sealed`
     mean the same (one parser taking `verify` as its first FILE rejected the first spelling)."""
-    if argv[:1] == ["verify"]:
-        args = _verify_parser().parse_intermixed_args(argv[1:])
-        return run_verify(args.files, args.require_sealed, sys.stdout, args.public_key)
-    if argv[:1] == ["keygen"]:
-        args = _keygen_parser().parse_intermixed_args(argv[1:])
-        return run_keygen(args.directory, args.force, sys.stdout)
-    return run_filter(_filter_parser().parse_intermixed_args(argv), sys.stdout)
+    parsers = forms()
+    form = argv[0] if argv[:1] and argv[0] in parsers else ""
+    args = parsers[form].parse_intermixed_args(argv[1:] if form else argv)
+    return int(args.run(args))
+
+
+def forms() -> dict[str, argparse.ArgumentParser]:
+    """Each form of `extauth audit` by its first word ("" for the filter, which takes FILEs): `main` dispatches
+    on it, and the CLI tests walk every one."""
+    return {"verify": _verify_parser(), "keygen": _keygen_parser(), "": _filter_parser()}
 
 
 def _verify_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="extauth audit verify",
+    parser = CommandParser(prog="extauth audit verify",
                                      description="check the hash chain (and with --public-key the signed "
                                                  "checkpoints) of audit files; exit 1 on any problem")
     parser.add_argument("files", nargs="+", metavar="FILE", help="audit JSON-lines files ('-' reads stdin)")
@@ -56,21 +62,23 @@ def _verify_parser() -> argparse.ArgumentParser:
                         help="a chain not ending with its (signed) audit_closed record is an error too")
     parser.add_argument("--public-key", action="append", default=[], type=_public_key, metavar="PUB.pem",
                         help="Ed25519 public key the checkpoints must be signed with (repeatable: key rotation)")
+    parser.set_defaults(run=lambda args: run_verify(args.files, args.require_sealed, sys.stdout, args.public_key))
     return parser
 
 
 def _keygen_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="extauth audit keygen",
+    parser = CommandParser(prog="extauth audit keygen",
                                      description=f"create DIR/{PRIVATE_KEY_NAME} (for audit.signing_key, mode "
                                                  f"0600) and DIR/{PUBLIC_KEY_NAME} (for audit verify)")
-    parser.add_argument("directory", type=Path, metavar="DIR")
+    parser.add_argument("directory", type=Path, metavar="DIR", help="where to write the key pair (created if absent)")
     parser.add_argument("--force", action="store_true", help="replace an existing pair")
+    parser.set_defaults(run=lambda args: run_keygen(args.directory, args.force, sys.stdout))
     return parser
 
 
 def _filter_parser() -> argparse.ArgumentParser:
-    audit = argparse.ArgumentParser(prog="extauth audit", description=__doc__,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    audit = CommandParser(prog="extauth audit", description=__doc__, epilog=_event_kinds_help(),
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
     audit.add_argument("files", nargs="+", metavar="FILE", help="audit JSON-lines files ('-' reads stdin)")
     audit.add_argument("--deny", action="store_true", help="denials only")
     audit.add_argument("--allow", action="store_true", help="allowed requests only")
@@ -78,13 +86,20 @@ def _filter_parser() -> argparse.ArgumentParser:
     audit.add_argument("--reason", action="append", default=[], help="this reason code only (repeatable)")
     audit.add_argument("--since", type=parse_since, help="10m, 2h, 1d (ago) or an ISO time (UTC unless given)")
     audit.add_argument("--request-id", help="one request: its decision and completion")
-    audit.add_argument("--event", choices=("decision", "completion", "all"), default="decision",
-                       help="which events to list (default decision; --request-id shows both)")
+    audit.add_argument("--event", action="append", choices=(*EVENT_KINDS, "all"), metavar="KIND",
+                       help="list events of this kind (repeatable; `all` for every kind; default decision, and "
+                            "decision and completion with --request-id); the kinds are listed below")
     audit.add_argument("--top", type=int, default=5, metavar="N", help="rows in each top-N table (default 5)")
     output = audit.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print matching events as JSON lines (for jq)")
     output.add_argument("--summary", action="store_true", help="print only the summary")
+    audit.set_defaults(run=lambda args: run_filter(args, sys.stdout))
     return audit
+
+
+def _event_kinds_help() -> str:
+    width = max(map(len, EVENT_KINDS))
+    return "event kinds (--event):\n" + "\n".join(f"  {kind:<{width}}  {what}" for kind, what in EVENT_KINDS.items())
 
 
 def _public_key(text: str) -> Ed25519PublicKey:
@@ -107,18 +122,27 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 def run_verify(files: Sequence[str], require_sealed: bool, out: TextIO,
                public_keys: Sequence[Ed25519PublicKey] = ()) -> int:
+    """Print each problem on its own line, then a verdict that counts and names them, so a failure never reads
+    `FAILED: ... 0 problem(s)` (an unsealed chain under --require-sealed is a problem too)."""
     report = verify(_lines(files), Verifier.of(public_keys) if public_keys else None)
     for problem in report.problems:
         print(f"TAMPERED {problem}", file=out)
     for chain_id in report.unsealed:
         label = "UNSEALED" if require_sealed else "open"
         print(f"{label} chain {chain_id}: {report.chains[chain_id].describe_unsealed(report.signed)}", file=out)
-    verdict = "ok" if report.ok(require_sealed) else "FAILED"
+    failures = Counter[str]()
+    failures["tampered or unverifiable line(s)"] = len(report.problems)
+    if require_sealed:
+        failures["unsealed chain(s)"] = len(report.unsealed)
+        if not report.chains and not report.problems:
+            print(f"EMPTY: no audit chain in {', '.join(files)}, nothing to prove sealed", file=out)
+            failures["empty input"] = 1
+    named = ", ".join(f"{count} {what}" for what, count in failures.items() if count)
     signatures = (f", {sum(state.checkpoints for state in report.chains.values())} signed checkpoint(s) verified"
                   if report.signed else ", signatures not checked (no --public-key)")
-    print(f"{verdict}: {report.lines} lines, {len(report.chains)} chain(s), {len(report.problems)} problem(s)"
-          f"{signatures}", file=out)
-    return 0 if report.ok(require_sealed) else 1
+    print(f"{'FAILED' if named else 'ok'}: {report.lines} lines, {len(report.chains)} chain(s), "
+          f"{failures.total()} problem(s){f' ({named})' if named else ''}{signatures}", file=out)
+    return EXIT_FAILED if named else EXIT_OK
 
 
 def run_keygen(directory: Path, force: bool, out: TextIO) -> int:
@@ -126,33 +150,44 @@ def run_keygen(directory: Path, force: bool, out: TextIO) -> int:
     if existing and not force:
         print(f"{existing[0]} exists; --force replaces the pair (keep the old public key to verify old files)",
               file=sys.stderr)
-        return 1
+        return EXIT_USAGE
     private_path, public_path = write_key_pair(directory, force=True)
     print(f"signing key (audit.signing_key): {private_path}\npublic key (audit verify --public-key): {public_path}",
           file=out)
-    return 0
+    return EXIT_OK
 
 
 def run_filter(args: argparse.Namespace, out: TextIO) -> int:
-    events = list(matching(_events(args.files), args))
+    """List each matching event as it is read (so `tail -f FILE | extauth audit -` shows them live), then the
+    summary; Ctrl-C still prints the summary of what was read before stopping."""
+    events: list[dict[str, Any]] = []
+    try:
+        for event in matching(_events(args.files), args):
+            events.append(event)
+            if args.json:
+                print(json.dumps(event, separators=(",", ":")), file=out)
+            elif not args.summary:
+                print(format_event(event), file=out)
+    except KeyboardInterrupt:
+        _print_summary(events, args, out)
+        raise
+    _print_summary(events, args, out)
+    return EXIT_OK
+
+
+def _print_summary(events: Sequence[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
     if args.json:
-        for event in events:
-            print(json.dumps(event, separators=(",", ":")), file=out)
-        return 0
-    if not args.summary:
-        for event in events:
-            print(format_event(event), file=out)
-        if events:
-            print(file=out)
+        return
+    if events and not args.summary:
+        print(file=out)
     for line in summary(events, args.top):
         print(line, file=out)
-    return 0
 
 
 def matching(events: Iterable[dict[str, Any]], args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    kinds = _DECISION_EVENTS if args.event == "all" or args.request_id else (args.event,)
+    kinds = set(args.event or (DECISION_EVENTS if args.request_id else ["decision"]))
     for event in events:
-        if event.get("event") not in kinds:
+        if "all" not in kinds and event.get("event") not in kinds:
             continue
         if args.request_id and event.get("request_id") != args.request_id:
             continue
@@ -175,21 +210,29 @@ def matching(events: Iterable[dict[str, Any]], args: argparse.Namespace) -> Iter
 def format_event(event: dict[str, Any]) -> str:
     ts = str(event.get("ts", ""))[:23]
     where = f"{event.get('method') or '-'} {event.get('host') or ''}{event.get('path') or ''}"
-    if event.get("event") == "completion":
+    kind = event.get("event")
+    if kind == "completion":
         flags = event.get("response_flags") or "-"
         return (f"{ts}  completion {event.get('status')} {flags:<6} {event.get('bytes_sent')}B "
                 f"{(event.get('duration_us') or 0) / 1000:.1f}ms  {where}  {event.get('request_id')}")
-    return (f"{ts}  {event.get('decision', '?'):<5} {event.get('status')} {event.get('reason', ''):<22} "
-            f"{event.get('subject') or '-':<16} {where}  {event.get('request_id')}")
+    if kind == "decision":
+        return (f"{ts}  {event.get('decision', '?'):<5} {event.get('status')} {event.get('reason', ''):<22} "
+                f"{event.get('subject') or '-':<16} {where}  {event.get('request_id')}")
+    fields = " ".join(f"{name}={json.dumps(value, separators=(',', ':'))}" for name, value in event.items()
+                      if name not in _COMMON_FIELDS)
+    return f"{ts}  {kind}  {fields}  {event.get('instance') or ''}".rstrip()
 
 
 def summary(events: Sequence[dict[str, Any]], top: int) -> Iterator[str]:
     decisions = [event for event in events if event.get("event") == "decision"]
     counts = Counter(event.get("decision") for event in decisions)
+    others = Counter(str(event.get("event")) for event in events if event.get("event") not in DECISION_EVENTS)
     times = [str(event["ts"]) for event in events if event.get("ts")]
     span = f" from {min(times)} to {max(times)}" if times else ""
+    completions = sum(event.get("event") == "completion" for event in events)
+    other_kinds = "".join(f", {count} {kind}" for kind, count in sorted(others.items()))
     yield (f"{len(events)} events: {counts.get('allow', 0)} allow, {counts.get('deny', 0)} deny, "
-           f"{len(events) - len(decisions)} completion{span}")
+           f"{completions} completion{other_kinds}{span}")
     tables = (
         ("top reasons", Counter(event.get("reason") for event in decisions)),
         ("top subjects", Counter(event.get("subject") or "(anonymous)" for event in decisions)),
@@ -223,7 +266,9 @@ def _lines(files: Sequence[str]) -> Iterator[str]:
 
 
 def _events(files: Sequence[str]) -> Iterator[dict[str, Any]]:
-    skipped = 0
+    """The JSON objects of the input; lines that are not JSON are skipped and counted (a live stream may carry a
+    cut line), but input with lines and no JSON object at all is not an audit stream: a ValueError."""
+    skipped = found = 0
     for line in _lines(files):
         try:
             event = json.loads(line)
@@ -231,6 +276,9 @@ def _events(files: Sequence[str]) -> Iterator[dict[str, Any]]:
             skipped += line.strip() != ""
             continue
         if isinstance(event, dict):
+            found += 1
             yield event
+    if skipped and not found:
+        raise ValueError(f"{', '.join(files)}: no JSON line in {skipped} line(s): not an audit stream")
     if skipped:
         print(f"({skipped} lines were not JSON and were skipped)", file=sys.stderr)

@@ -1,14 +1,19 @@
 """Dev tokens signed with the dev key from `create_dev_certs`, for trying policies by hand and for tests."""
 
+import errno
 import json
+import os
 import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_ID
+from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_ID, DEV_KEY_VARIABLE
+from extauth.devtools.certs import DevCerts
 
 
 def mint_token(
@@ -34,7 +39,32 @@ def mint_token(
         "jti": uuid.uuid4().hex,
         **claims,
     }
-    return jwt.encode(payload, key_file.read_bytes(), algorithm="RS256", headers={"kid": DEV_KEY_ID})
+    return jwt.encode(payload, _private_key(key_file), algorithm="RS256", headers={"kid": DEV_KEY_ID})
+
+
+def dev_signing_key() -> Path:
+    """The key `extauth token` signs with when --key is not given: $EXTAUTH_DEV_KEY, else the one `make run`
+    created in the checkout this package runs from, so the command works from any directory."""
+    from extauth.devstack.stack import StackPaths  # the stack imports this module
+
+    configured = os.environ.get(DEV_KEY_VARIABLE)
+    path = Path(configured) if configured else DevCerts.in_directory(StackPaths.shipped().certs_dir).jwt_signing_key
+    if not path.is_file():
+        origin = f" (from ${DEV_KEY_VARIABLE})" if configured else ""
+        raise FileNotFoundError(errno.ENOENT, f"no dev signing key at {path}{origin}; run `make run` once, "
+                                              f"set {DEV_KEY_VARIABLE} or pass --key")
+    return path
+
+
+def _private_key(key_file: Path) -> RSAPrivateKey:
+    """The RSA key in `key_file`; a ValueError naming the file when it holds anything else."""
+    try:
+        key = load_pem_private_key(key_file.read_bytes(), password=None)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{key_file}: not an unencrypted PEM private key ({error})") from None
+    if not isinstance(key, RSAPrivateKey):
+        raise ValueError(f"{key_file}: not an RSA private key (RS256 tokens need one)")
+    return key
 
 
 def parse_claim(text: str) -> tuple[str, object]:

@@ -265,7 +265,7 @@ def test_keygen_writes_a_private_key_only_its_owner_reads_and_keeps_an_existing_
     assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
     assert load_signing_key(private).public_key() == load_public_key(public)
     before = private.read_bytes()
-    assert main(["audit", "keygen", str(tmp_path)]) == 1 and private.read_bytes() == before
+    assert main(["audit", "keygen", str(tmp_path)]) == 2 and private.read_bytes() == before
     assert main(["audit", "keygen", "--force", str(tmp_path)]) == 0 and private.read_bytes() != before
     assert "audit.signing_key" in capsys.readouterr().out
 

@@ -105,7 +105,9 @@ def _event_kinds_help() -> str:
 def _public_key(text: str) -> Ed25519PublicKey:
     try:
         return load_public_key(Path(text))
-    except (OSError, ValueError) as error:
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"{text}: {error.strerror or error}") from None
+    except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
@@ -161,13 +163,14 @@ def run_filter(args: argparse.Namespace, out: TextIO) -> int:
     """List each matching event as it is read (so `tail -f FILE | extauth audit -` shows them live), then the
     summary; Ctrl-C still prints the summary of what was read before stopping."""
     events: list[dict[str, Any]] = []
+    live = "-" in args.files
     try:
         for event in matching(_events(args.files), args):
             events.append(event)
             if args.json:
-                print(json.dumps(event, separators=(",", ":")), file=out)
+                print(json.dumps(event, separators=(",", ":")), file=out, flush=live)
             elif not args.summary:
-                print(format_event(event), file=out)
+                print(format_event(event), file=out, flush=live)
     except KeyboardInterrupt:
         _print_summary(events, args, out)
         raise

@@ -7,7 +7,8 @@ import socket
 import ssl
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -66,12 +67,14 @@ class EchoServer(ThreadingHTTPServer):
     stall the accept loop."""
 
     def __init__(self, host: str, port: int, cert: Path, key: Path) -> None:
-        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        super().__init__((host, port), EchoHandler)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_alpn_protocols(["http/1.1"])
-        context.load_cert_chain(cert, key)
+        with _naming(f"{cert} / {key}"):  # ssl's errors do not say which file
+            context.load_cert_chain(cert, key)
+        self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with _naming(f"{host}:{port}"):
+            super().__init__((host, port), EchoHandler)
         self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
@@ -116,13 +119,25 @@ def start_in_thread(cert: Path, key: Path, *, host: str = "127.0.0.1", port: int
 
 def serve(host: str, port: int, cert: Path, key: Path) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting and return, so the process exits 0."""
+    upstream = start_in_thread(cert, key, host=host, port=port)  # first: a failed start changes no signal handler
     stop_requested = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stop_requested.set())
-    upstream = start_in_thread(cert, key, host=host, port=port)
     _log({"service": SERVICE_NAME, "message": f"listening on https://{host}:{upstream.port}"})
     stop_requested.wait()
     upstream.stop()
+
+
+@contextmanager
+def _naming(what: str) -> Iterator[None]:
+    """Re-raise an OSError that names nothing with `what` as its filename, so the CLI's one-line error says
+    which files or address failed."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename:
+            raise
+        raise OSError(error.errno, error.strerror or str(error), what) from error
 
 
 def _log(event: dict[str, object]) -> None:

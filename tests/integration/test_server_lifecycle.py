@@ -135,17 +135,17 @@ def test_envoy_fails_closed_when_extauth_is_down(tmp_path: Path, certs: DevCerts
 
 @pytest.mark.parametrize("text", ["server: {workers: 0}\npolicy: {path: p}\n", "policy: {path: /nonexistent}\n"])
 def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path, text: str) -> None:
-    """`extauth serve` with an invalid config or policy exits 1 and names the file."""
+    """`extauth serve` with an invalid config or policy exits 2 (a config error) and names the file."""
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     result = subprocess.run([sys.executable, "-m", "extauth", "serve", "--config", str(path)],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith(str(path) if "workers" in text else "/nonexistent")
 
 
 def test_serve_refuses_a_plaintext_listener_other_hosts_can_reach(tmp_path: Path, certs: DevCerts) -> None:
-    """`tcp:0.0.0.0:PORT` without TLS: `extauth serve` exits 1 naming file, line and field, and never listens."""
+    """`tcp:0.0.0.0:PORT` without TLS: `extauth serve` exits 2 naming file, line and field, and never listens."""
     port = free_port()
     config = extauth_config(tmp_path, certs, server={"listen": [f"tcp:0.0.0.0:{port}"]})
     path = tmp_path / "extauth.yaml"
@@ -153,7 +153,7 @@ def test_serve_refuses_a_plaintext_listener_other_hosts_can_reach(tmp_path: Path
     line = path.read_text().splitlines().index(f"  - tcp:0.0.0.0:{port}") + 1
     result = subprocess.run([sys.executable, "-m", "extauth", "serve", "--config", str(path)],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.startswith(f"{path}:{line}: server.listen[0]: tcp:0.0.0.0:{port} is reachable from other "
                                     "hosts without TLS")
 

@@ -17,6 +17,7 @@ from extauth.cli_support import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     CommandParser,
+    printable,
 )
 from extauth.config import ConfigError, load_config
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_VARIABLE
@@ -47,22 +48,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except ConfigError as error:
         _debug_traceback()
-        print(error, file=sys.stderr)
+        print("\n".join(printable(line) for line in str(error).split("\n")), file=sys.stderr)
         return EXIT_FAILED if command in _CONFIG_IS_THE_VERDICT else EXIT_USAGE
     except OSError as error:
         _debug_traceback()
         where = f"{error.filename}: " if error.filename else ""
-        print(f"extauth {command}: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(printable(f"extauth {command}: error: {where}{error.strerror or error}"), file=sys.stderr)
         return EXIT_USAGE
     except ValueError as error:  # input that does not parse: a claim, a key, a stream that is not JSON
         _debug_traceback()
-        print(f"extauth {command}: error: {error}", file=sys.stderr)
+        print(printable(f"extauth {command}: error: {error}"), file=sys.stderr)
         return EXIT_USAGE
     except Exception as error:
         if os.environ.get(DEBUG_VARIABLE) == "1":
             raise
-        print(f"extauth {command}: internal error: {type(error).__name__}: {error} "
-              f"(rerun with {DEBUG_VARIABLE}=1 for the traceback, and please report it)", file=sys.stderr)
+        print(printable(f"extauth {command}: internal error: {type(error).__name__}: {error} "
+                        f"(rerun with {DEBUG_VARIABLE}=1 for the traceback, and please report it)"), file=sys.stderr)
         return EXIT_INTERNAL_ERROR
 
 

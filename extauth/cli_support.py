@@ -8,6 +8,7 @@ traceback); 130 interrupted (Ctrl-C); 141 stdout closed early (`| head`), as for
 
 import argparse
 import sys
+import unicodedata
 from typing import NoReturn
 
 EXIT_OK = 0
@@ -23,5 +24,20 @@ class CommandParser(argparse.ArgumentParser):
     block followed by the error, so every failure of the CLI reads the same way."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        print(printable(f"{self.prog}: error: {message} (see {self.prog} --help)"), file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal in one line: control and format characters (newlines, escape sequences,
+    bidirectional overrides) escaped as `\\x1b`, `\\u202e`, ... Audit events carry client-chosen text (paths,
+    subjects, hosts), which must not move the cursor, recolour or rewrite what an operator reads."""
+    return "".join(_escape(char) if unicodedata.category(char) in _UNPRINTABLE else char for char in text)
+
+
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"

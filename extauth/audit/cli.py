@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from extauth.audit.chain import verify
 from extauth.audit.kinds import DECISION_EVENTS, EVENT_KINDS
 from extauth.audit.signing import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, Verifier, load_public_key, write_key_pair
-from extauth.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandParser
+from extauth.cli_support import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CommandParser, printable
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -128,10 +128,11 @@ def run_verify(files: Sequence[str], require_sealed: bool, out: TextIO,
     `FAILED: ... 0 problem(s)` (an unsealed chain under --require-sealed is a problem too)."""
     report = verify(_lines(files), Verifier.of(public_keys) if public_keys else None)
     for problem in report.problems:
-        print(f"TAMPERED {problem}", file=out)
+        print(printable(f"TAMPERED {problem}"), file=out)  # chain ids come from the file: escape what it holds
     for chain_id in report.unsealed:
         label = "UNSEALED" if require_sealed else "open"
-        print(f"{label} chain {chain_id}: {report.chains[chain_id].describe_unsealed(report.signed)}", file=out)
+        print(printable(f"{label} chain {chain_id}: {report.chains[chain_id].describe_unsealed(report.signed)}"),
+              file=out)
     failures = Counter[str]()
     failures["tampered or unverifiable line(s)"] = len(report.problems)
     if require_sealed:
@@ -211,6 +212,11 @@ def matching(events: Iterable[dict[str, Any]], args: argparse.Namespace) -> Iter
 
 
 def format_event(event: dict[str, Any]) -> str:
+    """One line per event, with client-chosen text (path, host, subject) escaped for the terminal."""
+    return printable(_event_line(event))
+
+
+def _event_line(event: dict[str, Any]) -> str:
     ts = str(event.get("ts", ""))[:23]
     where = f"{event.get('method') or '-'} {event.get('host') or ''}{event.get('path') or ''}"
     kind = event.get("event")
@@ -234,8 +240,8 @@ def summary(events: Sequence[dict[str, Any]], top: int) -> Iterator[str]:
     span = f" from {min(times)} to {max(times)}" if times else ""
     completions = sum(event.get("event") == "completion" for event in events)
     other_kinds = "".join(f", {count} {kind}" for kind, count in sorted(others.items()))
-    yield (f"{len(events)} events: {counts.get('allow', 0)} allow, {counts.get('deny', 0)} deny, "
-           f"{completions} completion{other_kinds}{span}")
+    yield printable(f"{len(events)} events: {counts.get('allow', 0)} allow, {counts.get('deny', 0)} deny, "
+                    f"{completions} completion{other_kinds}{span}")
     tables = (
         ("top reasons", Counter(event.get("reason") for event in decisions)),
         ("top subjects", Counter(event.get("subject") or "(anonymous)" for event in decisions)),
@@ -246,7 +252,7 @@ def summary(events: Sequence[dict[str, Any]], top: int) -> Iterator[str]:
         if counter:
             yield f"{title}:"
             for value, count in counter.most_common(top):
-                yield f"  {count:>7}  {value}"
+                yield printable(f"  {count:>7}  {value}")
 
 
 def _after(ts: object, since: datetime) -> bool:

@@ -5,6 +5,8 @@ import asyncio
 import contextlib
 import io
 import json
+import re
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -210,3 +212,27 @@ def test_an_empty_file_fails_require_sealed(tmp_path: Path, capsys: pytest.Captu
     out = capsys.readouterr().out.splitlines()
     assert out[-2] == f"EMPTY: no audit chain in {path}, nothing to prove sealed"
     assert out[-1].startswith("FAILED: 0 lines, 0 chain(s), 1 problem(s) (1 empty input)")
+
+
+CLIENT_TEXT = st.text(st.characters(codec="utf-8"), max_size=30) | st.sampled_from(
+    ["\x1b[2J\x1b[H", "\x1b]52;c;ZXZpbA==\x07", "ok\u202egpj.exe", "a\r\nb", "\x85\u2028\u2029", "\x00\x7f\x9b"])
+
+
+@given(path=CLIENT_TEXT, subject=CLIENT_TEXT, host=CLIENT_TEXT, reason=CLIENT_TEXT, kind=CLIENT_TEXT)
+@settings(max_examples=150, deadline=None)
+def test_client_text_cannot_drive_the_operators_terminal(
+        tmp_path_factory: pytest.TempPathFactory, path: str, subject: str, host: str, reason: str, kind: str) -> None:
+    """Escape sequences, bidi overrides and line breaks in an event's client-chosen fields (path, host, subject,
+    reason, even the kind) print escaped: two events list as two lines, and no control or format character
+    reaches the terminal from the listing or the summary."""
+    stream = tmp_path_factory.mktemp("hostile") / "audit.jsonl"
+    stream.write_text(json.dumps(event("r1", "deny", reason, subject, "2026-11-24T10:00:00Z", path=path, host=host))
+                      + "\n" + json.dumps({"event": kind, "ts": "2026-11-24T10:00:01Z", "note": path}) + "\n")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["audit", "--event", "all", str(stream)]) == 0
+    listing, _, tables = out.getvalue().partition("\n\n")
+    assert len(listing.split("\n")) == 2
+    assert all(re.match(r"\d+ events: |top [a-z ]+:$| +\d+  ", line) for line in tables.split("\n")[:-1])
+    printed = out.getvalue().replace("\n", "")
+    assert [char for char in printed if unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}] == []

@@ -9,10 +9,13 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from extauth.audit.cli import forms as audit_forms
 from extauth.cli import _parser, main
@@ -95,13 +98,42 @@ def test_every_command_reports_bad_input_in_one_line_without_a_traceback(
     for kind, bad in bad_inputs.items():
         for argv in bad_invocations(words, COMMANDS[words], bad):
             status, out, err = run(argv, capsys)
-            lines = err.splitlines()
+            lines = err.split("\n")[:-1]
             unlocated = [line for line in lines if not LOCATED.match(line)]
             context = f"{kind}: extauth {' '.join(argv)}\n{err}"
             assert status not in (0, EXIT_INTERNAL_ERROR), context
             assert "Traceback" not in err + out and "internal error" not in err, context
             assert len(unlocated) <= 1, context
             assert lines or (status == EXIT_FAILED and out.strip()), context  # a verdict on stdout (audit verify)
+
+
+#: Commands with an argument to vary (never one that runs with no argument: `dev-stack` would start the stack).
+ARGUMENTED = sorted(words for words, parser in COMMANDS.items() if _value_actions(parser))
+#: Any text except a path out of the working directory (commands like dev-certs write where they are told), and
+#: except line breaks, which `test` and `validate` echo from their own messages (not the shared error handler).
+ARGUMENT_TEXT = st.text(max_size=40).filter(
+    lambda text: "/" not in text and text != ".." and len(f"{text}.".splitlines()) == 1)
+
+
+@given(words=st.sampled_from(ARGUMENTED), value=ARGUMENT_TEXT, data=st.data())
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_text_for_any_argument_never_ends_in_a_traceback(
+        words: tuple[str, ...], value: str, data: st.DataObject, bad_inputs: dict[str, str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Whatever text an argument gets (NUL bytes, dashes, unicode, numbers), with the required ones given the
+    garbage file: the command answers with its exit code and at most one unlocated error line, never a bug."""
+    parser = COMMANDS[words]
+    required = _required(parser)
+    action = data.draw(st.sampled_from(_value_actions(parser)), label="argument")
+    others = [other for other in required if other is not action]
+    argv = [*words, *_fill(others, bad_inputs["garbage file"]), *_fill([action], value)]
+    with tempfile.TemporaryDirectory() as empty:  # what one example creates (dev-certs) the next cannot serve with
+        os.chdir(empty)
+        status, out, err = run(argv, capsys)
+        os.chdir(Path(bad_inputs["garbage file"]).parent)
+    context = f"extauth {argv}\n{err}"
+    assert status != EXIT_INTERNAL_ERROR and "Traceback" not in err + out, context
+    assert len([line for line in err.split("\n")[:-1] if not LOCATED.match(line)]) <= 1, context
 
 
 @pytest.mark.parametrize("words", COMMANDS, ids=" ".join)

@@ -21,6 +21,7 @@ from extauth.cli_support import (
 )
 from extauth.config import ConfigError, load_config
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_VARIABLE
+from extauth.identity.jwks import KeyLoadError
 
 #: Set to 1 to see the traceback of any error, foreseen or not.
 DEBUG_VARIABLE = "EXTAUTH_DEBUG"
@@ -55,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{error.filename}: " if error.filename else ""
         print(printable(f"extauth {command}: error: {where}{error.strerror or error}"), file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as error:  # input that does not parse: a claim, a key, a stream that is not JSON
+    except (ValueError, KeyLoadError) as error:  # input that does not parse: a claim, a key, a non-JSON stream
         _debug_traceback()
         print(printable(f"extauth {command}: error: {error}"), file=sys.stderr)
         return EXIT_USAGE
@@ -154,8 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     upstream = commands.add_parser("dev-upstream", help="run the demo TLS upstream that echoes requests")
     upstream.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     upstream.add_argument("--port", type=int, default=8444, help="HTTPS port (default 8444: envoy.yaml)")
-    upstream.add_argument("--certs", type=Path, default=Path(".run/certs"),
-                          help="directory holding upstream.crt and upstream.key from dev-certs (default .run/certs)")
+    upstream.add_argument("--certs", type=Path, metavar="DIR",
+                          help="upstream.crt and upstream.key from dev-certs (default: this checkout's .run/certs, "
+                               "from any directory)")
     upstream.set_defaults(run=_dev_upstream)
 
     stack = commands.add_parser("dev-stack", help="run Envoy + extauth + the demo upstream locally")
@@ -270,9 +272,12 @@ def _dev_certs(args: argparse.Namespace) -> int:
 
 
 def _dev_upstream(args: argparse.Namespace) -> int:
+    from extauth.devstack.stack import StackPaths
+    from extauth.devtools.certs import DevCerts
     from extauth.devtools.upstream import serve
 
-    serve(args.host, args.port, args.certs / "upstream.crt", args.certs / "upstream.key")
+    certs = DevCerts.in_directory(args.certs or StackPaths.shipped().certs_dir)
+    serve(args.host, args.port, certs.upstream_cert, certs.upstream_key)
     return 0
 
 

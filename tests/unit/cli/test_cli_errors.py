@@ -81,10 +81,12 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 @pytest.fixture
 def bad_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """A garbage file (binary, not UTF-8, not YAML, not JSON, not PEM) and a path under it, which no one can
-    read or create; run from an empty directory with no dev key, so nothing falls back to a working default."""
+    read or create; run from an empty directory, in a checkout without `.run/certs` and with no dev key, so
+    nothing falls back to a working default (and no command gets as far as serving)."""
     garbage = tmp_path / "garbage.bin"
     garbage.write_bytes(b"\x00\xff\xfe{[: -\n\x89PNG\r\n\x1a\n: : ]\n" * 8)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("extauth.devstack.stack.REPO_ROOT", tmp_path / "checkout")
     monkeypatch.setenv(DEV_KEY_VARIABLE, str(garbage / "missing.key"))
     monkeypatch.delenv("EXTAUTH_DEBUG", raising=False)
     return {"missing file": str(garbage / "missing"), "garbage file": str(garbage)}

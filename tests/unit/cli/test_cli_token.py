@@ -1,5 +1,5 @@
-"""`extauth token`: finds the local stack's signing key from any directory ($EXTAUTH_DEV_KEY, else the checkout's
-.run/certs), and says in one line what to do when there is none."""
+"""`extauth token` finds the local stack's signing key from any directory ($EXTAUTH_DEV_KEY, else the checkout's
+.run/certs), and says in one line what to do when there is none; `dev-upstream` finds its certificates alike."""
 
 from pathlib import Path
 
@@ -78,3 +78,15 @@ def test_a_key_file_that_is_not_an_rsa_key_is_named_in_one_line(
     assert main(["token", "--sub", "alice", "--key", str(key)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"extauth token: error: {key}: not a") and err.count("\n") == 1
+
+
+def test_dev_upstream_looks_for_its_certificates_in_the_checkout_too(
+        elsewhere: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dev-upstream` without --certs uses the checkout's .run/certs, not the working directory's, and names
+    those files in one line when they are missing."""
+    monkeypatch.setattr("extauth.devstack.stack.REPO_ROOT", elsewhere / "checkout")
+    (elsewhere / ".run" / "certs").mkdir(parents=True)  # a working directory's own .run is not used
+    assert main(["dev-upstream", "--port", "0"]) == 2
+    certs = elsewhere / "checkout" / ".run" / "certs"
+    assert capsys.readouterr().err == (f"extauth dev-upstream: error: {certs / 'upstream.crt'} / "
+                                       f"{certs / 'upstream.key'}: No such file or directory\n")

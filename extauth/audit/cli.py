@@ -191,7 +191,7 @@ def _print_summary(events: Sequence[dict[str, Any]], args: argparse.Namespace, o
 def matching(events: Iterable[dict[str, Any]], args: argparse.Namespace) -> Iterator[dict[str, Any]]:
     kinds = set(args.event or (DECISION_EVENTS if args.request_id else ["decision"]))
     for event in events:
-        if "all" not in kinds and event.get("event") not in kinds:
+        if "all" not in kinds and _text(event.get("event")) not in kinds:
             continue
         if args.request_id and event.get("request_id") != args.request_id:
             continue
@@ -217,42 +217,56 @@ def format_event(event: dict[str, Any]) -> str:
 
 
 def _event_line(event: dict[str, Any]) -> str:
-    ts = str(event.get("ts", ""))[:23]
-    where = f"{event.get('method') or '-'} {event.get('host') or ''}{event.get('path') or ''}"
+    def field(name: str, default: str = "") -> str:
+        return _text(event.get(name)) or default
+
+    ts = field("ts")[:23]
+    where = f"{field('method', '-')} {field('host')}{field('path')}"
     kind = event.get("event")
     if kind == "completion":
-        flags = event.get("response_flags") or "-"
-        return (f"{ts}  completion {event.get('status')} {flags:<6} {event.get('bytes_sent')}B "
-                f"{(event.get('duration_us') or 0) / 1000:.1f}ms  {where}  {event.get('request_id')}")
+        duration = event.get("duration_us")
+        took = f"{duration / 1000:.1f}ms" if type(duration) in (int, float) else "-"
+        return (f"{ts}  completion {field('status')} {field('response_flags', '-'):<6} {field('bytes_sent')}B "
+                f"{took}  {where}  {field('request_id')}")
     if kind == "decision":
-        return (f"{ts}  {event.get('decision', '?'):<5} {event.get('status')} {event.get('reason', ''):<22} "
-                f"{event.get('subject') or '-':<16} {where}  {event.get('request_id')}")
+        return (f"{ts}  {field('decision', '?'):<5} {field('status')} {field('reason'):<22} "
+                f"{field('subject', '-'):<16} {where}  {field('request_id')}")
     fields = " ".join(f"{name}={json.dumps(value, separators=(',', ':'))}" for name, value in event.items()
                       if name not in _COMMON_FIELDS)
-    return f"{ts}  {kind}  {fields}  {event.get('instance') or ''}".rstrip()
+    return f"{ts}  {_text(kind)}  {fields}  {field('instance')}".rstrip()
 
 
 def summary(events: Sequence[dict[str, Any]], top: int) -> Iterator[str]:
     decisions = [event for event in events if event.get("event") == "decision"]
-    counts = Counter(event.get("decision") for event in decisions)
-    others = Counter(str(event.get("event")) for event in events if event.get("event") not in DECISION_EVENTS)
-    times = [str(event["ts"]) for event in events if event.get("ts")]
+    counts = Counter(_text(event.get("decision")) for event in decisions)
+    kinds = [_text(event.get("event")) for event in events]
+    others = Counter(kind for kind in kinds if kind not in DECISION_EVENTS)
+    times = [_text(event["ts"]) for event in events if event.get("ts")]
     span = f" from {min(times)} to {max(times)}" if times else ""
-    completions = sum(event.get("event") == "completion" for event in events)
+    completions = kinds.count("completion")
     other_kinds = "".join(f", {count} {kind}" for kind, count in sorted(others.items()))
     yield printable(f"{len(events)} events: {counts.get('allow', 0)} allow, {counts.get('deny', 0)} deny, "
                     f"{completions} completion{other_kinds}{span}")
     tables = (
-        ("top reasons", Counter(event.get("reason") for event in decisions)),
-        ("top subjects", Counter(event.get("subject") or "(anonymous)" for event in decisions)),
-        ("top sources", Counter(event.get("source_address") or "-" for event in decisions)),
-        ("top denied paths", Counter(event.get("path") for event in decisions if event.get("decision") == "deny")),
+        ("top reasons", Counter(_text(event.get("reason")) for event in decisions)),
+        ("top subjects", Counter(_text(event.get("subject")) or "(anonymous)" for event in decisions)),
+        ("top sources", Counter(_text(event.get("source_address")) or "-" for event in decisions)),
+        ("top denied paths", Counter(_text(event.get("path")) for event in decisions
+                                     if event.get("decision") == "deny")),
     )
     for title, counter in tables:
         if counter:
             yield f"{title}:"
             for value, count in counter.most_common(top):
                 yield printable(f"  {count:>7}  {value}")
+
+
+def _text(value: object) -> str:
+    """A field as text: a string as is, null as empty, anything else (a number; a list or object in a damaged
+    or foreign file) as JSON, so such a file is listed rather than crashing the listing."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def _after(ts: object, since: datetime) -> bool:

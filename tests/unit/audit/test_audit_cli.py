@@ -236,3 +236,30 @@ def test_client_text_cannot_drive_the_operators_terminal(
     assert all(re.match(r"\d+ events: |top [a-z ]+:$| +\d+  ", line) for line in tables.split("\n")[:-1])
     printed = out.getvalue().replace("\n", "")
     assert [char for char in printed if unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp"}] == []
+
+
+JSON_VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                       max_size=3), max_leaves=6)
+FIELD_NAMES = st.sampled_from(["event", "ts", "decision", "status", "reason", "subject", "method", "host", "path",
+                               "request_id", "source_address", "response_flags", "bytes_sent", "duration_us",
+                               "instance"])
+FOREIGN_FIELDS = st.dictionaries(FIELD_NAMES, JSON_VALUE, max_size=10)
+FOREIGN_EVENT = FOREIGN_FIELDS | FOREIGN_FIELDS.map(lambda fields: {**fields, "event": "decision"}) | \
+    FOREIGN_FIELDS.map(lambda fields: {**fields, "event": "completion"})
+
+
+@given(events=st.lists(FOREIGN_EVENT, min_size=1, max_size=5),
+       options=st.sampled_from([[], ["--event", "all"], ["--summary", "--event", "all"], ["--deny"],
+                                ["--since", "1d", "--event", "all"], ["--request-id", "r1"]]))
+@settings(max_examples=200, deadline=None)
+def test_a_damaged_or_foreign_stream_is_listed_not_crashed_on(
+        tmp_path_factory: pytest.TempPathFactory, events: list[dict], options: list[str]) -> None:
+    """JSON objects whose fields have unexpected types (lists, objects, numbers, null where text is expected)
+    are listed and summarised (exit 0): a damaged file is what one reads during an incident."""
+    stream = tmp_path_factory.mktemp("foreign") / "audit.jsonl"
+    stream.write_text("".join(json.dumps(item) + "\n" for item in events))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["audit", *options, str(stream)]) == 0
+    assert " events: " in out.getvalue()

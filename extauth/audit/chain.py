@@ -15,7 +15,7 @@ ends with a signed `audit_closed`; lines after its last checkpoint are reported 
 import hashlib
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from extauth.audit.signing import CHECKPOINT_EVENT, Verifier
@@ -85,9 +85,10 @@ class VerifyReport:
         return not self.problems and not (require_sealed and self.unsealed)
 
 
-def verify(lines: Iterable[str], verifier: Verifier | None = None) -> VerifyReport:
+def verify(lines: Iterable[str], verifier: Verifier | None = None,
+           locate: Callable[[int], str] = "line {}".format) -> VerifyReport:
     """Check every line's hash and its link to the previous line of its chain, and with a `verifier` the
-    checkpoint signatures; problems name the line."""
+    checkpoint signatures; problems name the line, as `locate` spells its number (`FILE:N` across files)."""
     report = VerifyReport(signed=verifier is not None)
     for number, raw in enumerate(lines, start=1):
         report.lines = number
@@ -96,10 +97,10 @@ def verify(lines: Iterable[str], verifier: Verifier | None = None) -> VerifyRepo
             continue
         problem = _check_line(report, number, line, verifier)
         if problem:
-            report.problems.append(f"line {number}: {problem}")
+            report.problems.append(f"{locate(number)}: {problem}")
     if verifier is not None:
         report.problems.extend(
-            f"line {state.first_line}: chain {chain_id} has no validly signed checkpoint (forged, or written "
+            f"{locate(state.first_line)}: chain {chain_id} has no validly signed checkpoint (forged, or written "
             "without audit.signing_key)" for chain_id, state in report.chains.items() if not state.checkpoints)
     return report
 

@@ -126,7 +126,8 @@ def run_verify(files: Sequence[str], require_sealed: bool, out: TextIO,
                public_keys: Sequence[Ed25519PublicKey] = ()) -> int:
     """Print each problem on its own line, then a verdict that counts and names them, so a failure never reads
     `FAILED: ... 0 problem(s)` (an unsealed chain under --require-sealed is a problem too)."""
-    report = verify(_lines(files), Verifier.of(public_keys) if public_keys else None)
+    stream = _Input(files)
+    report = verify(stream, Verifier.of(public_keys) if public_keys else None, stream.locate)
     for problem in report.problems:
         print(printable(f"TAMPERED {problem}"), file=out)  # chain ids come from the file: escape what it holds
     for chain_id in report.unsealed:
@@ -286,6 +287,29 @@ def _lines(files: Sequence[str]) -> Iterator[str]:
         else:
             with Path(name).open(encoding="utf-8", errors="replace") as file:
                 yield from file
+
+
+class _Input:
+    """The lines of several files read as one stream (chains continue across rotated files), each line
+    locatable: `line N` when there is one file, `FILE:N` when there are several."""
+
+    def __init__(self, files: Sequence[str]) -> None:
+        self.files = files
+        self._starts: list[tuple[int, str]] = []  # (lines read before the file, its name)
+
+    def __iter__(self) -> Iterator[str]:
+        read = 0
+        for name in self.files:
+            self._starts.append((read, "<stdin>" if name == "-" else name))
+            for line in _lines([name]):
+                read += 1
+                yield line
+
+    def locate(self, number: int) -> str:
+        if len(self.files) == 1:
+            return f"line {number}"
+        before, name = next(start for start in reversed(self._starts) if start[0] < number)
+        return f"{name}:{number - before}"
 
 
 def _events(files: Sequence[str]) -> Iterator[dict[str, Any]]:

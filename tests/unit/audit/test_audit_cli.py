@@ -263,3 +263,17 @@ def test_a_damaged_or_foreign_stream_is_listed_not_crashed_on(
     with contextlib.redirect_stdout(out):
         assert main(["audit", *options, str(stream)]) == 0
     assert " events: " in out.getvalue()
+
+
+def test_verify_across_rotated_files_names_the_file_and_its_line(
+        closed_chain: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A chain split over two files verifies as one; a line edited in the second is named `FILE:N` there."""
+    first, second = tmp_path / "audit.jsonl.1", tmp_path / "audit.jsonl"
+    first.write_text("".join(closed_chain[:3]))
+    second.write_text("".join(closed_chain[3:]))
+    assert main(["audit", "verify", "--require-sealed", str(first), str(second)]) == 0
+    second.write_text("".join(closed_chain[3:4]) + closed_chain[4].replace('"r3"', '"r9"')
+                      + "".join(closed_chain[5:]))
+    assert main(["audit", "verify", str(first), str(second)]) == 1
+    out = capsys.readouterr().out
+    assert f"TAMPERED {second}:2: edited: its hash does not match its content" in out

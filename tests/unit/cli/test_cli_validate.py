@@ -20,6 +20,7 @@ def test_validate_reports_every_error_with_file_line_and_exits_1(
     """A broken config prints each problem as file:line: field: message and exits non-zero."""
     config = tmp_path / "extauth.yaml"
     config.write_text("server:\n  workers: 0\npolicy:\n  path: p.yaml\n  reload: yes\n")
+    (tmp_path / "p.yaml").touch()
     assert main(["validate", str(config)]) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"{config}:2: server.workers: Input should be greater than or equal to 1",

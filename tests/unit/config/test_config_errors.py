@@ -79,6 +79,7 @@ def test_config_error_names_file_line_and_field(tmp_path: Path, text: str, expec
     """Every problem in a config file is reported as `file:line: field: message`."""
     path = tmp_path / "extauth.yaml"
     path.write_text(text)
+    (tmp_path / "p.yaml").touch()
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert str(raised.value).splitlines() == [f"{path}:{line}" for line in expected]
@@ -92,7 +93,7 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
 
 def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
     """`policy.path` and key files are relative to the config file, not to the working directory."""
-    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "policies").mkdir(parents=True)
     path = tmp_path / "conf" / "extauth.yaml"
     path.write_text("policy: {path: policies/}\nauthentication:\n  providers:\n" + VALID_PROVIDER)
     config = load_config(path)

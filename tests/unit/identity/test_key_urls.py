@@ -107,6 +107,7 @@ def test_insecure_key_urls_are_config_errors_with_file_and_line(tmp_path: Path, 
 def test_loopback_http_key_urls_load(tmp_path: Path) -> None:
     """A local test IdP over http on loopback is a valid configuration, for discovery and for a JWKS URL."""
     path = tmp_path / "extauth.yaml"
+    (tmp_path / "p.yaml").touch()
     path.write_text("policy: {path: p.yaml}\nauthentication:\n  providers:\n"
                     + VALID_PROVIDER.format(issuer="http://127.0.0.1:8080", jwks="{oidc_discovery: true}")
                     + VALID_PROVIDER.format(issuer="other", jwks="{url: 'http://[::1]:9/jwks'}").replace("corp", "b"))

@@ -135,13 +135,14 @@ def test_envoy_fails_closed_when_extauth_is_down(tmp_path: Path, certs: DevCerts
 
 @pytest.mark.parametrize("text", ["server: {workers: 0}\npolicy: {path: p}\n", "policy: {path: /nonexistent}\n"])
 def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path, text: str) -> None:
-    """`extauth serve` with an invalid config or policy exits 1 and names the file."""
+    """`extauth serve` with an invalid config, or one naming a policy path that does not exist, exits 1 and names
+    the config file and line."""
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     result = subprocess.run([sys.executable, "-m", "extauth", "serve", "--config", str(path)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
-    assert result.stderr.startswith(str(path) if "workers" in text else "/nonexistent")
+    assert result.stderr.startswith(f"{path}:1: ")
 
 
 def test_serve_refuses_a_plaintext_listener_other_hosts_can_reach(tmp_path: Path, certs: DevCerts) -> None:

@@ -1,0 +1,260 @@
+"""Every example in README.md and docs/*.md is checked against the tool, so the docs cannot drift from it.
+
+Each fenced block carries a marker on the line right before its opening fence, saying what it is:
+
+    <!-- example: config -->                          a complete config file (Config schema)
+    <!-- example: policy -->                          a complete policy file (Policy / Screening documents)
+    <!-- example: policy-test -->                     a complete policy test file (PolicyTest documents)
+    <!-- example: policy fragment at routes[0].rules -->   YAML placed at that spot of a minimal document
+    <!-- example: policy fragment at routes[0].match; one per line -->   each line is a fragment of its own
+    <!-- example: run -->                             shell commands, each must exit 0 (`; exit N`: N)
+    <!-- example: console -->                         `$ command` lines, each followed by its exact output
+    <!-- example: json -->                            one JSON value, or one per line
+    <!-- example: skip: why it cannot run here -->
+
+Fragments are `config`, `policy` or `screening` fragments, placed `at top` (merged into the document) or at a
+path such as `routes[0].rules[0].when`. A complete example may add `; save as PATH`: it is then written to
+PATH in the doc's workspace, where the doc's later `run`/`console` blocks see it. Commands run in a scratch
+copy of the checkout's `envoy/` (with `.venv` linked in and `.venv/bin` on PATH), one workspace per doc file.
+Files a config names outside the workspace (`/etc/extauth/...`) may be missing; nothing else may be wrong.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from extauth.config import ConfigError, load_config
+from extauth.policy.loader import load_policies
+from extauth.policy.testing import load_cases
+
+REPO = Path(__file__).parents[3]
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+MARKER = re.compile(r"^<!-- example: (?P<spec>.+?) -->$")
+FENCE = re.compile(r"^```(?P<lang>\S*)\s*$")
+FRAGMENT = re.compile(r"^(?P<kind>config|policy|screening) fragment at (?P<at>\S+)$")
+#: Messages of a config that names files this machine does not have (the docs' /etc/extauth/... paths).
+MISSING_FILE = re.compile(r"does not exist|cannot read .*: No such file or directory")
+COMMAND_TIMEOUT_SECONDS = 60
+
+SKELETONS: dict[str, dict[str, Any]] = {
+    "config": {"policy": {"path": "policies/"}},
+    "policy": {"apiVersion": "extauth/v1", "kind": "Policy", "metadata": {"name": "example"},
+               "roles": {"reader": [], "writer": ["reader"], "admin": ["writer"], "support": [], "premium": []},
+               "routes": [{"name": "example", "match": {"path": {"prefix": "/example/"}},
+                           "rules": [{"name": "example", "when": {"roles": ["reader"]}}]}]},
+    "screening": {"apiVersion": "extauth/v1", "kind": "Screening", "metadata": {"name": "example"}},
+}
+
+
+@dataclass(frozen=True)
+class Block:
+    doc: Path
+    line: int           # of the opening fence
+    lang: str
+    marker: str | None  # the text after `example:`, None when the block has no marker
+    text: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.doc.relative_to(REPO)}:{self.line}"
+
+    @property
+    def kind(self) -> str:
+        return (self.marker or "").split(";")[0].strip()
+
+    @property
+    def options(self) -> list[str]:
+        return [option.strip() for option in (self.marker or "").split(";")[1:]]
+
+
+def blocks(doc: Path) -> Iterator[Block]:
+    lines = doc.read_text().split("\n")
+    index = 0
+    while index < len(lines):
+        fence = FENCE.match(lines[index])
+        if fence is None:
+            index += 1
+            continue
+        end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
+        marker = MARKER.match(lines[index - 1]) if index else None
+        yield Block(doc, index + 1, fence["lang"], marker["spec"] if marker else None,
+                    "\n".join(lines[index + 1:end]) + "\n")
+        index = end + 1
+
+
+ALL_BLOCKS = [block for doc in DOCS for block in blocks(doc)]
+
+
+def test_every_example_block_carries_a_marker() -> None:
+    """A block without a marker is unchecked, so it is refused: the message names each one by file:line."""
+    unmarked = [block.where for block in ALL_BLOCKS if block.marker is None]
+    assert not unmarked, ("these blocks need an `<!-- example: ... -->` marker on the line before the fence "
+                          f"(see {Path(__file__).relative_to(REPO)}): {', '.join(unmarked)}")
+
+
+def test_the_docs_have_examples_of_every_checked_kind() -> None:
+    """The extraction finds blocks of each kind it checks (a broken extractor must not pass by finding none)."""
+    kinds = {block.kind.split(" ")[-1] if "fragment" not in block.kind else "fragment" for block in ALL_BLOCKS}
+    assert {"config", "policy", "policy-test", "fragment", "run", "console", "json"} <= kinds
+
+
+# -- YAML examples -----------------------------------------------------------------------------------------
+
+
+def place(document: dict[str, Any], at: str, fragment: Any) -> dict[str, Any]:
+    """Put `fragment` at `at` (`top`, or a path like `routes[0].rules`) of `document`: a mapping is merged into
+    a mapping already there, anything else replaces what is there."""
+    if at == "top":
+        return {**document, **fragment}
+    steps = [int(step) if step.isdigit() else step for step in re.findall(r"[^.\[\]]+", at)]
+    parent: Any = document
+    for step in steps[:-1]:
+        parent = parent[step] if isinstance(step, int) else parent.setdefault(step, {})
+    last = steps[-1]
+    if isinstance(fragment, dict) and isinstance(parent.get(last) if isinstance(last, str) else None, dict):
+        parent[last] = {**parent[last], **fragment}
+    else:
+        parent[last] = fragment
+    return document
+
+
+def check_documents(kind: str, text: str, directory: Path) -> None:
+    """Load `text` as a file of `kind` with extauth's own loader; raises ConfigError on any problem."""
+    if kind == "config":
+        path = directory / "extauth.yaml"
+        path.write_text(text)
+        try:
+            load_config(path)
+        except ConfigError as error:
+            real = [issue for issue in error.issues if not MISSING_FILE.search(issue.message)]
+            if real:
+                raise ConfigError(real) from None
+    elif kind in ("policy", "screening"):
+        path = directory / "policy.yaml"
+        path.write_text(text)
+        load_policies(path)
+    elif kind == "policy-test":
+        path = directory / "cases.yaml"
+        path.write_text(text)
+        load_cases([path])
+    else:
+        raise AssertionError(f"unknown document kind {kind!r}")
+
+
+def yaml_fragments(block: Block) -> list[str]:
+    body = textwrap.dedent(block.text)
+    if "one per line" in block.options:
+        return [line for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [body]
+
+
+YAML_BLOCKS = [block for block in ALL_BLOCKS
+               if block.kind in ("config", "policy", "policy-test") or FRAGMENT.match(block.kind)]
+
+
+@pytest.mark.parametrize("block", YAML_BLOCKS, ids=[block.where for block in YAML_BLOCKS])
+def test_yaml_example_loads(block: Block, tmp_path: Path) -> None:
+    """The example, completed as its marker declares, is accepted by the loader the tool itself uses."""
+    fragment = FRAGMENT.match(block.kind)
+    texts = ([block.text] if fragment is None else
+             [yaml.safe_dump(place(json.loads(json.dumps(SKELETONS[fragment["kind"]])), fragment["at"],
+                                   yaml.safe_load(part)), sort_keys=False)
+              for part in yaml_fragments(block)])
+    kind = "policy" if fragment is not None and fragment["kind"] == "screening" else (
+        fragment["kind"] if fragment else block.kind)
+    for text in texts:
+        try:
+            check_documents(kind, text, tmp_path)
+        except ConfigError as error:
+            pytest.fail(f"{block.where}: the {block.kind} example does not load:\n{error}\n--- as checked:\n{text}")
+
+
+def test_json_examples_parse() -> None:
+    """JSON samples (audit events) are JSON: one value per block, or one per line."""
+    broken = []
+    for block in (block for block in ALL_BLOCKS if block.kind == "json"):
+        try:
+            json.loads(block.text)
+        except json.JSONDecodeError:
+            try:
+                [json.loads(line) for line in block.text.splitlines() if line.strip()]
+            except json.JSONDecodeError as error:
+                broken.append(f"{block.where}: {error}")
+    assert not broken, "\n".join(broken)
+
+
+# -- shell examples ----------------------------------------------------------------------------------------
+
+
+def expected_exit(block: Block) -> int:
+    codes = [int(option.removeprefix("exit ")) for option in block.options if option.startswith("exit ")]
+    return codes[0] if codes else 0
+
+
+def commands(text: str) -> list[str]:
+    """Shell commands of a block: continuation lines joined, blank lines dropped (comments the shell ignores)."""
+    joined = text.replace("\\\n", " ")
+    return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def console_steps(text: str) -> list[tuple[str, str]]:
+    """(`command`, expected output) for each `$ command` of a console block."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in text.rstrip("\n").split("\n"):
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        elif steps:
+            steps[-1][1].append(line)
+        else:
+            raise AssertionError(f"a console block starts with a `$ command`, not {line!r}")
+    return [(command, "\n".join(output)) for command, output in steps]
+
+
+def workspace(doc: Path, tmp_path: Path) -> Path:
+    """A scratch checkout for one doc: `envoy/` copied, `.venv` linked, the doc's `save as` examples written."""
+    root = tmp_path / "checkout"
+    shutil.copytree(REPO / "envoy", root / "envoy")
+    (root / ".venv").symlink_to(REPO / ".venv")
+    for block in (block for block in ALL_BLOCKS if block.doc == doc):
+        for option in block.options:
+            if option.startswith("save as "):
+                target = root / option.removeprefix("save as ")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(block.text)
+    return root
+
+
+def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}", "COLUMNS": "120"}
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=COMMAND_TIMEOUT_SECONDS, check=False)
+
+
+SHELL_BLOCKS = [block for block in ALL_BLOCKS if block.kind in ("run", "console")]
+
+
+@pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[block.where for block in SHELL_BLOCKS])
+def test_shell_example_runs_as_documented(block: Block, tmp_path: Path) -> None:
+    """Each command exits with the documented code (0 unless the marker says otherwise); a console block's
+    output is exactly what the doc shows."""
+    cwd = workspace(block.doc, tmp_path)
+    steps = (console_steps(block.text) if block.kind == "console"
+             else [(command, None) for command in commands(block.text)])
+    for command, expected_output in steps:
+        result = run(command, cwd)
+        output = (result.stdout + result.stderr).rstrip("\n")
+        assert result.returncode == expected_exit(block), (
+            f"{block.where}: `{command}` exited {result.returncode}, the doc says {expected_exit(block)}:\n{output}")
+        if expected_output is not None:
+            assert output == expected_output, (
+                f"{block.where}: `{command}` printed something else than the doc shows:\n{output}")

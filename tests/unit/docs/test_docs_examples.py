@@ -7,18 +7,21 @@ Each fenced block carries a marker on the line right before its opening fence, s
     <!-- example: policy-test -->                     a complete policy test file (PolicyTest documents)
     <!-- example: policy fragment at routes[0].rules -->   YAML placed at that spot of a minimal document
     <!-- example: policy fragment at routes[0].match; one per line -->   each line is a fragment of its own
-    <!-- example: run -->                             shell commands, each must exit 0 (`; exit N`: N)
+    <!-- example: run -->                             shell commands (a leading `$ ` is allowed), each must
+                                                      exit 0 (`; exit N`: N)
     <!-- example: console -->                         `$ command` lines, each followed by its exact output
     <!-- example: json -->                            one JSON value, or one per line
     <!-- example: skip: why it cannot run here -->
 
 Fragments are `config`, `policy` or `screening` fragments, placed `at top` (merged into the document) or at a
-path such as `routes[0].rules[0].when`. A complete example may add `; save as PATH`: it is then written to
+path such as `routes[0].rules[0].when` (a mapping is merged into the one there, anything else replaces it);
+`; with AT=YAML` first sets more of the minimal document, e.g. a route path that binds the fragment's parameters. A complete example may add `; save as PATH`: it is then written to
 PATH in the doc's workspace, where the doc's later `run`/`console` blocks see it. Commands run in a scratch
 copy of the checkout's `envoy/` (with `.venv` linked in and `.venv/bin` on PATH), one workspace per doc file.
 Files a config names outside the workspace (`/etc/extauth/...`) may be missing; nothing else may be wrong.
 """
 
+import argparse
 import json
 import os
 import re
@@ -102,10 +105,21 @@ def test_every_example_block_carries_a_marker() -> None:
                           f"(see {Path(__file__).relative_to(REPO)}): {', '.join(unmarked)}")
 
 
+KINDS = ("config", "policy", "policy-test", "run", "console", "json")
+
+
+def test_every_marker_names_a_known_kind() -> None:
+    """A misspelt marker would silently check nothing: each is a known kind, a fragment, or a skip with a reason."""
+    unknown = [f"{block.where}: {block.marker!r}" for block in ALL_BLOCKS if block.marker is not None
+               and block.kind not in KINDS and not FRAGMENT.match(block.kind)
+               and not re.match(r"^skip: \S", block.kind)]
+    assert not unknown, "unknown example markers:\n" + "\n".join(unknown)
+
+
 def test_the_docs_have_examples_of_every_checked_kind() -> None:
     """The extraction finds blocks of each kind it checks (a broken extractor must not pass by finding none)."""
-    kinds = {block.kind.split(" ")[-1] if "fragment" not in block.kind else "fragment" for block in ALL_BLOCKS}
-    assert {"config", "policy", "policy-test", "fragment", "run", "console", "json"} <= kinds
+    kinds = {"fragment" if FRAGMENT.match(block.kind) else block.kind for block in ALL_BLOCKS}
+    assert {*KINDS, "fragment"} <= kinds
 
 
 # -- YAML examples -----------------------------------------------------------------------------------------
@@ -121,11 +135,19 @@ def place(document: dict[str, Any], at: str, fragment: Any) -> dict[str, Any]:
     for step in steps[:-1]:
         parent = parent[step] if isinstance(step, int) else parent.setdefault(step, {})
     last = steps[-1]
-    if isinstance(fragment, dict) and isinstance(parent.get(last) if isinstance(last, str) else None, dict):
-        parent[last] = {**parent[last], **fragment}
-    else:
-        parent[last] = fragment
+    there = parent[last] if isinstance(last, int) else parent.get(last)
+    parent[last] = {**there, **fragment} if isinstance(fragment, dict) and isinstance(there, dict) else fragment
     return document
+
+
+def completed(kind: str, at: str, fragment: Any, options: list[str]) -> str:
+    """The skeleton of `kind` with the marker's `with AT=YAML` settings, and the fragment placed at `at`."""
+    document = json.loads(json.dumps(SKELETONS[kind]))
+    for option in options:
+        if option.startswith("with "):
+            where, _, value = option.removeprefix("with ").partition("=")
+            document = place(document, where.strip(), yaml.safe_load(value))
+    return yaml.safe_dump(place(document, at, fragment), sort_keys=False)
 
 
 def check_documents(kind: str, text: str, directory: Path) -> None:
@@ -167,8 +189,7 @@ def test_yaml_example_loads(block: Block, tmp_path: Path) -> None:
     """The example, completed as its marker declares, is accepted by the loader the tool itself uses."""
     fragment = FRAGMENT.match(block.kind)
     texts = ([block.text] if fragment is None else
-             [yaml.safe_dump(place(json.loads(json.dumps(SKELETONS[fragment["kind"]])), fragment["at"],
-                                   yaml.safe_load(part)), sort_keys=False)
+             [completed(fragment["kind"], fragment["at"], yaml.safe_load(part), block.options)
               for part in yaml_fragments(block)])
     kind = "policy" if fragment is not None and fragment["kind"] == "screening" else (
         fragment["kind"] if fragment else block.kind)
@@ -204,7 +225,8 @@ def expected_exit(block: Block) -> int:
 def commands(text: str) -> list[str]:
     """Shell commands of a block: continuation lines joined, blank lines dropped (comments the shell ignores)."""
     joined = text.replace("\\\n", " ")
-    return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [line.removeprefix("$ ") for line in joined.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
 
 
 def console_steps(text: str) -> list[tuple[str, str]]:
@@ -258,3 +280,31 @@ def test_shell_example_runs_as_documented(block: Block, tmp_path: Path) -> None:
         if expected_output is not None:
             assert output == expected_output, (
                 f"{block.where}: `{command}` printed something else than the doc shows:\n{output}")
+
+
+# -- README's map ------------------------------------------------------------------------------------------
+
+
+def map_entry(name: str) -> str:
+    """The text of one entry of README's "What is where" map, continuation lines included."""
+    block = next(block for block in ALL_BLOCKS if block.doc.name == "README.md" and block.kind.startswith(
+        "skip: a map of the checkout"))
+    lines = block.text.splitlines()
+    start = next(index for index, line in enumerate(lines) if line.strip().startswith(name))
+    entry = [lines[start]]
+    for line in lines[start + 1:]:
+        if not line.startswith(" " * 20):
+            break
+        entry.append(line)
+    return " ".join(entry).strip().removeprefix(name)
+
+
+def test_readme_map_lists_every_doc_and_every_subcommand() -> None:
+    """"What is where" names each file in docs/ and each `extauth` subcommand, no more and no fewer."""
+    from extauth.cli import _parser
+
+    documented_docs = set(re.findall(r"[\w-]+\.md", map_entry("docs/")))
+    assert documented_docs == {path.name for path in (REPO / "docs").glob("*.md")}
+    subcommands = next(action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction))
+    documented_commands = {word.strip() for word in map_entry("cli.py").split(",")}
+    assert documented_commands == set(subcommands.choices)

@@ -11,14 +11,18 @@ Each fenced block carries a marker on the line right before its opening fence, s
                                                       exit 0 (`; exit N`: N)
     <!-- example: console -->                         `$ command` lines, each followed by its exact output
     <!-- example: json -->                            one JSON value, or one per line
+    <!-- example: envoy routes; in envoy/envoy.yaml -->   Envoy routes that file has, exactly as written
     <!-- example: skip: why it cannot run here -->
 
 Fragments are `config`, `policy` or `screening` fragments, placed `at top` (merged into the document) or at a
 path such as `routes[0].rules[0].when` (a mapping is merged into the one there, anything else replaces it);
-`; with AT=YAML` first sets more of the minimal document, e.g. a route path that binds the fragment's parameters. A complete example may add `; save as PATH`: it is then written to
-PATH in the doc's workspace, where the doc's later `run`/`console` blocks see it. Commands run in a scratch
-copy of the checkout's `envoy/` (with `.venv` linked in and `.venv/bin` on PATH), one workspace per doc file.
-Files a config names outside the workspace (`/etc/extauth/...`) may be missing; nothing else may be wrong.
+`; with AT=YAML` first sets more of the minimal document, e.g. a route path that binds the fragment's
+parameters. A complete example may add `; save as PATH`: it is then written to PATH in the doc's workspace,
+where the doc's `run`/`console` blocks see it; `; same as PATH` says it shows a file of the checkout, and
+must hold the same data. Commands run in a scratch copy of the checkout's `envoy/` (with `.venv` linked in
+and `.venv/bin` on PATH), one workspace per doc file. Files a config names outside the workspace
+(`/etc/extauth/...`) may be missing; nothing else may be wrong. Failures name the block as `file:line` of its
+opening fence.
 """
 
 import argparse
@@ -105,7 +109,7 @@ def test_every_example_block_carries_a_marker() -> None:
                           f"(see {Path(__file__).relative_to(REPO)}): {', '.join(unmarked)}")
 
 
-KINDS = ("config", "policy", "policy-test", "run", "console", "json")
+KINDS = ("config", "policy", "policy-test", "run", "console", "json", "envoy routes")
 
 
 def test_every_marker_names_a_known_kind() -> None:
@@ -198,6 +202,31 @@ def test_yaml_example_loads(block: Block, tmp_path: Path) -> None:
             check_documents(kind, text, tmp_path)
         except ConfigError as error:
             pytest.fail(f"{block.where}: the {block.kind} example does not load:\n{error}\n--- as checked:\n{text}")
+    for option in block.options:
+        if option.startswith("same as "):
+            shipped = option.removeprefix("same as ")
+            assert list(yaml.safe_load_all(block.text)) == list(yaml.safe_load_all((REPO / shipped).read_text())), (
+                f"{block.where}: the example differs from {shipped}")
+
+
+def envoy_routes(bootstrap: Any) -> list[Any]:
+    return [route for listener in bootstrap["static_resources"]["listeners"]
+            for chain in listener["filter_chains"] for network_filter in chain["filters"]
+            for virtual_host in network_filter["typed_config"].get("route_config", {}).get("virtual_hosts", [])
+            for route in virtual_host["routes"]]
+
+
+ENVOY_BLOCKS = [block for block in ALL_BLOCKS if block.kind == "envoy routes"]
+
+
+@pytest.mark.parametrize("block", ENVOY_BLOCKS, ids=[block.where for block in ENVOY_BLOCKS])
+def test_envoy_route_example_is_in_the_shipped_bootstrap(block: Block) -> None:
+    """An Envoy route shown in the docs is a route of the bootstrap it names (which Envoy itself validates in
+    tests/integration/test_envoy_bootstrap.py), so it is known to load and to be what runs."""
+    shipped = next(option.removeprefix("in ") for option in block.options if option.startswith("in "))
+    routes = envoy_routes(yaml.safe_load((REPO / shipped).read_text()))
+    missing = [route for route in yaml.safe_load(block.text) if route not in routes]
+    assert not missing, f"{block.where}: not routes of {shipped}: {missing}"
 
 
 def test_json_examples_parse() -> None:

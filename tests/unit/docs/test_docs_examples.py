@@ -20,9 +20,9 @@ path such as `routes[0].rules[0].when` (a mapping is merged into the one there, 
 parameters. A complete example may add `; save as PATH`: it is then written to PATH in the doc's workspace,
 where the doc's `run`/`console` blocks see it; `; same as PATH` says it shows a file of the checkout, and
 must hold the same data. Commands run in a scratch copy of the checkout's `envoy/` (with `.venv` linked in
-and `.venv/bin` on PATH), one workspace per doc file. Files a config names outside the workspace
-(`/etc/extauth/...`) may be missing; nothing else may be wrong. Failures name the block as `file:line` of its
-opening fence.
+and `.venv/bin` on PATH, and the `.run/certs` `make run` writes), one workspace per doc file. Files a config
+names outside the workspace (`/etc/extauth/...`) may be missing; nothing else may be wrong. Failures name the
+block as `file:line` of its opening fence.
 """
 
 import argparse
@@ -40,7 +40,9 @@ from typing import Any
 import pytest
 import yaml
 
+from extauth.audit.signing import write_key_pair
 from extauth.config import ConfigError, load_config
+from extauth.devtools.certs import create_dev_certs
 from extauth.policy.loader import load_policies
 from extauth.policy.testing import load_cases
 
@@ -271,11 +273,22 @@ def console_steps(text: str) -> list[tuple[str, str]]:
     return [(command, "\n".join(output)) for command, output in steps]
 
 
-def workspace(doc: Path, tmp_path: Path) -> Path:
-    """A scratch checkout for one doc: `envoy/` copied, `.venv` linked, the doc's `save as` examples written."""
+@pytest.fixture(scope="session")
+def dev_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What `make run` writes to `.run/certs` (and envoy/extauth.yaml names): certificates, JWKS, audit key."""
+    directory = tmp_path_factory.mktemp("run") / "certs"
+    create_dev_certs(directory)
+    write_key_pair(directory)
+    return directory
+
+
+def workspace(doc: Path, tmp_path: Path, dev_keys: Path) -> Path:
+    """A scratch checkout for one doc after `make run`: `envoy/` copied, `.venv` linked, `.run/certs` present,
+    the doc's `save as` examples written."""
     root = tmp_path / "checkout"
     shutil.copytree(REPO / "envoy", root / "envoy")
     (root / ".venv").symlink_to(REPO / ".venv")
+    shutil.copytree(dev_keys, root / ".run" / "certs")
     for block in (block for block in ALL_BLOCKS if block.doc == doc):
         for option in block.options:
             if option.startswith("save as "):
@@ -295,10 +308,10 @@ SHELL_BLOCKS = [block for block in ALL_BLOCKS if block.kind in ("run", "console"
 
 
 @pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[block.where for block in SHELL_BLOCKS])
-def test_shell_example_runs_as_documented(block: Block, tmp_path: Path) -> None:
+def test_shell_example_runs_as_documented(block: Block, tmp_path: Path, dev_keys: Path) -> None:
     """Each command exits with the documented code (0 unless the marker says otherwise); a console block's
     output is exactly what the doc shows."""
-    cwd = workspace(block.doc, tmp_path)
+    cwd = workspace(block.doc, tmp_path, dev_keys)
     steps = (console_steps(block.text) if block.kind == "console"
              else [(command, None) for command in commands(block.text)])
     for command, expected_output in steps:

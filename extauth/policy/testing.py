@@ -110,7 +110,7 @@ class CaseResult:
         text = (f"{'allow' if decision.allowed else 'deny'} {decision.status} {decision.reason} "
                 f"(rule {decision.rule or '-'})")
         if self.limits:
-            text += "; limits " + ", ".join(f"{limit.key} {limit.windows_text}" for limit in self.limits)
+            text += "; limits " + "; ".join(limit.summary for limit in self.limits)
         return text
 
 

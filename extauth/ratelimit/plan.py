@@ -195,6 +195,12 @@ class AppliedLimit:
         """`5 per 10s and 1000 per 86400s`."""
         return " and ".join(f"{window.limit} per {window.period_seconds:g}s" for window in self.windows)
 
+    @property
+    def summary(self) -> str:
+        """What is counted, and how: `<key> 5 per 10s, failure mode local` (`, cost 2`, `, shadow`)."""
+        extras = (f", cost {self.cost}" if self.cost != 1 else "") + (", shadow" if self.shadow else "")
+        return f"{self.key} {self.windows_text}, failure mode {self.failure_mode}{extras}"
+
     def describe(self) -> str:
         """`demo/limited/per-subject (public "per-subject"): key demo/limited/per-subject|subject=alice, ...`."""
         details = [f"key {self.key}", self.windows_text, f"failure mode {self.failure_mode}"]
@@ -207,6 +213,14 @@ class AppliedLimit:
         if self.shadow:
             details.append("shadow (counted, not enforced)")
         return f'{self.limit_id} (public "{self.public_name}"): {", ".join(details)}'
+
+
+def limit_changes(live: tuple[AppliedLimit, ...], candidate: tuple[AppliedLimit, ...]) -> dict[str, list[str]]:
+    """The limits only the live policy applies (`removed`) and only the candidate applies (`added`), by summary: a
+    limit whose windows, key or failure mode change appears in both. Empty when they apply the same limits."""
+    before, after = [limit.summary for limit in live], [limit.summary for limit in candidate]
+    removed, added = [text for text in before if text not in after], [text for text in after if text not in before]
+    return {"removed": removed, "added": added} if removed or added else {}
 
 
 class RateLimitPlan:

@@ -196,8 +196,9 @@ def test_the_live_tests_run_against_a_candidate_and_list_changed_outcomes(
     assert capsys.readouterr().out.splitlines() == [
         f"FAIL the webhook from elsewhere ({tests}:14): decision expected 'allow', got 'deny'",
         f"CHANGED readers read invoices ({tests}:5): allow 200 ok (rule billing/invoices/readers); limits "
-        "billing/invoices/per-subject|subject=alice 100 per 60s -> allow 200 ok (rule billing/invoices/readers); "
-        "limits billing/invoices/per-subject|subject=alice 10 per 60s",
+        "billing/invoices/per-subject|subject=alice 100 per 60s, failure mode local -> allow 200 ok "
+        "(rule billing/invoices/readers); limits billing/invoices/per-subject|subject=alice 10 per 60s, "
+        "failure mode local",
         f"CHANGED anyone may call the webhook ({tests}:11): allow 200 public_route (rule billing/webhooks) -> "
         "allow 200 public_route (rule billing/webhooks/stripe)",
         f"CHANGED the webhook from elsewhere ({tests}:14): allow 200 public_route (rule billing/webhooks) -> "

@@ -64,9 +64,13 @@ def test_an_ipv4_mapped_ipv6_source_counts_as_its_ipv4_address(tmp_path_factory:
     assert _webhook(engine, f"::ffff:{address}").allowed is _webhook(engine, str(address)).allowed
 
 
-def test_an_ipv6_source_is_outside_an_ipv4_network(make_engine: MakeEngine) -> None:
-    """An IPv6 client (not IPv4-mapped) is in no IPv4 network: 403."""
-    assert _webhook(make_engine(STRIPE), "2001:db8::3:18:12:1").reason == "forbidden"
+@given(address=st.ip_addresses(v=6))
+def test_an_ipv6_source_is_admitted_only_as_a_mapped_address_in_the_network(
+        tmp_path_factory: pytest.TempPathFactory, address: ipaddress.IPv6Address) -> None:
+    """Any IPv6 client is refused unless it is an IPv4-mapped address inside 3.18.12.0/23."""
+    engine = _engine(tmp_path_factory.mktemp("p"), STRIPE)
+    mapped = address.ipv4_mapped
+    assert _webhook(engine, str(address)).allowed is (mapped is not None and mapped in STRIPE_NETWORK)
 
 
 def test_a_token_does_not_widen_a_public_route_with_rules(make_engine: MakeEngine) -> None:

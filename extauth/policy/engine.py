@@ -14,14 +14,13 @@ from dataclasses import dataclass
 
 from extauth.clock import Clock, SystemClock
 from extauth.decision import Decision
-from extauth.identity.principal import Principal
+from extauth.identity.principal import ANONYMOUS, Principal
 from extauth.policy.explain import Explanation, RouteTrace, RuleTrace
 from extauth.policy.index import RouteIndex
 from extauth.policy.loader import PolicySet
 from extauth.policy.matching import NO_PARAMS, CompiledRoute, Params, compile_route
 from extauth.policy.roles import granting_roles
 from extauth.policy.rules import CompiledRule, compile_rule
-from extauth.ratelimit.plan import ANONYMOUS
 from extauth.reasons import Reason
 from extauth.request import Request, canonical_method
 

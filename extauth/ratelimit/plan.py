@@ -17,11 +17,10 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from extauth.clock import Clock
 from extauth.decision import Decision
-from extauth.identity.principal import Principal
+from extauth.identity.principal import ANONYMOUS, Principal
 from extauth.policy.conditions import MISSING, Check, claim_at, compile_condition
 from extauth.policy.loader import PolicySet
 from extauth.policy.model import RateLimit, Window
@@ -30,9 +29,6 @@ from extauth.policy.syntax import claim_path
 from extauth.ratelimit.model import Limit, LimitCheck
 from extauth.request import Request
 
-#: Override conditions for anonymous callers (public routes) see a principal with no roles or claims.
-ANONYMOUS = Principal(subject="", identity="", issuer="", provider="", key_id=None, roles=frozenset(),
-                      claims=MappingProxyType({}), expires_at=None)
 _MAX_KEY_VALUE = 64
 KeyPart = Callable[[Request, Principal | None, Decision], str]
 #: Characters a key value keeps as they are: printable ASCII except space and `"#%,=\{|}~`.

@@ -3,7 +3,7 @@
 import argparse
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from extauth.audit.cli import main as audit_main
@@ -41,16 +41,27 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("config", type=Path)
     validate.set_defaults(run=_validate)
 
-    test = commands.add_parser("test", help="run the policy test cases in DIR/tests against the policies in DIR")
-    test.add_argument("directory", type=Path)
+    test = commands.add_parser(
+        "test", help="run the policy test cases in DIR/tests against the policies in DIR",
+        description="Run the policy test cases in DIRECTORY/tests/*.yaml against the policies in DIRECTORY, or "
+                    "against a candidate, listing the cases whose outcome the candidate changes.",
+        epilog="exit status: 0 all passed, 1 some failed, 2 usage or configuration error (including no test files)")
+    test.add_argument("directory", type=Path, help="the policy directory; its cases are in DIRECTORY/tests/")
+    test.add_argument("--candidate", type=Path, metavar="DIR",
+                      help="run the same cases against these policies instead (e.g. policy.shadow_path), and list "
+                           "every case whose outcome differs from DIRECTORY's")
     test.add_argument("-v", "--verbose", action="store_true", help="also list passing cases")
     test.set_defaults(run=_test)
 
-    explain = commands.add_parser("explain", help="show how the policy decides a request, and why")
-    explain.add_argument("--config", type=Path, required=True)
-    explain.add_argument("method")
+    explain = commands.add_parser(
+        "explain", help="show how the policy decides a request, and why",
+        description="Show how the policy decides a request, why, and which rate limits apply (nothing is counted).",
+        epilog="exit status: 0 allow, 1 deny, 2 usage or configuration error")
+    explain.add_argument("--config", type=Path, required=True, help="the extauth config file naming the policy")
+    explain.add_argument("method", help="HTTP method")
     explain.add_argument("url", help="/path?query or https://host/path?query")
-    explain.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
+    explain.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", type=_header_argument,
+                         help="a request header (repeatable)")
     who = explain.add_mutually_exclusive_group()
     who.add_argument("--token", help="a JWT, verified with the configured providers")
     who.add_argument("--sub", help="subject of a principal described by hand (with --claim)")
@@ -58,9 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="claim of the hand-described principal; roles=a,b sets its roles")
     explain.add_argument("--source", default="192.0.2.10", help="client IP")
     explain.add_argument("--peer", default="", help="mTLS peer identity (e.g. a SPIFFE ID)")
-    explain.add_argument("--context", action="append", default=[], metavar="KEY=VALUE",
+    explain.add_argument("--context", action="append", default=[], metavar="KEY=VALUE", type=_context_argument,
                          help="Envoy context_extensions of the route")
-    explain.add_argument("--at", type=datetime.fromisoformat, help="evaluate at this ISO time (time windows)")
+    explain.add_argument("--at", type=_moment_argument,
+                         help="evaluate at this ISO 8601 time (time windows); without a zone it is UTC")
     explain.add_argument("--shadow", action="store_true", help="explain with the shadow policy instead")
     explain.set_defaults(run=_explain)
 
@@ -142,31 +154,72 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    from extauth.policy.testing import policy_test_files, run_policy_tests
+    """0 all passed, 1 some failed, 2 usage or configuration error (invalid policies or cases, no test files)."""
+    from extauth.policy.testing import changed_outcomes, policy_test_files, run_policy_tests
 
     if not policy_test_files(args.directory):
         print(f"{args.directory / 'tests'}: no policy test files (*.yaml)", file=sys.stderr)
-        return 1
-    results = run_policy_tests(args.directory)
+        return 2
+    now = datetime.now(UTC).timestamp()
+    try:
+        results = run_policy_tests(args.directory, args.candidate, now)
+        live = run_policy_tests(args.directory, now=now) if args.candidate else results
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
     for result in results:
-        where = f"{result.file}:{result.line}" if result.line else str(result.file)
-        if result.passed:
-            if args.verbose:
-                print(f"PASS {result.name}")
-        else:
-            print(f"FAIL {result.name} ({where}): {result.failure}")
+        if not result.passed:
+            print(f"FAIL {result.name} ({result.where}): {result.failure}")
+        elif args.verbose:
+            print(f"PASS {result.name}")
+    changes = changed_outcomes(live, results)
+    for before, after in changes:
+        print(f"CHANGED {after.name} ({after.where}): {before.outcome()} -> {after.outcome()}")
     failed = sum(not result.passed for result in results)
-    print(f"{len(results) - failed} passed, {failed} failed")
+    summary = f"{len(results) - failed} passed, {failed} failed"
+    if args.candidate:
+        summary += f" against {args.candidate}; {len(changes)} changed from {args.directory}"
+    print(summary)
     return 1 if failed else 0
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from extauth.policy.explainer import explain_request
+    """0 allow, 1 deny, 2 usage or configuration error (a deny is an answer, not a failure to give one)."""
+    from extauth.policy.explainer import UsageError, explain_request
 
-    config = load_config(args.config)
-    lines, allowed = explain_request(config, args)
+    try:
+        lines, allowed = explain_request(load_config(args.config), args)
+    except (ConfigError, UsageError) as error:
+        print(error, file=sys.stderr)
+        return 2
     print("\n".join(lines))
-    return 0 if allowed else 2
+    return 0 if allowed else 1
+
+
+def _header_argument(text: str) -> tuple[str, str]:
+    """`--header 'NAME: VALUE'` (an argparse type: a malformed one is a usage error)."""
+    name, separator, value = text.partition(":")
+    if not separator or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'NAME: VALUE'")
+    return name.strip().lower(), value.strip()
+
+
+def _context_argument(text: str) -> tuple[str, str]:
+    """`--context KEY=VALUE` (an argparse type)."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _moment_argument(text: str) -> datetime:
+    """`--at` in ISO 8601; without a zone it is UTC (not the machine's local time)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an ISO 8601 time such as 2026-11-24T10:00:00+01:00") \
+            from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -14,15 +14,19 @@ Each fenced block carries a marker on the line right before its opening fence, s
     <!-- example: envoy routes; in envoy/envoy.yaml -->   Envoy routes that file has, exactly as written
     <!-- example: skip: why it cannot run here -->
 
-Fragments are `config`, `policy` or `screening` fragments, placed `at top` (merged into the document) or at a
-path such as `routes[0].rules[0].when` (a mapping is merged into the one there, anything else replaces it);
-`; with AT=YAML` first sets more of the minimal document, e.g. a route path that binds the fragment's
-parameters. A complete example may add `; save as PATH`: it is then written to PATH in the doc's workspace,
-where the doc's `run`/`console` blocks see it; `; same as PATH` says it shows a file of the checkout, and
-must hold the same data. Commands run in a scratch copy of the checkout's `envoy/` (with `.venv` linked in
-and `.venv/bin` on PATH, and the `.run/certs` `make run` writes), one workspace per doc file. Files a config
-names outside the workspace (`/etc/extauth/...`) may be missing; nothing else may be wrong. Failures name the
-block as `file:line` of its opening fence.
+Fragments are `config`, `policy`, `policy-test` or `screening` fragments, placed `at top` (merged into the
+document) or at a path such as `routes[0].rules[0].when` (a mapping is merged into the one there, anything else
+replaces it); `; with AT=YAML` first sets more of the minimal document, e.g. a route path that binds the
+fragment's parameters.
+
+Commands run in a scratch checkout, one per block: the checkout's `envoy/` copied, `.venv` linked in and
+`.venv/bin` on PATH, the `.run/certs` that `make run` writes. Blocks of the same doc prepare it:
+`; save as PATH` writes the block there, `; append to PATH` appends it (one more case); `; same as PATH` says a
+block shows a file of the checkout and must hold the same data. A `run` or `console` block may then change its
+own copy, in the order written: `; copy PATH => NEW PATH` (a file or directory), `; edit PATH: OLD => NEW`.
+
+Files a config names outside the checkout (`/etc/extauth/...`) may be missing; nothing else may be wrong.
+Failures name the block as `file:line` of its opening fence.
 """
 
 import argparse
@@ -50,7 +54,7 @@ REPO = Path(__file__).parents[3]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 MARKER = re.compile(r"^<!-- example: (?P<spec>.+?) -->$")
 FENCE = re.compile(r"^```(?P<lang>\S*)\s*$")
-FRAGMENT = re.compile(r"^(?P<kind>config|policy|screening) fragment at (?P<at>\S+)$")
+FRAGMENT = re.compile(r"^(?P<kind>config|policy|policy-test|screening) fragment at (?P<at>\S+)$")
 #: Messages of a config that names files this machine does not have (the docs' /etc/extauth/... paths).
 MISSING_FILE = re.compile(r"does not exist|cannot read .*: No such file or directory")
 COMMAND_TIMEOUT_SECONDS = 60
@@ -62,6 +66,8 @@ SKELETONS: dict[str, dict[str, Any]] = {
                "routes": [{"name": "example", "match": {"path": {"prefix": "/example/"}},
                            "rules": [{"name": "example", "when": {"roles": ["reader"]}}]}]},
     "screening": {"apiVersion": "extauth/v1", "kind": "Screening", "metadata": {"name": "example"}},
+    "policy-test": {"apiVersion": "extauth/v1", "kind": "PolicyTest", "metadata": {"name": "example"},
+                    "cases": [{"name": "example", "request": {"url": "/"}, "expect": {"decision": "deny"}}]},
 }
 
 
@@ -295,7 +301,26 @@ def workspace(doc: Path, tmp_path: Path, dev_keys: Path) -> Path:
                 target = root / option.removeprefix("save as ")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(block.text)
+            elif option.startswith("append to "):
+                with (root / option.removeprefix("append to ")).open("a") as target:
+                    target.write(block.text)
     return root
+
+
+def apply_edits(block: Block, root: Path) -> None:
+    """The block's `copy` and `edit PATH: OLD => NEW` options; each OLD must be there, or the example describes
+    nothing."""
+    for option in block.options:
+        if option.startswith("copy "):
+            source, _, target = option.removeprefix("copy ").partition(" => ")
+            copy = shutil.copytree if (root / source).is_dir() else shutil.copy
+            copy(root / source, root / target)
+        elif option.startswith("edit "):
+            path, _, change = option.removeprefix("edit ").partition(": ")
+            old, _, new = change.partition(" => ")
+            text = (root / path).read_text()
+            assert old in text, f"{block.where}: {path} has no {old!r} to edit"
+            (root / path).write_text(text.replace(old, new))
 
 
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -312,6 +337,7 @@ def test_shell_example_runs_as_documented(block: Block, tmp_path: Path, dev_keys
     """Each command exits with the documented code (0 unless the marker says otherwise); a console block's
     output is exactly what the doc shows."""
     cwd = workspace(block.doc, tmp_path, dev_keys)
+    apply_edits(block, cwd)
     steps = (console_steps(block.text) if block.kind == "console"
              else [(command, None) for command in commands(block.text)])
     for command, expected_output in steps:

@@ -34,6 +34,8 @@ def test_billing_route_reaches_its_service_with_its_context(gateway: EnvoyProces
     assert (decision["service"], decision["envoy_route"], decision["rule"]) == (
         "billing", "billing", "billing/invoices-read/viewers-may-read")
     assert gateway.get("/billing/invoices/2026-0042", token(certs, "root", "admin")).status == 403
+    webhook = gateway.request("POST", "/billing/webhooks/stripe", body=b"{}")  # from loopback, not Stripe's network
+    assert (webhook.status, webhook.json()["reason"]) == (403, "forbidden")
 
 
 @pytest.mark.parametrize("path", ["/internal/metrics", "/billing", "/nothing-here/x", "/healthzz"])

@@ -114,11 +114,11 @@ def _to_python(loader: _StrictLoader, node: yaml.Node, at: FieldPath, lines: Lin
             key = _construct(loader, key_node, path)
             if not isinstance(key, str):
                 raise ConfigError.single(
-                    path, f"keys must be strings, got {key!r}", key_node.start_mark.line + 1, _dotted(at)
+                    path, f"keys must be strings, got {key!r}", key_node.start_mark.line + 1, dotted(at)
                 )
             if key in result:
                 raise ConfigError.single(
-                    path, "duplicate key", key_node.start_mark.line + 1, _dotted((*at, key))
+                    path, "duplicate key", key_node.start_mark.line + 1, dotted((*at, key))
                 )
             result[key] = _to_python(loader, value_node, (*at, key), lines, path)
         return result
@@ -144,7 +144,7 @@ def _construct(loader: _StrictLoader, node: yaml.Node, path: Path) -> Any:
         raise ConfigError.single(path, f"invalid YAML value: {reason}", node.start_mark.line + 1) from None
 
 
-def _dotted(at: FieldPath) -> str:
+def dotted(at: FieldPath) -> str:
     out = ""
     for part in at:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
@@ -176,7 +176,7 @@ def validate(
                 message = "unknown field"
             elif error["type"] == "value_error":
                 message = str(error["ctx"]["error"])
-            issues.append(ConfigIssue(path, line_for(lines, at), _dotted(at), message))
+            issues.append(ConfigIssue(path, line_for(lines, at), dotted(at), message))
         raise ConfigError(issues) from None
 
 

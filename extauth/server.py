@@ -204,8 +204,8 @@ def _bind(server: grpc.aio.Server, address: ListenAddress, credentials: grpc.Ser
             bound = server.add_secure_port(address.grpc_target(), credentials)
         else:
             bound = server.add_insecure_port(address.grpc_target())
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address}: {exc}") from None
+    except RuntimeError as exc:  # grpc's text ends in advice about GRPC_VERBOSITY; its log line has the cause
+        raise OSError(f"cannot listen on {address}: {str(exc).split(';')[0]}") from None
     if address.kind == "tcp" and bound == 0:
         raise OSError(f"cannot listen on {address}")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from extauth.audit.signing import load_signing_key
 from extauth.clock import Clock, SystemClock
 from extauth.config import ConfigError, ConfigIssue, LoadedConfig
+from extauth.config.errors import sorted_issues
 from extauth.config.schema import ListenAddress, pem_certificates
 from extauth.identity.http import HttpFetcher, UrllibFetcher
 from extauth.identity.jwks import JwksStore, KeyLoadError, load_jwks_file, load_shared_secret
@@ -41,14 +42,8 @@ def check_startup(loaded: LoadedConfig, clock: Clock | None = None) -> StartupCh
     check.issues += _listener_issues(loaded)
     for label, at in (("policy", ("policy", "path")), ("shadow policy", ("policy", "shadow_path"))):
         check.issues += _policy_issues(loaded, at, label, clock or SystemClock(), check.policy_versions)
-    check.issues = sort_issues(check.issues)
+    check.issues = sorted_issues(check.issues)
     return check
-
-
-def sort_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
-    """By file, then line (file-wide issues first); issues found twice are reported once."""
-    unique = list(dict.fromkeys(issues))
-    return sorted(unique, key=lambda issue: (str(issue.file), issue.line or 0))
 
 
 async def fetch_key_sources(loaded: LoadedConfig, check: StartupCheck, fetcher: HttpFetcher | None = None) -> None:
@@ -68,7 +63,7 @@ async def fetch_key_sources(loaded: LoadedConfig, check: StartupCheck, fetcher: 
             check.fetched.append(f"provider {store.name!r}: {len(keys)} keys from {url}")
 
     await asyncio.gather(*(fetch(index, JwksStore(provider, SystemClock(), fetcher)) for index, provider in remote))
-    check.issues = sort_issues(check.issues)
+    check.issues = sorted_issues(check.issues)
 
 
 def _key_issues(loaded: LoadedConfig) -> list[ConfigIssue]:

@@ -26,3 +26,8 @@ class ConfigError(Exception):
     @classmethod
     def single(cls, file: Path, message: str, line: int | None = None, field: str = "") -> "ConfigError":
         return cls([ConfigIssue(file, line, field, message)])
+
+
+def sorted_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """By file, then line (file-wide issues first, then the order found); an issue found twice is reported once."""
+    return sorted(dict.fromkeys(issues), key=lambda issue: (str(issue.file), issue.line or 0))

@@ -36,7 +36,7 @@ from extauth.ratelimit import CircuitBreaker, RateLimiter, open_storage
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.respond import Responder
 from extauth.servicer import AuthorizationServicer
-from extauth.unixsocket import claim_socket_path, remove_own_socket, socket_identity
+from extauth.unixsocket import SocketIdentity, claim_socket_path, remove_own_socket, socket_identity
 
 log = structlog.get_logger("extauth.server")
 
@@ -106,7 +106,7 @@ class ExtauthServer:
                                                 metrics_address.for_worker(worker_index, config.server.workers))
         self._background: list[asyncio.Task[None]] = []
         #: Unix sockets this process created, by path: removed on stop only if the file is still that socket.
-        self._created_sockets: dict[Path, int] = {}
+        self._created_sockets: dict[Path, SocketIdentity] = {}
 
     async def start(self) -> None:
         await self.audit.start()

@@ -58,14 +58,18 @@ def claim_socket_path(path: Path) -> None:
         probe.close()
 
 
-def socket_identity(path: Path) -> int:
-    """What `remove_own_socket` compares: the inode of the socket just created at `path`."""
-    return path.lstat().st_ino
+SocketIdentity = tuple[int, int, int]
 
 
-def remove_own_socket(path: Path, identity: int) -> None:
+def socket_identity(path: Path) -> SocketIdentity:
+    """What `remove_own_socket` compares: device, inode and change time of the socket just created at `path`."""
+    status = path.lstat()
+    return status.st_dev, status.st_ino, status.st_ctime_ns
+
+
+def remove_own_socket(path: Path, identity: SocketIdentity) -> None:
     """Remove `path` if it is still the socket identified by `identity`; anything else there stays."""
     with contextlib.suppress(FileNotFoundError):
         status = path.lstat()
-        if stat.S_ISSOCK(status.st_mode) and status.st_ino == identity:
+        if stat.S_ISSOCK(status.st_mode) and socket_identity(path) == identity:
             path.unlink()

@@ -11,7 +11,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from extauth.config.schema import ListenAddress
-from extauth.unixsocket import claim_socket_path, remove_own_socket, socket_identity
+from extauth.unixsocket import SocketIdentity, claim_socket_path, remove_own_socket, socket_identity
 
 log = structlog.get_logger("extauth.metrics")
 
@@ -25,7 +25,7 @@ class MetricsServer:
         self.address = address
         self._server: asyncio.base_events.Server | None = None
         #: The unix socket this server created (its inode), the only file `stop` removes.
-        self._socket_identity: int | None = None
+        self._socket_identity: SocketIdentity | None = None
         self.scrapes = 0
 
     async def start(self) -> None:

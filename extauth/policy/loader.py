@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from extauth.config.errors import ConfigError, ConfigIssue, sorted_issues
 from extauth.config.yamlsource import LineMap, line_for, parse_documents, read_text, validate
 from extauth.policy import syntax
-from extauth.policy.model import PolicyDocument, RateLimit, Route
+from extauth.policy.model import PolicyDocument, RateLimit, Route, RouteMatch, Rule
 from extauth.screening.model import ScreeningDocument
 
 Document = TypeVar("Document", PolicyDocument, ScreeningDocument)
@@ -102,33 +102,76 @@ def read_policies(path: Path) -> tuple[PolicySet, list[ConfigIssue]]:
 
 
 @dataclass(frozen=True, slots=True)
+class _RouteParts:
+    """What the cross-document checks read from one route, each part with its index in the file."""
+
+    index: int
+    name: str | None
+    #: The path's parameters; None when the route's `match` is invalid (parameter checks are then skipped).
+    params: tuple[str, ...] | None
+    rules: list[tuple[int, Rule]]
+    limits: list[tuple[int, RateLimit]]
+
+    @classmethod
+    def of(cls, index: int, route: Route) -> "_RouteParts":
+        params = route.match.path.parameters() if route.match.path else ()
+        return cls(index, route.name, params, list(enumerate(route.rules)), list(enumerate(route.limits)))
+
+    @classmethod
+    def salvaged(cls, index: int, raw: Any) -> "_RouteParts | None":
+        """A route with schema errors: its match, rules and limits that are valid on their own."""
+        if not isinstance(raw, dict):
+            return None
+        try:
+            match = RouteMatch.model_validate(raw.get("match", {}))
+            params: tuple[str, ...] | None = match.path.parameters() if match.path else ()
+        except ValidationError:
+            params = None
+        name = raw.get("name")
+        return cls(index, name if isinstance(name, str) else None, params,
+                   _valid_items(Rule, raw.get("rules")), _valid_items(RateLimit, raw.get("limits")))
+
+
+Item = TypeVar("Item", Rule, RateLimit)
+
+
+def _valid_items(model: type[Item], raw: Any) -> list[tuple[int, Item]]:
+    valid = []
+    for index, item in enumerate(raw if isinstance(raw, list) else []):
+        try:
+            valid.append((index, model.model_validate(item)))
+        except ValidationError:
+            continue
+    return valid
+
+
+@dataclass(frozen=True, slots=True)
 class _PolicyParts:
-    """What the cross-document checks read from one Policy document: its role graph and its routes by index."""
+    """What the cross-document checks read from one Policy document: its role graph and its routes."""
 
     file: Path
     lines: LineMap
     roles: dict[str, list[str]]
-    routes: list[tuple[int, Route]]
+    routes: list[_RouteParts]
 
     @classmethod
     def of(cls, loaded: LoadedDocument[PolicyDocument]) -> "_PolicyParts":
         document = loaded.document
-        return cls(loaded.file, loaded.lines, dict(document.roles), list(enumerate(document.routes)))
+        routes = [_RouteParts.of(index, route) for index, route in enumerate(document.routes)]
+        return cls(loaded.file, loaded.lines, dict(document.roles), routes)
 
     @classmethod
     def salvaged(cls, file: Path, data: Any, lines: LineMap) -> "_PolicyParts":
-        """A document with schema errors: its role names and parents as written, and each route that is valid
-        on its own, so one typo does not hide an undefined role or a cycle (its own errors are reported apart)."""
+        """A document with schema errors: its role names and parents as written, and of each route the parts that
+        are valid on their own, so one typo does not hide an undefined role, a cycle or a limit naming a missing
+        parameter elsewhere in the file (the schema errors themselves are reported apart)."""
         raw = data if isinstance(data, dict) else {}
         roles = raw.get("roles") if isinstance(raw.get("roles"), dict) else {}
         graph = {name: [parent for parent in parents if isinstance(parent, str)] if isinstance(parents, list) else []
                  for name, parents in roles.items()}
-        routes = []
-        for index, item in enumerate(raw.get("routes") if isinstance(raw.get("routes"), list) else []):
-            try:
-                routes.append((index, Route.model_validate(item, context={"file": file})))
-            except ValidationError:
-                continue
+        raw_routes = raw.get("routes") if isinstance(raw.get("routes"), list) else []
+        routes = [parts for index, item in enumerate(raw_routes)
+                  if (parts := _RouteParts.salvaged(index, item)) is not None]
         return cls(file, lines, graph, routes)
 
     def issue(self, at: tuple[str | int, ...], field: str, message: str) -> ConfigIssue:
@@ -146,9 +189,11 @@ def _semantic_issues(documents: list[_PolicyParts]) -> list[ConfigIssue]:
                 issues.append(loaded.issue(("roles", role), f"roles.{role}", "role defined twice"))
             roles[role] = parents
             role_origin[role] = loaded
-        for index, route in loaded.routes:
+        for route in loaded.routes:
+            if route.name is None:
+                continue
             if route.name in seen_routes:
-                issues.append(loaded.issue(("routes", index, "name"), f"routes[{index}].name",
+                issues.append(loaded.issue(("routes", route.index, "name"), f"routes[{route.index}].name",
                                            f"route {route.name!r} already defined in {seen_routes[route.name]}"))
             seen_routes[route.name] = loaded.file
     for role, parents in roles.items():
@@ -158,9 +203,9 @@ def _semantic_issues(documents: list[_PolicyParts]) -> list[ConfigIssue]:
                                                       f"inherits undefined role {parent!r}"))
     issues.extend(_cycle_issues(roles, role_origin))
     for loaded in documents:
-        for r_index, route in loaded.routes:
-            params = route.match.path.parameters() if route.match.path else ()
-            for u_index, rule in enumerate(route.rules):
+        for route in loaded.routes:
+            r_index, params = route.index, route.params
+            for u_index, rule in route.rules:
                 at = ("routes", r_index, "rules", u_index)
                 field = f"routes[{r_index}].rules[{u_index}]"
                 for role in rule.when.roles or ():
@@ -171,28 +216,28 @@ def _semantic_issues(documents: list[_PolicyParts]) -> list[ConfigIssue]:
                 named += [(("headers", header), name) for header, value in rule.headers.items()
                           for name in syntax.header_params(syntax.parse_header_template(value))]
                 for where, name in named:
-                    if name not in params:
+                    if params is not None and name not in params:
                         issues.append(loaded.issue((*at, *where), ".".join((field, *where)),
                                                    f"the route's path has no parameter {name!r}"
                                                    f" ({'it has: ' + ', '.join(params) if params else 'it has none'})"))
-                issues.extend(_limit_issues(loaded, at, field, rule.limits, params, roles))
+                issues.extend(_limit_issues(loaded, at, field, list(enumerate(rule.limits)), params, roles))
             issues.extend(_limit_issues(loaded, ("routes", r_index), f"routes[{r_index}]", route.limits, params, roles))
     return issues
 
 
-def _limit_issues(loaded: "_PolicyParts", at: tuple[str | int, ...], field: str,
-                  limits: list[RateLimit], params: tuple[str, ...], roles: dict[str, list[str]]) -> list[ConfigIssue]:
+def _limit_issues(loaded: _PolicyParts, at: tuple[str | int, ...], field: str, limits: list[tuple[int, RateLimit]],
+                  params: tuple[str, ...] | None, roles: dict[str, list[str]]) -> list[ConfigIssue]:
     """Limit names are unique where they are declared; keys name real path parameters; overrides name real roles."""
     issues = []
     names: set[str] = set()
-    for index, limit in enumerate(limits):
+    for index, limit in limits:
         where, here = (*at, "limits", index), f"{field}.limits[{index}]"
         if limit.name in names:
             issues.append(loaded.issue((*where, "name"), f"{here}.name", f"limit {limit.name!r} defined twice"))
         names.add(limit.name)
         for k_index, part in enumerate(limit.key):
             kind, _, name = part.partition(":")
-            if kind == "param" and name not in params:
+            if kind == "param" and params is not None and name not in params:
                 issues.append(loaded.issue((*where, "key", k_index), f"{here}.key[{k_index}]",
                                            f"the route's path has no parameter {name!r}"))
         for o_index, override in enumerate(limit.overrides):

@@ -279,3 +279,28 @@ def test_online_reports_an_unreachable_key_source_at_its_field(
             f"{config}:9: authentication.providers[0].jwks.url: GET {idp.jwks_url} failed: HTTP status 503"]
     finally:
         idp.stop()
+
+
+BROKEN_POLICY = Path(__file__).parent / "broken_policy"
+
+
+def test_every_error_of_a_broken_policy_comes_out_of_one_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Schema errors, a check pydantic skips beside an unknown field, an unknown kind in a later document, role
+    cycles and undefined roles, limit and regex errors, a screening compile error: one run, sorted by line."""
+    (tmp_path / "extauth.yaml").write_text(f"policy: {{path: {BROKEN_POLICY}}}\n")
+    assert main(["validate", str(tmp_path / "extauth.yaml")]) == 1
+    file = BROKEN_POLICY / "billing.yaml"
+    assert errors_of(capsys) == [f"{file}:{line}" for line in [
+        "7: roles.billing-admin: inheritance cycle",
+        "8: roles.billing-writer: inheritance cycle",
+        "9: roles.billing-auditor: inherits undefined role 'auditor'",
+        "15: routes[0].rules[0].when.roles: undefined role 'billing-reader' (declare it under roles:)",
+        "19: routes[0].rules[1].limits[0].windows[0].per: '10x' is not a duration such as 500ms, 10s, 5m, 1h or 1d",
+        "21: routes[0].limits[0].key[0]: the route's path has no parameter 'tenant'",
+        "22: routes[1]: a route needs rules, or `public: true`; unmatched requests are denied anyway",
+        "23: routes[1].match.sources: unknown field",
+        "25: routes[2].match.path.regex: invalid regular expression: missing ), unterminated subpattern at position 9",
+        "29: kind: unknown kind 'Polcy'; known kinds: Policy, Screening",
+        "36: signatures[0].pattern: invalid regular expression: missing ), unterminated subpattern at position 5",
+    ]]

@@ -12,8 +12,10 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
+        """One line, whatever a library put in the message: one issue per line is what operators and CI grep."""
         where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        message = " ".join(self.message.splitlines())
+        return f"{where}: {self.field}: {message}" if self.field else f"{where}: {message}"
 
 
 class ConfigError(Exception):

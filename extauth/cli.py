@@ -8,7 +8,7 @@ from pathlib import Path
 
 from extauth.audit.cli import main as audit_main
 from extauth.audit.cli import register as register_audit
-from extauth.config import ConfigError, load_config, read_config
+from extauth.config import ConfigError, LoadedConfig, load_config, read_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,21 +119,21 @@ def _serve(args: argparse.Namespace) -> int:
         return _missing_config(args.config)
     try:
         loaded = read_config(args.config)
-        issues = check_startup(loaded).issues
+        config = loaded.config
+        workers = args.workers or config.server.workers
+        if args.workers:  # each worker's socket path is checked, not the one a single process would use
+            config = config.model_copy(update={"server": config.server.model_copy(update={"workers": workers})})
+        issues = check_startup(LoadedConfig(loaded.path, config, loaded.lines)).issues
         if issues:
             raise ConfigError(issues)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    config = loaded.config
-    workers = args.workers or config.server.workers
     if workers > 1 and args.worker_index is None:
         from extauth.workers import Supervisor
 
         forwarded = ["--rate-limit-backend", args.rate_limit_backend] if args.rate_limit_backend else []
         return Supervisor(args.config, workers, config.server.grace_period_seconds, forwarded).run()
-    if args.workers:
-        config = config.model_copy(update={"server": config.server.model_copy(update={"workers": workers})})
     if args.rate_limit_backend:
         limits = config.rate_limit.model_copy(update={"backend": args.rate_limit_backend})
         config = config.model_copy(update={"rate_limit": limits})

@@ -1,6 +1,7 @@
 """`extauth validate`: it checks everything `serve` loads, reports every problem as one line, exits 0 / 1 / 2."""
 
 import json
+import os
 import shutil
 import socket
 from collections.abc import Callable
@@ -88,7 +89,18 @@ BROKEN: dict[str, tuple[Breakage, str]] = {
         "9: authentication.providers[0].jwks.file: cannot read {dir}/keys/jwks.json: No such file or directory"),
     "jwks file unreadable (a directory)": (
         lambda d: ((d / "keys/jwks.json").unlink(), (d / "keys/jwks.json").mkdir()),
-        "9: authentication.providers[0].jwks.file: cannot read {dir}/keys/jwks.json: Is a directory"),
+        "9: authentication.providers[0].jwks.file: cannot read {dir}/keys/jwks.json: not a regular file"),
+    "jwks file a device that never ends": (
+        lambda d: ((d / "keys/jwks.json").unlink(), (d / "keys/jwks.json").symlink_to("/dev/zero")),
+        "9: authentication.providers[0].jwks.file: cannot read /dev/zero: not a regular file"),
+    "jwks file far too large": (
+        lambda d: (d / "keys/jwks.json").write_bytes(b" " * (1024 * 1024 + 1)),
+        "9: authentication.providers[0].jwks.file: cannot read {dir}/keys/jwks.json: 1048577 bytes; the limit is "
+        "1048576"),
+    "shared secret a FIFO": (
+        lambda d: ((d / "keys/partner.secret").unlink(), os.mkfifo(d / "keys/partner.secret")),
+        "14: authentication.providers[1].shared_secret_file: cannot read {dir}/keys/partner.secret: "
+        "not a regular file"),
     "jwks file garbage": (
         lambda d: (d / "keys/jwks.json").write_text("-----BEGIN PUBLIC KEY-----\n"),
         "9: authentication.providers[0].jwks.file: {dir}/keys/jwks.json: JWKS is not valid JSON"),

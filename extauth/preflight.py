@@ -17,7 +17,7 @@ from extauth.audit.signing import load_signing_key
 from extauth.clock import Clock, SystemClock
 from extauth.config import ConfigError, ConfigIssue, LoadedConfig
 from extauth.config.errors import sorted_issues
-from extauth.config.schema import ListenAddress, pem_certificates
+from extauth.config.schema import JwtProviderConfig, ListenAddress, pem_certificates
 from extauth.identity.http import HttpFetcher, UrllibFetcher
 from extauth.identity.jwks import JwksStore, KeyLoadError, load_jwks_file, load_shared_secret
 from extauth.policy.loader import policy_files
@@ -49,20 +49,20 @@ def check_startup(loaded: LoadedConfig, clock: Clock | None = None) -> StartupCh
 async def fetch_key_sources(loaded: LoadedConfig, check: StartupCheck, fetcher: HttpFetcher | None = None) -> None:
     """`validate --online`: fetch every provider's remote keys once (discovery included), as a refresh would."""
     fetcher = fetcher or UrllibFetcher()
-    remote = [(index, provider) for index, provider in enumerate(loaded.config.authentication.providers)
-              if provider.jwks is not None and provider.jwks.file is None]
 
-    async def fetch(index: int, store: JwksStore) -> None:
-        jwks = loaded.config.authentication.providers[index].jwks
-        source = "url" if jwks is not None and jwks.url else "oidc_discovery"
+    async def fetch(index: int, provider: JwtProviderConfig) -> None:
+        store = JwksStore(provider, SystemClock(), fetcher)
         try:
             keys, url = await store.fetch_once()
         except KeyLoadError as error:
+            source = "url" if provider.jwks is not None and provider.jwks.url else "oidc_discovery"
             check.issues.append(loaded.issue(("authentication", "providers", index, "jwks", source), str(error)))
         else:
-            check.fetched.append(f"provider {store.name!r}: {len(keys)} keys from {url}")
+            check.fetched.append(f"provider {provider.name!r}: {len(keys)} keys from {url}")
 
-    await asyncio.gather(*(fetch(index, JwksStore(provider, SystemClock(), fetcher)) for index, provider in remote))
+    providers = enumerate(loaded.config.authentication.providers)
+    await asyncio.gather(*(fetch(index, provider) for index, provider in providers
+                           if provider.jwks is not None and provider.jwks.file is None))
     check.issues = sorted_issues(check.issues)
 
 

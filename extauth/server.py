@@ -177,7 +177,6 @@ class ExtauthServer:
         log.info("stopped", instance=self.instance, audit_written=sum(self.audit.stats.written.values()),
                  audit_dropped=self.audit.stats.dropped)
 
-
     def _remove_created_sockets(self) -> None:
         """A socket file this process created goes; anything since put in its place by someone else stays."""
         for path, identity in self._created_sockets.items():

@@ -316,3 +316,21 @@ def test_every_error_of_a_broken_policy_comes_out_of_one_run(
         "29: kind: unknown kind 'Polcy'; known kinds: Policy, Screening",
         "36: signatures[0].pattern: invalid regular expression: missing ), unterminated subpattern at position 5",
     ]]
+
+
+def test_online_follows_oidc_discovery_and_reports_a_failure_at_its_field(
+        config: Path, dev_keys: DevCerts, capsys: pytest.CaptureFixture[str]) -> None:
+    """With `oidc_discovery` the discovery document names the JWKS; an IdP that is down is one line there."""
+    idp = IdentityProvider(dev_keys.jwks)
+    try:
+        config.write_text(CONFIG.replace("https://login.example.com", idp.issuer)
+                          .replace("jwks: {file: keys/jwks.json}", "jwks: {oidc_discovery: true}"))
+        assert main(["validate", "--online", str(config)]) == 0
+        assert f"provider 'corp': 1 keys from {idp.issuer}/jwks.json" in capsys.readouterr().out
+        idp.failing = True
+        assert main(["validate", "--online", str(config)]) == 1
+        assert errors_of(capsys) == [
+            f"{config}:9: authentication.providers[0].jwks.oidc_discovery: GET {idp.issuer}"
+            "/.well-known/openid-configuration failed: HTTP status 503"]
+    finally:
+        idp.stop()

@@ -149,11 +149,11 @@ def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path, text: str) ->
     assert result.stderr.startswith(f"{path}:")
 
 
-def serve_once(config: dict, run_dir: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+def serve_once(config: dict, run_dir: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     """Run `extauth serve` on `config` until it exits by itself (it is expected to refuse to start)."""
     path = run_dir / "extauth.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    result = subprocess.run([sys.executable, "-m", "extauth", "serve", "--config", str(path)],
+    result = subprocess.run([sys.executable, "-m", "extauth", "serve", "--config", str(path), *args],
                             capture_output=True, text=True, timeout=30)
     return result, path
 
@@ -177,6 +177,16 @@ def test_serve_with_a_missing_key_file_exits_2_before_listening_and_leaves_nothi
     validate = subprocess.run([sys.executable, "-m", "extauth", "validate", str(path)],
                               capture_output=True, text=True, timeout=30)
     assert (validate.returncode, validate.stderr) == (1, result.stderr)
+
+
+def test_a_supervisor_refuses_before_starting_any_worker(tmp_path: Path, certs: DevCerts) -> None:
+    """`--workers 2` with a missing key file: one line, exit 2, and no worker ever made its socket."""
+    config = extauth_config(tmp_path, certs)
+    config["authentication"]["providers"][0]["jwks"]["file"] = str(tmp_path / "missing-jwks.json")
+    result, _ = serve_once(config, tmp_path, "--workers", "2")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "jwks.file: cannot read" in result.stderr
+    assert list(tmp_path.glob("*.sock")) == []
 
 
 def test_serve_refuses_a_socket_path_that_is_someone_elses_file_and_keeps_it(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from extauth.audit.cli import main as audit_main
 from extauth.audit.cli import register as register_audit
-from extauth.config import ConfigError, load_config
+from extauth.config import ConfigError, LoadedConfig, load_config, read_config
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,15 +30,19 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the ext_authz gRPC service")
-    serve.add_argument("--config", type=Path, required=True)
+    serve.add_argument("--config", type=Path, required=True, help="the YAML config file (docs/configuration.md)")
     serve.add_argument("--workers", type=int, help="processes, each on its own socket (overrides server.workers)")
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--rate-limit-backend", metavar="URL", type=_backend_url,
                        help="limit store, e.g. redis://127.0.0.1:6379/0 (overrides rate_limit.backend)")
     serve.set_defaults(run=_serve)
 
-    validate = commands.add_parser("validate", help="check a config file and the policies it names")
-    validate.add_argument("config", type=Path)
+    validate = commands.add_parser(
+        "validate", help="check a config file and everything serve would load from it; exit 0 valid, 1 invalid, "
+        "2 usage error")
+    validate.add_argument("config", type=Path, help="the YAML config file (docs/configuration.md)")
+    validate.add_argument("--online", action="store_true",
+                          help="also fetch each provider's JWKS (or OIDC discovery document) once")
     validate.set_defaults(run=_validate)
 
     test = commands.add_parser(
@@ -118,15 +122,30 @@ def _backend_url(text: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    workers = args.workers or config.server.workers
+    """Exit 2 on a config problem (anything `validate` reports), found before any socket is bound; 1 when it
+    cannot listen; 0 after a graceful stop."""
+    from extauth.identity.jwks import KeyLoadError
+    from extauth.preflight import check_startup
+
+    if not args.config.exists():
+        return _missing_config(args.config)
+    try:
+        loaded = read_config(args.config)
+        config = loaded.config
+        workers = args.workers or config.server.workers
+        if args.workers:  # each worker's socket path is checked, not the one a single process would use
+            config = config.model_copy(update={"server": config.server.model_copy(update={"workers": workers})})
+        issues = check_startup(LoadedConfig(loaded.path, config, loaded.lines)).issues
+        if issues:
+            raise ConfigError(issues)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
     if workers > 1 and args.worker_index is None:
         from extauth.workers import Supervisor
 
         forwarded = ["--rate-limit-backend", args.rate_limit_backend] if args.rate_limit_backend else []
         return Supervisor(args.config, workers, config.server.grace_period_seconds, forwarded).run()
-    if args.workers:
-        config = config.model_copy(update={"server": config.server.model_copy(update={"workers": workers})})
     if args.rate_limit_backend:
         limits = config.rate_limit.model_copy(update={"backend": args.rate_limit_backend})
         config = config.model_copy(update={"rate_limit": limits})
@@ -137,20 +156,46 @@ def _serve(args: argparse.Namespace) -> int:
 
     logs.configure(config.logging.level)
     supervised = args.worker_index is not None
-    return uvloop.run(serve(config, args.config, args.worker_index or 0, supervised=supervised))
+    try:
+        return uvloop.run(serve(config, args.config, args.worker_index or 0, supervised=supervised))
+    except (ConfigError, KeyLoadError) as error:  # a file changed since the check above
+        print(f"{args.config}: {error}" if isinstance(error, KeyLoadError) else error, file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"extauth serve: {error}", file=sys.stderr)
+        return 1
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from extauth.clock import SystemClock
-    from extauth.policy.store import compile_policy
+    """Exit 0 when `serve` would start (every file it loads checked), 1 with every problem printed, 2 for usage."""
+    import asyncio
 
-    config = load_config(args.config)
-    summaries = []
-    for label, path in (("policy", config.policy.path), ("shadow policy", config.policy.shadow_path)):
-        if path is not None:
-            summaries.append(f"{label} {compile_policy(path, SystemClock()).version}")
-    print(f"{args.config}: ok ({len(config.authentication.providers)} providers; {'; '.join(summaries)})")
+    from extauth.preflight import check_startup, fetch_key_sources
+
+    if not args.config.exists():
+        return _missing_config(args.config)
+    try:
+        loaded = read_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    check = check_startup(loaded)
+    if args.online:
+        asyncio.run(fetch_key_sources(loaded, check))
+        for line in check.fetched:
+            print(line)
+    if check.issues:
+        print(ConfigError(check.issues), file=sys.stderr)
+        return 1
+    versions = "; ".join(f"{label} {version}" for label, version in check.policy_versions.items())
+    print(f"{args.config}: ok ({len(loaded.config.authentication.providers)} providers; {versions})")
     return 0
+
+
+def _missing_config(path: Path) -> int:
+    """A CONFIG argument naming no file is a usage error (2), as argparse's own file arguments are."""
+    print(f"{path}: does not exist", file=sys.stderr)
+    return 2
 
 
 def _test(args: argparse.Namespace) -> int:

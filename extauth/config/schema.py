@@ -164,7 +164,7 @@ def _client_identity(text: str) -> str:
     return canonical
 
 
-def _pem_certificates(path: Path) -> Path:
+def pem_certificates(path: Path) -> Path:
     try:
         x509.load_pem_x509_certificates(path.read_bytes())
     except OSError as exc:
@@ -185,7 +185,7 @@ def _pem_private_key(path: Path) -> Path:
 
 
 ClientIdentity = Annotated[str, AfterValidator(_client_identity)]
-CertificateFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_pem_certificates)]
+CertificateFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(pem_certificates)]
 PrivateKeyFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_pem_private_key)]
 
 

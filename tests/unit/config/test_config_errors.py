@@ -105,3 +105,11 @@ def test_shipped_local_stack_config_is_valid() -> None:
     """The configuration `make run` uses loads without errors."""
     config = load_config(Path(__file__).parents[3] / "envoy" / "extauth.yaml")
     assert config.authentication.providers[0].name == "dev"
+
+
+def test_an_issue_is_one_line_whatever_its_message_holds() -> None:
+    """A library message with line breaks still prints as one line per issue."""
+    from extauth.config import ConfigIssue
+
+    issue = ConfigIssue(Path("extauth.yaml"), 3, "audit.signing_key", "first\nsecond\r\nthird")
+    assert str(issue) == "extauth.yaml:3: audit.signing_key: first second third"

@@ -137,7 +137,7 @@ def _policy_issues(loaded: LoadedConfig, at: tuple[str, str], label: str, clock:
     if path is None:
         return []
     if not path.exists():
-        return [loaded.issue(at, f"{path} does not exist")]
+        return [loaded.issue(at, f"{path} does not exist (a policy file, or a directory of *.yaml files)")]
     try:
         if not policy_files(path):
             return [loaded.issue(at, f"{path} holds no policy files (*.yaml, *.yml)")]

@@ -143,7 +143,7 @@ BROKEN: dict[str, tuple[Breakage, str]] = {
         "(create one with `extauth audit keygen DIR`)"),
     "policy directory missing": (
         lambda d: shutil.rmtree(d / "policies"),
-        "16: policy.path: {dir}/policies does not exist"),
+        "16: policy.path: {dir}/policies does not exist (a policy file, or a directory of *.yaml files)"),
     "policy directory empty": (
         lambda d: (d / "policies/p.yaml").unlink(),
         "16: policy.path: {dir}/policies holds no policy files (*.yaml, *.yml)"),

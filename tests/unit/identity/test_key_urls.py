@@ -98,6 +98,7 @@ def test_insecure_key_urls_are_config_errors_with_file_and_line(tmp_path: Path, 
                                                                 expected: str) -> None:
     """An http:// key URL to a non-loopback host stops the config at load, naming file, line and field."""
     path = tmp_path / "extauth.yaml"
+    (tmp_path / "p.yaml").write_text("apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: p}\n")
     path.write_text("policy: {path: p.yaml}\nauthentication:\n  providers:\n" + provider)
     with pytest.raises(ConfigError) as raised:
         load_config(path)

@@ -12,21 +12,18 @@ from extauth.audit.cli import main as audit_main
 from extauth.audit.cli import register as register_audit
 from extauth.cli_support import (
     EXIT_BROKEN_PIPE,
-    EXIT_FAILED,
     EXIT_INTERNAL_ERROR,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     CommandParser,
     printable,
 )
-from extauth.config import ConfigError, load_config
+from extauth.config import ConfigError, LoadedConfig, load_config, read_config
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_VARIABLE
 from extauth.identity.jwks import KeyLoadError
 
 #: Set to 1 to see the traceback of any error, foreseen or not.
 DEBUG_VARIABLE = "EXTAUTH_DEBUG"
-#: Commands whose verdict is about the config itself: an invalid one is their failed verdict, not a usage error.
-_CONFIG_IS_THE_VERDICT = {"validate"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         _debug_traceback()
         print("\n".join(printable(line) for line in str(error).split("\n")), file=sys.stderr)
-        return EXIT_FAILED if command in _CONFIG_IS_THE_VERDICT else EXIT_USAGE
+        return EXIT_USAGE
     except OSError as error:
         _debug_traceback()
         where = f"{error.filename}: " if error.filename else ""
@@ -97,27 +94,41 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the ext_authz gRPC service")
-    serve.add_argument("--config", type=Path, required=True, help="the extauth YAML config (docs/configuration.md)")
+    serve.add_argument("--config", type=Path, required=True, help="the YAML config file (docs/configuration.md)")
     serve.add_argument("--workers", type=int, help="processes, each on its own socket (overrides server.workers)")
     serve.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     serve.add_argument("--rate-limit-backend", metavar="URL", type=_backend_url,
                        help="limit store, e.g. redis://127.0.0.1:6379/0 (overrides rate_limit.backend)")
     serve.set_defaults(run=_serve)
 
-    validate = commands.add_parser("validate", help="check a config file and the policies it names")
-    validate.add_argument("config", type=Path, help="the extauth YAML config; the policies it names are checked too")
+    validate = commands.add_parser(
+        "validate", help="check a config file and everything serve would load from it; exit 0 valid, 1 invalid, "
+        "2 usage error")
+    validate.add_argument("config", type=Path, help="the YAML config file (docs/configuration.md)")
+    validate.add_argument("--online", action="store_true",
+                          help="also fetch each provider's JWKS (or OIDC discovery document) once")
     validate.set_defaults(run=_validate)
 
-    test = commands.add_parser("test", help="run the policy test cases in DIR/tests against the policies in DIR")
-    test.add_argument("directory", type=Path, help="a policy directory with its test cases in DIR/tests/*.yaml")
+    test = commands.add_parser(
+        "test", help="run the policy test cases in DIR/tests against the policies in DIR",
+        description="Run the policy test cases in DIRECTORY/tests/*.yaml against the policies in DIRECTORY, or "
+                    "against a candidate, listing the cases whose outcome the candidate changes.",
+        epilog="exit status: 0 all passed, 1 some failed, 2 usage or configuration error (including no test files)")
+    test.add_argument("directory", type=Path, help="the policy directory; its cases are in DIRECTORY/tests/")
+    test.add_argument("--candidate", type=Path, metavar="DIR",
+                      help="run the same cases against these policies instead (e.g. policy.shadow_path), and list "
+                           "every case whose outcome differs from DIRECTORY's")
     test.add_argument("-v", "--verbose", action="store_true", help="also list passing cases")
     test.set_defaults(run=_test)
 
-    explain = commands.add_parser("explain", help="show how the policy decides a request, and why")
-    explain.add_argument("--config", type=Path, required=True, help="the extauth YAML config whose policy decides")
-    explain.add_argument("method", help="HTTP method, e.g. GET")
+    explain = commands.add_parser(
+        "explain", help="show how the policy decides a request, and why",
+        description="Show how the policy decides a request, why, and which rate limits apply (nothing is counted).",
+        epilog="exit status: 0 allow, 1 deny, 2 usage or configuration error")
+    explain.add_argument("--config", type=Path, required=True, help="the extauth config file naming the policy")
+    explain.add_argument("method", help="HTTP method")
     explain.add_argument("url", help="/path?query or https://host/path?query")
-    explain.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+    explain.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", type=_header_argument,
                          help="a request header (repeatable)")
     who = explain.add_mutually_exclusive_group()
     who.add_argument("--token", help="a JWT, verified with the configured providers")
@@ -126,10 +137,10 @@ def _parser() -> argparse.ArgumentParser:
                          help="claim of the hand-described principal; roles=a,b sets its roles")
     explain.add_argument("--source", default="192.0.2.10", help="client IP")
     explain.add_argument("--peer", default="", help="mTLS peer identity (e.g. a SPIFFE ID)")
-    explain.add_argument("--context", action="append", default=[], metavar="KEY=VALUE",
+    explain.add_argument("--context", action="append", default=[], metavar="KEY=VALUE", type=_context_argument,
                          help="Envoy context_extensions of the route")
-    explain.add_argument("--at", type=_instant, metavar="ISO_TIME",
-                         help="evaluate at this time (time windows); UTC unless it names a zone, e.g. +02:00")
+    explain.add_argument("--at", type=_moment_argument,
+                         help="evaluate at this ISO 8601 time (time windows); without a zone it is UTC")
     explain.add_argument("--shadow", action="store_true", help="explain with the shadow policy instead")
     explain.set_defaults(run=_explain)
 
@@ -168,15 +179,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _instant(text: str) -> datetime:
-    """An ISO time; without a zone it is UTC (as `extauth audit --since`), not the local zone of the machine."""
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time (2026-11-24T15:00, +02:00 for a zone)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _backend_url(text: str) -> str:
     from pydantic import ValidationError
 
@@ -189,15 +191,30 @@ def _backend_url(text: str) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    workers = args.workers or config.server.workers
+    """Exit 2 on a config problem (anything `validate` reports), found before any socket is bound; 1 when it
+    cannot listen; 0 after a graceful stop."""
+    from extauth.identity.jwks import KeyLoadError
+    from extauth.preflight import check_startup
+
+    if not args.config.exists():
+        return _missing_config(args.config)
+    try:
+        loaded = read_config(args.config)
+        config = loaded.config
+        workers = args.workers or config.server.workers
+        if args.workers:  # each worker's socket path is checked, not the one a single process would use
+            config = config.model_copy(update={"server": config.server.model_copy(update={"workers": workers})})
+        issues = check_startup(LoadedConfig(loaded.path, config, loaded.lines)).issues
+        if issues:
+            raise ConfigError(issues)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
     if workers > 1 and args.worker_index is None:
         from extauth.workers import Supervisor
 
         forwarded = ["--rate-limit-backend", args.rate_limit_backend] if args.rate_limit_backend else []
         return Supervisor(args.config, workers, config.server.grace_period_seconds, forwarded).run()
-    if args.workers:
-        config = config.model_copy(update={"server": config.server.model_copy(update={"workers": workers})})
     if args.rate_limit_backend:
         limits = config.rate_limit.model_copy(update={"backend": args.rate_limit_backend})
         config = config.model_copy(update={"rate_limit": limits})
@@ -208,48 +225,115 @@ def _serve(args: argparse.Namespace) -> int:
 
     logs.configure(config.logging.level)
     supervised = args.worker_index is not None
-    return uvloop.run(serve(config, args.config, args.worker_index or 0, supervised=supervised))
+    try:
+        return uvloop.run(serve(config, args.config, args.worker_index or 0, supervised=supervised))
+    except (ConfigError, KeyLoadError) as error:  # a file changed since the check above
+        print(f"{args.config}: {error}" if isinstance(error, KeyLoadError) else error, file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"extauth serve: {error}", file=sys.stderr)
+        return 1
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from extauth.clock import SystemClock
-    from extauth.policy.store import compile_policy
+    """Exit 0 when `serve` would start (every file it loads checked), 1 with every problem printed, 2 for usage."""
+    import asyncio
 
-    config = load_config(args.config)
-    summaries = []
-    for label, path in (("policy", config.policy.path), ("shadow policy", config.policy.shadow_path)):
-        if path is not None:
-            summaries.append(f"{label} {compile_policy(path, SystemClock()).version}")
-    print(f"{args.config}: ok ({len(config.authentication.providers)} providers; {'; '.join(summaries)})")
+    from extauth.preflight import check_startup, fetch_key_sources
+
+    if not args.config.exists():
+        return _missing_config(args.config)
+    try:
+        loaded = read_config(args.config)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    check = check_startup(loaded)
+    if args.online:
+        asyncio.run(fetch_key_sources(loaded, check))
+        for line in check.fetched:
+            print(line)
+    if check.issues:
+        print(ConfigError(check.issues), file=sys.stderr)
+        return 1
+    versions = "; ".join(f"{label} {version}" for label, version in check.policy_versions.items())
+    print(f"{args.config}: ok ({len(loaded.config.authentication.providers)} providers; {versions})")
     return 0
 
 
+def _missing_config(path: Path) -> int:
+    """A CONFIG argument naming no file is a usage error (2), as argparse's own file arguments are."""
+    print(f"{path}: does not exist", file=sys.stderr)
+    return 2
+
+
 def _test(args: argparse.Namespace) -> int:
-    from extauth.policy.testing import policy_test_files, run_policy_tests
+    """0 all passed, 1 some failed, 2 usage or configuration error (invalid policies or cases, no test files)."""
+    from extauth.policy.testing import changed_outcomes, policy_test_files, run_policy_tests
 
     if not policy_test_files(args.directory):
         print(f"{args.directory / 'tests'}: no policy test files (*.yaml)", file=sys.stderr)
-        return 1
-    results = run_policy_tests(args.directory)
+        return 2
+    now = datetime.now(UTC).timestamp()
+    try:
+        results = run_policy_tests(args.directory, args.candidate, now)
+        live = run_policy_tests(args.directory, now=now) if args.candidate else results
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
     for result in results:
-        where = f"{result.file}:{result.line}" if result.line else str(result.file)
-        if result.passed:
-            if args.verbose:
-                print(f"PASS {result.name}")
-        else:
-            print(f"FAIL {result.name} ({where}): {result.failure}")
+        if not result.passed:
+            print(f"FAIL {result.name} ({result.where}): {result.failure}")
+        elif args.verbose:
+            print(f"PASS {result.name}")
+    changes = changed_outcomes(live, results)
+    for before, after in changes:
+        print(f"CHANGED {after.name} ({after.where}): {before.outcome()} -> {after.outcome()}")
     failed = sum(not result.passed for result in results)
-    print(f"{len(results) - failed} passed, {failed} failed")
+    summary = f"{len(results) - failed} passed, {failed} failed"
+    if args.candidate:
+        summary += f" against {args.candidate}; {len(changes)} changed from {args.directory}"
+    print(summary)
     return 1 if failed else 0
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from extauth.policy.explainer import explain_request
+    """0 allow, 1 deny, 2 usage or configuration error (a deny is an answer, not a failure to give one)."""
+    from extauth.policy.explainer import UsageError, explain_request
 
-    config = load_config(args.config)
-    lines, allowed = explain_request(config, args)
+    try:
+        lines, allowed = explain_request(load_config(args.config), args)
+    except (ConfigError, UsageError) as error:
+        print(error, file=sys.stderr)
+        return 2
     print("\n".join(lines))
-    return 0 if allowed else 2
+    return 0 if allowed else 1
+
+
+def _header_argument(text: str) -> tuple[str, str]:
+    """`--header 'NAME: VALUE'` (an argparse type: a malformed one is a usage error)."""
+    name, separator, value = text.partition(":")
+    if not separator or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected 'NAME: VALUE'")
+    return name.strip().lower(), value.strip()
+
+
+def _context_argument(text: str) -> tuple[str, str]:
+    """`--context KEY=VALUE` (an argparse type)."""
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def _moment_argument(text: str) -> datetime:
+    """`--at` in ISO 8601; without a zone it is UTC (not the machine's local time)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an ISO 8601 time such as 2026-11-24T10:00:00+01:00") \
+            from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _token(args: argparse.Namespace) -> int:

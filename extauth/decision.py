@@ -50,7 +50,8 @@ class Decision:
     client_headers: list[tuple[str, str]] = field(default_factory=list)
     #: Path parameters of the matched route (`{tenant}` -> `acme`), for rate-limit keys.
     params: Mapping[str, str] = field(default_factory=dict)
-    #: Set by the rate-limit phase for the audit event: {key, limit, remaining, degraded}; None when unlimited.
+    #: Set by the rate-limit phase for the audit event: {degraded, key, limit, period_seconds, remaining} and
+    #: `shadow_rejections` when any; None when unlimited.
     rate_limit: dict[str, object] | None = None
 
     @property

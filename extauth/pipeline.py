@@ -22,6 +22,7 @@ from extauth.metrics import CheckMetrics
 from extauth.policy.store import CompiledPolicy
 from extauth.ratelimit import MemoryStorage, RateLimiter
 from extauth.ratelimit.phase import RateLimitPhase
+from extauth.ratelimit.plan import limit_changes
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.respond import Responder
@@ -82,13 +83,15 @@ class Pipeline:
         live, shadow = self._policy.current, self._policy.shadow
         decision: Decision | None = None
         shadow_decision = None
+        shadow_limits: dict[str, list[str]] | None = None
         try:
-            decision = await self._decide(live, request, watch)
+            decision = authorized = await self._decide(live, request, watch)
             if decision.allowed and live.limits:
                 decision = await self._rate_limit.apply(live.limits, request, decision)
                 watch.lap("rate_limit")
             if shadow is not None:
                 shadow_decision = await self._shadow_decide(shadow, request)
+                shadow_limits = _shadow_limit_changes(live, authorized, shadow, shadow_decision, request)
                 watch.lap("shadow")
             response = self._responder.render(decision, request.request_id, live.engine.owned_headers)
             watch.lap("respond")
@@ -105,6 +108,10 @@ class Pipeline:
             event = decision_event(request, decision, latency_us, self._instance, watch.laps, self._redactor)
             if shadow_decision is not None:
                 self._add_shadow(event, decision, shadow_decision)
+                if shadow_limits is not None:
+                    event.update(shadow_limits_differ=bool(shadow_limits))
+                if shadow_limits:
+                    event.update(shadow_limit_changes=shadow_limits)
             self._audit.emit(event)
             self.metrics.record(event["decision"], event["reason"], latency_us, watch.laps)
 
@@ -144,3 +151,16 @@ class Pipeline:
         event.update(shadow_decision="allow" if shadow.allowed else "deny", shadow_status=shadow.status,
                      shadow_reason=shadow.reason.value, shadow_rule=shadow.rule,
                      shadow_policy_version=shadow.policy_version, shadow_differs=differs)
+
+
+def _shadow_limit_changes(live: CompiledPolicy, authorized: Decision, shadow: CompiledPolicy, candidate: Decision,
+                          request: Request) -> dict[str, list[str]] | None:
+    """Which limits the candidate would apply differently (worked out, never counted: a candidate must not consume
+    live budget). A failure here is logged and leaves the comparison out of the event; it never alters the live
+    answer."""
+    try:
+        return limit_changes(live.limits.applicable(request, authorized) if authorized.allowed else (),
+                             shadow.limits.applicable(request, candidate) if candidate.allowed else ())
+    except Exception:
+        log.exception("shadow_limits_failed", request_id=request.request_id)
+        return None

@@ -36,6 +36,7 @@ from extauth.ratelimit import CircuitBreaker, RateLimiter, open_storage
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.respond import Responder
 from extauth.servicer import AuthorizationServicer
+from extauth.unixsocket import SocketIdentity, claim_socket_path, remove_own_socket, socket_identity
 
 log = structlog.get_logger("extauth.server")
 
@@ -70,6 +71,7 @@ class ExtauthServer:
         notify = self.audit.record
         self.policy = PolicyStore(config.policy.path, clock, config.policy.shadow_path, notify)
         self.authenticator = Authenticator(config.authentication, clock, notify=notify)
+        self.authenticator.load_key_files()  # every file is read before any socket is bound
         limits = config.rate_limit
         self.rate_limiter = RateLimiter(
             open_storage(limits.backend, timeout_ms=limits.timeout_ms), clock, timeout_ms=limits.timeout_ms,
@@ -103,12 +105,16 @@ class ExtauthServer:
             self.metrics_server = MetricsServer(self.metrics_registry,
                                                 metrics_address.for_worker(worker_index, config.server.workers))
         self._background: list[asyncio.Task[None]] = []
+        #: Unix sockets this process created, by path: removed on stop only if the file is still that socket.
+        self._created_sockets: dict[Path, SocketIdentity] = {}
 
     async def start(self) -> None:
         await self.audit.start()
         credentials = _server_credentials(self._config.server.tls)
         for address in self._addresses:
             _bind(self._server, address, credentials)
+            if address.kind == "unix" and address.path is not None:
+                self._created_sockets[address.path] = socket_identity(address.path)
         self._warn_about_open_doors()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
@@ -167,11 +173,15 @@ class ExtauthServer:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         await self.audit.close()  # every queued event is written before the process exits
-        for address in self._addresses:
-            if address.kind == "unix" and address.path is not None:
-                address.path.unlink(missing_ok=True)
+        self._remove_created_sockets()
         log.info("stopped", instance=self.instance, audit_written=sum(self.audit.stats.written.values()),
                  audit_dropped=self.audit.stats.dropped)
+
+    def _remove_created_sockets(self) -> None:
+        """A socket file this process created goes; anything since put in its place by someone else stays."""
+        for path, identity in self._created_sockets.items():
+            remove_own_socket(path, identity)
+        self._created_sockets.clear()
 
 
 def _server_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | None:
@@ -187,32 +197,16 @@ def _bind(server: grpc.aio.Server, address: ListenAddress, credentials: grpc.Ser
     """TCP listeners use the TLS credentials when there are some; unix sockets never do."""
     if address.kind == "unix":
         assert address.path is not None
-        address.path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_socket(address.path)
+        claim_socket_path(address.path)
     try:
         if address.kind == "tcp" and credentials is not None:
             bound = server.add_secure_port(address.grpc_target(), credentials)
         else:
             bound = server.add_insecure_port(address.grpc_target())
-    except RuntimeError as exc:
-        raise OSError(f"cannot listen on {address}: {exc}") from None
+    except RuntimeError as exc:  # grpc's text ends in advice about GRPC_VERBOSITY; its log line has the cause
+        raise OSError(f"cannot listen on {address}: {str(exc).split(';')[0]}") from None
     if address.kind == "tcp" and bound == 0:
         raise OSError(f"cannot listen on {address}")
-
-
-def _remove_stale_socket(path: Path) -> None:
-    """A socket file left by a dead process is removed; one a live process answers on is an error."""
-    if not path.is_socket():
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        path.unlink(missing_ok=True)
-    else:
-        raise OSError(f"cannot listen on unix:{path}: another process is serving there")
-    finally:
-        probe.close()
 
 
 async def serve(config: Config, config_path: Path, worker_index: int = 0, supervised: bool = False) -> int:
@@ -224,11 +218,13 @@ async def serve(config: Config, config_path: Path, worker_index: int = 0, superv
         loop.add_signal_handler(signum, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, server.reload_policy)
     orphan_watch = asyncio.create_task(_stop_when_orphaned(stopping)) if supervised else None
-    await server.start()
-    await stopping.wait()
-    await server.stop()
-    if orphan_watch:
-        orphan_watch.cancel()
+    try:
+        await server.start()
+        await stopping.wait()
+    finally:  # also when start fails half-way: the audit trail is closed and the sockets it made are removed
+        await server.stop()
+        if orphan_watch:
+            orphan_watch.cancel()
     return 0
 
 

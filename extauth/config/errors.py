@@ -12,8 +12,10 @@ class ConfigIssue:
     message: str
 
     def __str__(self) -> str:
+        """One line, whatever a library put in the message: one issue per line is what operators and CI grep."""
         where = f"{self.file}:{self.line}" if self.line else str(self.file)
-        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        message = " ".join(self.message.splitlines())
+        return f"{where}: {self.field}: {message}" if self.field else f"{where}: {message}"
 
 
 class ConfigError(Exception):
@@ -26,3 +28,8 @@ class ConfigError(Exception):
     @classmethod
     def single(cls, file: Path, message: str, line: int | None = None, field: str = "") -> "ConfigError":
         return cls([ConfigIssue(file, line, field, message)])
+
+
+def sorted_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """By file, then line (file-wide issues first, then the order found); an issue found twice is reported once."""
+    return sorted(dict.fromkeys(issues), key=lambda issue: (str(issue.file), issue.line or 0))

@@ -164,7 +164,7 @@ def _client_identity(text: str) -> str:
     return canonical
 
 
-def _pem_certificates(path: Path) -> Path:
+def pem_certificates(path: Path) -> Path:
     try:
         x509.load_pem_x509_certificates(path.read_bytes())
     except OSError as exc:
@@ -185,7 +185,7 @@ def _pem_private_key(path: Path) -> Path:
 
 
 ClientIdentity = Annotated[str, AfterValidator(_client_identity)]
-CertificateFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_pem_certificates)]
+CertificateFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(pem_certificates)]
 PrivateKeyFile = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_pem_private_key)]
 
 
@@ -431,13 +431,23 @@ class AuthenticationConfig(Strict):
         return self
 
 
+def _existing_policy_path(path: Path) -> Path:
+    """Checked with the config, not only when the policies load, so the error names the line that points here."""
+    if not path.exists():
+        raise ValueError(f"{path} does not exist (a policy file, or a directory of *.yaml files)")
+    return path
+
+
+PolicyPath = Annotated[Path, AfterValidator(_resolve_path), AfterValidator(_existing_policy_path)]
+
+
 class PolicyConfig(Strict):
-    path: ConfigPath
+    path: PolicyPath
     #: Poll the policy files and reload on change (SIGHUP always reloads).
     watch: bool = True
     watch_interval_seconds: float = Field(2.0, ge=0.1, le=3600)
     #: A candidate policy evaluated beside the live one and never enforced; differences are audited.
-    shadow_path: ConfigPath | None = None
+    shadow_path: PolicyPath | None = None
 
 
 def _redact_pattern(value: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pydantic
 import yaml
 
-from extauth.config.errors import ConfigError, ConfigIssue
+from extauth.config.errors import ConfigError, ConfigIssue, sorted_issues
 
 FieldPath = tuple[str | int, ...]
 LineMap = dict[FieldPath, int]
@@ -114,11 +114,11 @@ def _to_python(loader: _StrictLoader, node: yaml.Node, at: FieldPath, lines: Lin
             key = _construct(loader, key_node, path)
             if not isinstance(key, str):
                 raise ConfigError.single(
-                    path, f"keys must be strings, got {key!r}", key_node.start_mark.line + 1, _dotted(at)
+                    path, f"keys must be strings, got {key!r}", key_node.start_mark.line + 1, dotted(at)
                 )
             if key in result:
                 raise ConfigError.single(
-                    path, "duplicate key", key_node.start_mark.line + 1, _dotted((*at, key))
+                    path, "duplicate key", key_node.start_mark.line + 1, dotted((*at, key))
                 )
             result[key] = _to_python(loader, value_node, (*at, key), lines, path)
         return result
@@ -144,7 +144,7 @@ def _construct(loader: _StrictLoader, node: yaml.Node, path: Path) -> Any:
         raise ConfigError.single(path, f"invalid YAML value: {reason}", node.start_mark.line + 1) from None
 
 
-def _dotted(at: FieldPath) -> str:
+def dotted(at: FieldPath) -> str:
     out = ""
     for part in at:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
@@ -159,25 +159,63 @@ def line_for(lines: LineMap, at: FieldPath) -> int | None:
     return None
 
 
+#: Rounds of validating again without the unknown fields found so far (each round may reveal nested ones).
+_MAX_REVALIDATIONS = 4
+
+
 def validate(
     model: type[Model], data: Any, lines: LineMap, path: Path, context: Mapping[str, Any] | None = None
 ) -> Model:
-    """Validate ``data`` against ``model``, reporting every error with file, line and field."""
+    """Validate ``data`` against ``model``, reporting every error with file, line and field.
+
+    pydantic skips a model's own checks (a route needs rules, exactly one key source) while one of its fields is
+    invalid. An unknown field means nothing, so the data is validated again without the unknown fields: what
+    those checks say is reported in the same run instead of after the typo is fixed.
+    """
     if data is None:
         data = {}
+    context = dict(context or {}, file=path)
     try:
-        return model.model_validate(data, context=dict(context or {}, file=path))
+        return model.model_validate(data, context=context)
     except pydantic.ValidationError as exc:
-        issues = []
-        for error in exc.errors(include_url=False):
-            at = _field_path(error["loc"])
-            message = error["msg"]
-            if error["type"] == "extra_forbidden":
-                message = "unknown field"
-            elif error["type"] == "value_error":
-                message = str(error["ctx"]["error"])
-            issues.append(ConfigIssue(path, line_for(lines, at), _dotted(at), message))
-        raise ConfigError(issues) from None
+        errors = exc.errors(include_url=False)
+    issues = [_issue(error, lines, path) for error in errors]
+    for _ in range(_MAX_REVALIDATIONS):
+        unknown = [_field_path(error["loc"]) for error in errors if error["type"] == "extra_forbidden"]
+        if not unknown:
+            break
+        data = _without(data, unknown)
+        try:
+            model.model_validate(data, context=context)
+            break
+        except pydantic.ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            issues += [_issue(error, lines, path) for error in errors]
+    raise ConfigError(sorted_issues(issues))
+
+
+def _issue(error: Any, lines: LineMap, path: Path) -> ConfigIssue:
+    at = _field_path(error["loc"])
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif error["type"] == "value_error":
+        message = str(error["ctx"]["error"])
+    return ConfigIssue(path, line_for(lines, at), dotted(at), message)
+
+
+def _without(data: Any, paths: list[FieldPath]) -> Any:
+    """A copy of ``data`` without the mapping keys at ``paths`` (paths that do not lead to a key are ignored)."""
+    if not paths:
+        return data
+    if isinstance(data, dict):
+        drop = {path[0] for path in paths if len(path) == 1}
+        return {key: _without(value, [path[1:] for path in paths if len(path) > 1 and path[0] == key])
+                for key, value in data.items() if key not in drop}
+    if isinstance(data, list):
+        return [_without(item, [path[1:] for path in paths if len(path) > 1 and path[0] == index])
+                for index, item in enumerate(data)]
+    return data
 
 
 def _field_path(loc: tuple[Any, ...]) -> FieldPath:

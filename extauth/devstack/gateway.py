@@ -22,8 +22,10 @@ from extauth.config.schema import ListenAddress
 from extauth.devstack.envoy import (
     REPO_ROOT,
     SHIPPED_BOOTSTRAP,
+    UPSTREAM_CLUSTER,
     ExtauthClientTls,
     Node,
+    connection_managers,
     envoy_command,
     render_bootstrap,
 )
@@ -104,11 +106,25 @@ class Response:
         return json.loads(self.body)
 
 
+def forward_every_path(bootstrap: Node) -> None:
+    """The catch-all route forwards what extauth allows to the upstream instead of answering 404 itself, for
+    tests whose own policies use paths (`/net/...`, `/widgets/...`) the shipped routes do not send anywhere.
+    ext_authz still decides every request, with the catch-all's context_extensions."""
+    for listener in bootstrap["static_resources"]["listeners"]:
+        for manager in connection_managers(listener):
+            for virtual_host in manager["route_config"]["virtual_hosts"]:
+                for route in virtual_host["routes"]:
+                    if route["match"] == {"prefix": "/"} and "direct_response" in route:
+                        del route["direct_response"]
+                        route["route"] = {"cluster": UPSTREAM_CLUSTER}
+
+
 class EnvoyProcess:
     """Envoy running the shipped bootstrap, rewritten onto free ports and the test's certificates.
 
     `edit` changes the rendered bootstrap in place before Envoy starts (the bench swaps the upstream for
-    `direct_response`); tests leave it out so they run exactly what ships.
+    `direct_response`; tests of policies on paths the demo does not route pass `forward_every_path`); other
+    tests leave it out so they run exactly what ships.
     """
 
     def __init__(self, run_dir: Path, certs: DevCerts, upstream_port: int,

@@ -123,6 +123,13 @@ def demonstrate(paths: StackPaths) -> None:
         print(f"  {status}  GET {path:<20} as {who:<16} {detail}")
 
 
+def process_banner(processes: list[ManagedProcess]) -> str:
+    """The PIDs, so `kill -HUP` (reload policies now) can name the extauth process without a search."""
+    pids = "  ".join(f"{child.name} {child.process.pid}" for child in processes)
+    extauth = next(child.process.pid for child in processes if child.name == "extauth")
+    return f"PIDs:      {pids}\n           kill -HUP {extauth}   reloads the policies now (they also reload on change)"
+
+
 def run_local_stack(demo: bool = True) -> int:
     paths = StackPaths.shipped()
     stopped = threading.Event()
@@ -134,6 +141,7 @@ def run_local_stack(demo: bool = True) -> int:
         print(f"           extauth audit verify --public-key {paths.certs_dir / 'audit-signing.pub'} "
               f"{paths.run_dir / 'audit.jsonl'}")
         print(f"Logs:      {paths.run_dir / 'logs'}/")
+        print(process_banner(processes))
         if demo:
             demonstrate(paths)
         print("\nTry it (README has more):")

@@ -43,8 +43,13 @@ class Authenticator:
         """Every provider has keys (trivially true with none configured)."""
         return all(store.ready for store in self._stores)
 
+    def load_key_files(self) -> None:
+        """Load every key file and secret now (KeyLoadError on the first that cannot be used): before listening."""
+        for store in self._stores:
+            store.load_files()
+
     async def start(self) -> None:
-        """Load key files and secrets (errors raise), make a first remote fetch, and start background refresh."""
+        """Load key files not loaded yet (errors raise), make a first remote fetch, and start background refresh."""
         try:
             async with asyncio.TaskGroup() as group:
                 for store in self._stores:

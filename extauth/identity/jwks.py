@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import random
+import stat
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,9 @@ class KeyStore(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    def load_files(self) -> None:
+        """Load key material kept in files now (KeyLoadError if it cannot be used); remote sources wait for start."""
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -169,19 +173,16 @@ class SharedSecretStore:
     def ready(self) -> bool:
         return self.keys is not None
 
-    async def start(self) -> None:
-        secret = _read(self._path, self._name).rstrip(b"\r\n")
-        shortest = max(HMAC_MIN_SECRET_BYTES[alg] for alg in self._algorithms)
-        if len(secret) < shortest:
-            raise KeyLoadError(
-                f"provider {self._name!r}: shared secret in {self._path} is {len(secret)} bytes; "
-                f"{', '.join(sorted(self._algorithms))} need at least {shortest}"
-            )
+    def load_files(self) -> None:
+        """Read the secret now (raises KeyLoadError): `serve` does this before it binds a socket."""
         try:
-            HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
-        except PyJWTError as error:
-            raise KeyLoadError(f"provider {self._name!r}: {self._path}: {error}") from error
-        self.keys = KeySet([VerificationKey(None, secret, self._algorithms)])
+            self.keys = load_shared_secret(self._path, self._algorithms)
+        except KeyLoadError as error:
+            raise KeyLoadError(f"provider {self._name!r}: {error}") from None
+
+    async def start(self) -> None:
+        if self.keys is None:
+            self.load_files()
 
     async def stop(self) -> None:
         pass
@@ -212,6 +213,7 @@ class JwksStore:
         self._failing = False
         self._name = provider.name
         self._issuer = provider.issuer
+        self._algorithms = frozenset(provider.algorithms)
         self._config = provider.jwks
         self._clock = clock
         self._fetcher = fetcher
@@ -240,14 +242,22 @@ class JwksStore:
         """Clock.monotonic() of the last successful load, or None before the first."""
         return self._loaded_at
 
+    def load_files(self) -> None:
+        """Read a JWKS file now (raises KeyLoadError): `serve` does this before it binds a socket. Remote
+        sources load in `start`, since an IdP that is down must not keep extauth from listening."""
+        if self._config.file is None:
+            return
+        try:
+            keys, skipped = load_jwks_file(self._config.file, self._algorithms)
+        except KeyLoadError as error:
+            raise KeyLoadError(f"provider {self._name!r}: {error}") from None
+        self._install(keys, skipped, source=str(self._config.file))
+
     async def start(self) -> None:
         """Load once (a file must load; a remote source may fail and is retried in the background)."""
         if self._config.file is not None:
-            document = _read(self._config.file, self._name)
-            try:
-                self._install(*parse_jwks(document), source=str(self._config.file))
-            except KeyLoadError as error:
-                raise KeyLoadError(f"provider {self._name!r}: {self._config.file}: {error}") from error
+            if self.keys is None:
+                self.load_files()
             return
         loaded = await self.refresh()
         self._refresher = asyncio.create_task(self._refresh_forever(0 if loaded else 1))
@@ -310,6 +320,18 @@ class JwksStore:
         finally:
             self._inflight = None
 
+    async def fetch_once(self) -> tuple[KeySet, str]:
+        """Fetch (discovery included) without installing anything, for `extauth validate --online`: the keys and
+        where they came from, or KeyLoadError saying why not, as a refresh would log it."""
+        try:
+            keys, _, url = await self._fetch()
+        except Exception as error:
+            raise KeyLoadError(_describe(error, self._config.fetch_timeout_seconds)) from None
+        problem = algorithms_problem(keys, self._algorithms)
+        if problem is not None:
+            raise KeyLoadError(f"{url}: {problem}")
+        return keys, url
+
     async def _fetch(self) -> tuple[KeySet, int, str]:
         async with asyncio.timeout(self._config.fetch_timeout_seconds):
             url = self._config.url or await self._discover_jwks_uri()
@@ -348,11 +370,60 @@ def key_store_for(provider: JwtProviderConfig, clock: Clock, fetcher: HttpFetche
     return JwksStore(provider, clock, fetcher, notify=notify)
 
 
-def _read(path: Path, provider: str) -> bytes:
+def load_jwks_file(path: Path, algorithms: Iterable[str]) -> tuple[KeySet, int]:
+    """The keys of a JWKS file and how many were skipped; KeyLoadError unless one can verify one of `algorithms`."""
+    document = _read(path)
     try:
+        keys, skipped = parse_jwks(document)
+    except KeyLoadError as error:
+        raise KeyLoadError(f"{path}: {error}") from None
+    problem = algorithms_problem(keys, algorithms)
+    if problem is not None:
+        raise KeyLoadError(f"{path}: {problem}")
+    return keys, skipped
+
+
+def algorithms_problem(keys: KeySet, algorithms: Iterable[str]) -> str | None:
+    """Why `keys` cannot verify any token signed with one of `algorithms`, or None when one can."""
+    wanted = set(algorithms)
+    usable = set().union(*(key.algorithms for key in keys.keys))
+    if usable & wanted:
+        return None
+    return (f"no key can verify {', '.join(sorted(wanted))} (the provider's algorithms); "
+            f"its keys verify {', '.join(sorted(usable))}")
+
+
+def load_shared_secret(path: Path, algorithms: Iterable[str]) -> KeySet:
+    """The HMAC secret in `path`; KeyLoadError if it is shorter than the longest hash of `algorithms` (or a PEM
+    key, which PyJWT refuses as an HMAC secret). A trailing newline is not part of it."""
+    algorithms = frozenset(algorithms)
+    secret = _read(path).rstrip(b"\r\n")
+    shortest = max(HMAC_MIN_SECRET_BYTES[alg] for alg in algorithms)
+    if len(secret) < shortest:
+        raise KeyLoadError(f"shared secret in {path} is {len(secret)} bytes; "
+                           f"{', '.join(sorted(algorithms))} need at least {shortest}")
+    try:
+        HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(secret)
+    except PyJWTError as error:
+        raise KeyLoadError(f"{path}: {error}") from None
+    return KeySet([VerificationKey(None, secret, algorithms)])
+
+
+#: Key files are a few KiB; a path naming a device or a huge file is a mistake, not a key set.
+MAX_KEY_FILE_BYTES = 1024 * 1024
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes; a FIFO, a device (`/dev/zero`) or a file over MAX_KEY_FILE_BYTES is refused unread."""
+    try:
+        status = path.stat()
+        if not stat.S_ISREG(status.st_mode):
+            raise KeyLoadError(f"cannot read {path}: not a regular file")
+        if status.st_size > MAX_KEY_FILE_BYTES:
+            raise KeyLoadError(f"cannot read {path}: {status.st_size} bytes; the limit is {MAX_KEY_FILE_BYTES}")
         return path.read_bytes()
     except OSError as error:
-        raise KeyLoadError(f"provider {provider!r}: cannot read {path}: {error.strerror or error}") from error
+        raise KeyLoadError(f"cannot read {path}: {error.strerror or error}") from None
 
 
 def _describe(error: Exception, timeout: float) -> str:

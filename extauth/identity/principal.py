@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from extauth.reasons import Reason
@@ -23,6 +24,11 @@ class Principal:
     claims: Mapping[str, Any]
     expires_at: float | None
     groups: frozenset[str] = frozenset()
+
+
+#: Who conditions see when nobody authenticated (public routes, limit overrides): no roles, groups or claims.
+ANONYMOUS = Principal(subject="", identity="", issuer="", provider="", key_id=None, roles=frozenset(),
+                      claims=MappingProxyType({}), expires_at=None)
 
 
 class AuthenticationError(Exception):

@@ -11,6 +11,7 @@ import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from extauth.config.schema import ListenAddress
+from extauth.unixsocket import SocketIdentity, claim_socket_path, remove_own_socket, socket_identity
 
 log = structlog.get_logger("extauth.metrics")
 
@@ -23,14 +24,16 @@ class MetricsServer:
         self._registry = registry
         self.address = address
         self._server: asyncio.base_events.Server | None = None
+        #: The unix socket this server created (its inode), the only file `stop` removes.
+        self._socket_identity: SocketIdentity | None = None
         self.scrapes = 0
 
     async def start(self) -> None:
         if self.address.kind == "unix":
             assert self.address.path is not None
-            self.address.path.parent.mkdir(parents=True, exist_ok=True)
-            self.address.path.unlink(missing_ok=True)
+            claim_socket_path(self.address.path)
             self._server = await asyncio.start_unix_server(self._serve, path=str(self.address.path))
+            self._socket_identity = socket_identity(self.address.path)
         else:
             self._server = await asyncio.start_server(self._serve, self.address.host, self.address.port)
         log.info("metrics_listening", address=str(self.address))
@@ -40,8 +43,9 @@ class MetricsServer:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        if self.address.kind == "unix" and self.address.path is not None:
-            self.address.path.unlink(missing_ok=True)
+        if self._socket_identity is not None and self.address.path is not None:
+            remove_own_socket(self.address.path, self._socket_identity)
+            self._socket_identity = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -2,17 +2,19 @@
 
 Semantics (docs/policy.md): the most specific route whose resource (host, Envoy route labels, path) matches the
 canonical request decides, ties broken by file order; if no route at that level admits the method → 405 (a broader
-route never takes over); no route → 403 (default deny). A public route admits anyone; a CORS preflight is admitted
-without credentials where the route allows it. Otherwise a principal is required (401 without one), any matching
-`deny` rule wins over any matching `allow` rule, and no matching rule → 403. The allowing rule's headers go upstream;
-every header any rule can set is owned by extauth (`owned_headers`) and removed from what the client sent.
+route never takes over); no route → 403 (default deny). A public route admits anyone, or,
+when it has rules (which read only the request), whatever they allow, with or without credentials; a CORS preflight
+is admitted without credentials where the route allows it. Otherwise a principal is required (401 without one).
+Either way any matching `deny` rule wins over any matching `allow` rule, and no matching rule → 403. The allowing
+rule's headers go upstream; every header any rule can set is owned by extauth (`owned_headers`) and removed from
+what the client sent.
 """
 
 from dataclasses import dataclass
 
 from extauth.clock import Clock, SystemClock
 from extauth.decision import Decision
-from extauth.identity.principal import Principal
+from extauth.identity.principal import ANONYMOUS, Principal
 from extauth.policy.explain import Explanation, RouteTrace, RuleTrace
 from extauth.policy.index import RouteIndex
 from extauth.policy.loader import PolicySet
@@ -75,21 +77,30 @@ class PolicyEngine:
         route = self._routes[matched.position]
         route_id = matched.route_id
         if route.public:
-            return Decision(True, Reason.PUBLIC_ROUTE, principal=principal, route=route_id, rule=route_id,
-                            policy_version=version, params=params)
+            if not route.rules:
+                return Decision(True, Reason.PUBLIC_ROUTE, principal=principal, route=route_id, rule=route_id,
+                                policy_version=version, params=params)
+            # The rules read only the request (model.py refuses others), so any stand-in principal will do.
+            return self._by_rules(route, request, principal, principal or ANONYMOUS, params, Reason.PUBLIC_ROUTE)
         if principal is None:
             return Decision.deny(Reason.MISSING_TOKEN, "credentials are required", route=route_id,
                                  policy_version=version)
+        return self._by_rules(route, request, principal, principal, params, Reason.OK)
+
+    def _by_rules(self, route: _Route, request: Request, principal: Principal | None, judged: Principal,
+                  params: Params, allowed: Reason) -> Decision:
+        """Any matching deny rule denies; else the first matching allow rule allows (with reason `allowed`)."""
+        version, route_id = self.version, route.match.route_id
         for rule in route.deny_rules:
-            if rule.holds(request, principal, params):
+            if rule.holds(request, judged, params):
                 return Decision.deny(Reason.DENIED_BY_RULE, "denied by policy", principal=principal,
                                      route=route_id, rule=rule.rule_id, policy_version=version)
         for rule in route.allow_rules:
-            if rule.holds(request, principal, params):
-                return Decision(True, Reason.OK, principal=principal, route=route_id, rule=rule.rule_id,
+            if rule.holds(request, judged, params):
+                return Decision(True, allowed, principal=principal, route=route_id, rule=rule.rule_id,
                                 policy_version=version, params=params,
-                                upstream_headers=rule.upstream_headers(principal, params) if rule.headers else [])
-            if rule.ambiguous(request, principal, params):
+                                upstream_headers=rule.upstream_headers(judged, params) if rule.headers else [])
+            if rule.ambiguous(request, judged, params):
                 return Decision.deny(Reason.AMBIGUOUS_REQUEST, "a repeated header or query parameter has values "
                                      "that disagree", principal=principal, route=route_id, rule=rule.rule_id,
                                      policy_version=version)
@@ -123,7 +134,8 @@ class PolicyEngine:
         if deciding is None or decision.reason is Reason.METHOD_NOT_ALLOWED:
             return Explanation(decision, tuple(routes), (), NO_PARAMS)
         params = deciding.match.match(request) or NO_PARAMS
-        return Explanation(decision, tuple(routes), tuple(_trace(rule, request, principal, params)
+        judged = principal or (ANONYMOUS if deciding.public else None)
+        return Explanation(decision, tuple(routes), tuple(_trace(rule, request, judged, params)
                                                    for rule in deciding.rules), params)
 
 

@@ -1,8 +1,9 @@
-"""`extauth explain`: a request described on the command line, decided by the configured policy, with the why."""
+"""`extauth explain`: a request described on the command line, decided by the configured policy, with the why,
+and the rate limits that would apply (without counting anything)."""
 
 import argparse
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime
 
 from extauth.clock import ManualClock, SystemClock
 from extauth.config.schema import Config
@@ -14,19 +15,23 @@ from extauth.policy.synthetic import check_request_for_url, principal
 from extauth.request import Request
 
 
+class UsageError(Exception):
+    """The command line asks for something the configuration cannot give (exit 2, like a usage error)."""
+
+
 def explain_request(config: Config, args: argparse.Namespace) -> tuple[list[str], bool]:
     """The trace lines and whether the request would be allowed."""
-    headers = dict(_header(text) for text in args.header)
+    headers = dict(args.header)
     if args.token:
         headers["authorization"] = f"Bearer {args.token}"
-    clock = ManualClock((args.at or datetime.now().astimezone()).timestamp())
+    clock = ManualClock((args.at or datetime.now(UTC)).timestamp())
     path = config.policy.shadow_path if args.shadow else config.policy.path
     if path is None:
-        raise SystemExit("--shadow: the config has no policy.shadow_path")
+        raise UsageError("--shadow: the config has no policy.shadow_path")
     policy = compile_policy(path, clock)
     request = Request(check_request_for_url(
         args.url, args.method.upper(), headers=headers, source=args.source, peer=args.peer,
-        context_extensions=dict(_pair(text) for text in args.context)))
+        context_extensions=dict(args.context)))
     lines = [f"policy {path} (version {policy.version})"]
     screened = policy.screener.screen(request)
     if screened is not None:
@@ -40,6 +45,9 @@ def explain_request(config: Config, args: argparse.Namespace) -> tuple[list[str]
     lines.append(f"principal: {_describe(who)}")
     explanation = policy.engine.explain(request, who)
     lines.extend(explanation.lines())
+    if explanation.decision.allowed:
+        applied = policy.limits.applicable(request, explanation.decision)
+        lines.extend([f"limit {limit.describe()}" for limit in applied] or ["limits: none apply"])
     return lines, explanation.decision.allowed
 
 
@@ -66,17 +74,3 @@ def _describe(who: Principal | None) -> str:
     if who is None:
         return "anonymous"
     return f"sub={who.subject} roles={sorted(who.roles)} issuer={who.issuer}"
-
-
-def _header(text: str) -> tuple[str, str]:
-    name, separator, value = text.partition(":")
-    if not separator:
-        raise SystemExit(f"--header {text!r}: expected 'NAME: VALUE'")
-    return name.strip().lower(), value.strip()
-
-
-def _pair(text: str) -> tuple[str, str]:
-    key, separator, value = text.partition("=")
-    if not separator:
-        raise SystemExit(f"--context {text!r}: expected KEY=VALUE")
-    return key, value

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from extauth.config.errors import ConfigError, ConfigIssue
+from extauth.config.errors import ConfigError, ConfigIssue, sorted_issues
 from extauth.config.yamlsource import LineMap, line_for, parse_documents, read_text, validate
 from extauth.policy import syntax
-from extauth.policy.model import PolicyDocument, RateLimit
+from extauth.policy.model import PolicyDocument, RateLimit, Route, RouteMatch, Rule
 from extauth.screening.model import ScreeningDocument
 
 Document = TypeVar("Document", PolicyDocument, ScreeningDocument)
@@ -47,6 +47,19 @@ def policy_files(path: Path) -> list[Path]:
 
 
 def load_policies(path: Path) -> PolicySet:
+    policy_set, issues = read_policies(path)
+    if issues:
+        raise ConfigError(issues)
+    return policy_set
+
+
+def read_policies(path: Path) -> tuple[PolicySet, list[ConfigIssue]]:
+    """The documents that validate, and every issue found in all of them, sorted by file and line.
+
+    A file that does not parse is skipped whole; otherwise each document is validated on its own (an unknown
+    `kind` or a schema error in one does not hide the next), and the cross-document checks always run: over
+    every valid document, and over the roles and the routes valid on their own of a document with schema errors.
+    """
     try:
         files = policy_files(path)
     except OSError as exc:
@@ -55,43 +68,132 @@ def load_policies(path: Path) -> PolicySet:
         raise ConfigError.single(path, "no policy files (*.yaml) found")
     digest = hashlib.sha256()
     loaded: dict[str, list[LoadedDocument[Any]]] = {kind: [] for kind in KINDS}
+    checked: list[_PolicyParts] = []
     issues: list[ConfigIssue] = []
     for file in files:
-        text = read_text(file)
-        digest.update(file.name.encode() + b"\0" + text.encode() + b"\0")
         try:
-            for data, lines in parse_documents(file, text):
-                if data is None:
-                    continue
-                kind = data.get("kind", "Policy") if isinstance(data, dict) else "Policy"
-                if kind not in KINDS:
-                    issues.append(ConfigIssue(file, line_for(lines, ("kind",)), "kind",
-                                              f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}"))
-                    continue
-                loaded[kind].append(LoadedDocument(file, validate(KINDS[kind], data, lines, file), lines))
+            text = read_text(file)
+            documents = parse_documents(file, text)
         except ConfigError as exc:
             issues.extend(exc.issues)
-    if not issues:
-        issues.extend(_semantic_issues(loaded["Policy"]))
-    if issues:
-        raise ConfigError(issues)
-    return PolicySet(tuple(loaded["Policy"]), digest.hexdigest()[:16], tuple(loaded["Screening"]))
+            continue
+        digest.update(file.name.encode() + b"\0" + text.encode() + b"\0")
+        for data, lines in documents:
+            if data is None:
+                continue
+            kind = data.get("kind", "Policy") if isinstance(data, dict) else "Policy"
+            if kind not in KINDS:
+                issues.append(ConfigIssue(file, line_for(lines, ("kind",)), "kind",
+                                          f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}"))
+                continue
+            try:
+                document = LoadedDocument(file, validate(KINDS[kind], data, lines, file), lines)
+            except ConfigError as exc:
+                issues.extend(exc.issues)
+                if kind == "Policy":
+                    checked.append(_PolicyParts.salvaged(file, data, lines))
+                continue
+            loaded[kind].append(document)
+            if kind == "Policy":
+                checked.append(_PolicyParts.of(document))
+    issues.extend(_semantic_issues(checked))
+    policy_set = PolicySet(tuple(loaded["Policy"]), digest.hexdigest()[:16], tuple(loaded["Screening"]))
+    return policy_set, sorted_issues(issues)
 
 
-def _semantic_issues(documents: list[LoadedDocument[PolicyDocument]]) -> list[ConfigIssue]:
+@dataclass(frozen=True, slots=True)
+class _RouteParts:
+    """What the cross-document checks read from one route, each part with its index in the file."""
+
+    index: int
+    name: str | None
+    #: The path's parameters; None when the route's `match` is invalid (parameter checks are then skipped).
+    params: tuple[str, ...] | None
+    rules: list[tuple[int, Rule]]
+    limits: list[tuple[int, RateLimit]]
+
+    @classmethod
+    def of(cls, index: int, route: Route) -> "_RouteParts":
+        params = route.match.path.parameters() if route.match.path else ()
+        return cls(index, route.name, params, list(enumerate(route.rules)), list(enumerate(route.limits)))
+
+    @classmethod
+    def salvaged(cls, index: int, raw: Any) -> "_RouteParts | None":
+        """A route with schema errors: its match, rules and limits that are valid on their own."""
+        if not isinstance(raw, dict):
+            return None
+        try:
+            match = RouteMatch.model_validate(raw.get("match", {}))
+            params: tuple[str, ...] | None = match.path.parameters() if match.path else ()
+        except ValidationError:
+            params = None
+        name = raw.get("name")
+        return cls(index, name if isinstance(name, str) else None, params,
+                   _valid_items(Rule, raw.get("rules")), _valid_items(RateLimit, raw.get("limits")))
+
+
+Item = TypeVar("Item", Rule, RateLimit)
+
+
+def _valid_items(model: type[Item], raw: Any) -> list[tuple[int, Item]]:
+    valid = []
+    for index, item in enumerate(raw if isinstance(raw, list) else []):
+        try:
+            valid.append((index, model.model_validate(item)))
+        except ValidationError:
+            continue
+    return valid
+
+
+@dataclass(frozen=True, slots=True)
+class _PolicyParts:
+    """What the cross-document checks read from one Policy document: its role graph and its routes."""
+
+    file: Path
+    lines: LineMap
+    roles: dict[str, list[str]]
+    routes: list[_RouteParts]
+
+    @classmethod
+    def of(cls, loaded: LoadedDocument[PolicyDocument]) -> "_PolicyParts":
+        document = loaded.document
+        routes = [_RouteParts.of(index, route) for index, route in enumerate(document.routes)]
+        return cls(loaded.file, loaded.lines, dict(document.roles), routes)
+
+    @classmethod
+    def salvaged(cls, file: Path, data: Any, lines: LineMap) -> "_PolicyParts":
+        """A document with schema errors: its role names and parents as written, and of each route the parts that
+        are valid on their own, so one typo does not hide an undefined role, a cycle or a limit naming a missing
+        parameter elsewhere in the file (the schema errors themselves are reported apart)."""
+        raw = data if isinstance(data, dict) else {}
+        roles = raw.get("roles") if isinstance(raw.get("roles"), dict) else {}
+        graph = {name: [parent for parent in parents if isinstance(parent, str)] if isinstance(parents, list) else []
+                 for name, parents in roles.items()}
+        raw_routes = raw.get("routes") if isinstance(raw.get("routes"), list) else []
+        routes = [parts for index, item in enumerate(raw_routes)
+                  if (parts := _RouteParts.salvaged(index, item)) is not None]
+        return cls(file, lines, graph, routes)
+
+    def issue(self, at: tuple[str | int, ...], field: str, message: str) -> ConfigIssue:
+        return ConfigIssue(self.file, line_for(self.lines, at), field, message)
+
+
+def _semantic_issues(documents: list[_PolicyParts]) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     roles: dict[str, list[str]] = {}
-    role_origin: dict[str, LoadedDocument[PolicyDocument]] = {}
+    role_origin: dict[str, _PolicyParts] = {}
     seen_routes: dict[str, Path] = {}
     for loaded in documents:
-        for role, parents in loaded.document.roles.items():
+        for role, parents in loaded.roles.items():
             if role in roles:
                 issues.append(loaded.issue(("roles", role), f"roles.{role}", "role defined twice"))
             roles[role] = parents
             role_origin[role] = loaded
-        for index, route in enumerate(loaded.document.routes):
+        for route in loaded.routes:
+            if route.name is None:
+                continue
             if route.name in seen_routes:
-                issues.append(loaded.issue(("routes", index, "name"), f"routes[{index}].name",
+                issues.append(loaded.issue(("routes", route.index, "name"), f"routes[{route.index}].name",
                                            f"route {route.name!r} already defined in {seen_routes[route.name]}"))
             seen_routes[route.name] = loaded.file
     for role, parents in roles.items():
@@ -101,9 +203,9 @@ def _semantic_issues(documents: list[LoadedDocument[PolicyDocument]]) -> list[Co
                                                       f"inherits undefined role {parent!r}"))
     issues.extend(_cycle_issues(roles, role_origin))
     for loaded in documents:
-        for r_index, route in enumerate(loaded.document.routes):
-            params = route.match.path.parameters() if route.match.path else ()
-            for u_index, rule in enumerate(route.rules):
+        for route in loaded.routes:
+            r_index, params = route.index, route.params
+            for u_index, rule in route.rules:
                 at = ("routes", r_index, "rules", u_index)
                 field = f"routes[{r_index}].rules[{u_index}]"
                 for role in rule.when.roles or ():
@@ -114,28 +216,28 @@ def _semantic_issues(documents: list[LoadedDocument[PolicyDocument]]) -> list[Co
                 named += [(("headers", header), name) for header, value in rule.headers.items()
                           for name in syntax.header_params(syntax.parse_header_template(value))]
                 for where, name in named:
-                    if name not in params:
+                    if params is not None and name not in params:
                         issues.append(loaded.issue((*at, *where), ".".join((field, *where)),
                                                    f"the route's path has no parameter {name!r}"
                                                    f" ({'it has: ' + ', '.join(params) if params else 'it has none'})"))
-                issues.extend(_limit_issues(loaded, at, field, rule.limits, params, roles))
+                issues.extend(_limit_issues(loaded, at, field, list(enumerate(rule.limits)), params, roles))
             issues.extend(_limit_issues(loaded, ("routes", r_index), f"routes[{r_index}]", route.limits, params, roles))
     return issues
 
 
-def _limit_issues(loaded: LoadedDocument[PolicyDocument], at: tuple[str | int, ...], field: str,
-                  limits: list[RateLimit], params: tuple[str, ...], roles: dict[str, list[str]]) -> list[ConfigIssue]:
+def _limit_issues(loaded: _PolicyParts, at: tuple[str | int, ...], field: str, limits: list[tuple[int, RateLimit]],
+                  params: tuple[str, ...] | None, roles: dict[str, list[str]]) -> list[ConfigIssue]:
     """Limit names are unique where they are declared; keys name real path parameters; overrides name real roles."""
     issues = []
     names: set[str] = set()
-    for index, limit in enumerate(limits):
+    for index, limit in limits:
         where, here = (*at, "limits", index), f"{field}.limits[{index}]"
         if limit.name in names:
             issues.append(loaded.issue((*where, "name"), f"{here}.name", f"limit {limit.name!r} defined twice"))
         names.add(limit.name)
         for k_index, part in enumerate(limit.key):
             kind, _, name = part.partition(":")
-            if kind == "param" and name not in params:
+            if kind == "param" and params is not None and name not in params:
                 issues.append(loaded.issue((*where, "key", k_index), f"{here}.key[{k_index}]",
                                            f"the route's path has no parameter {name!r}"))
         for o_index, override in enumerate(limit.overrides):
@@ -148,7 +250,7 @@ def _limit_issues(loaded: LoadedDocument[PolicyDocument], at: tuple[str | int, .
 
 
 def _cycle_issues(roles: dict[str, list[str]],
-                  origin: dict[str, LoadedDocument[PolicyDocument]]) -> list[ConfigIssue]:
+                  origin: dict[str, _PolicyParts]) -> list[ConfigIssue]:
     issues = []
     for start in roles:
         stack, visited = list(roles[start]), set()

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import cel
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from extauth.config.regex_safety import UnsafeRegexError, compile_safe
 from extauth.config.schema import HeaderName, Name, Strict
@@ -190,6 +191,21 @@ class Condition(Strict):
     #: 20-50 µs per evaluation (the native conditions ~1 µs), so it is evaluated after them.
     expression: Annotated[str, AfterValidator(_expression)] | None = None
 
+    def principal_parts(self) -> list[str]:
+        """The parts that read the caller's token (refused on a public route, whose callers may have none)."""
+        parts = [name for name in _PRINCIPAL_PARTS if getattr(self, name) is not None]
+        expression = self.expression
+        if expression is not None and not _PRINCIPAL_VARIABLES.isdisjoint(cel.compile(expression).variables()):
+            parts.append("expression")
+        return parts
+
+
+#: Condition parts that read the principal; every other part (source_cidrs, headers, query, peer, time) reads only
+#: the request, so it means the same for an anonymous caller.
+_PRINCIPAL_PARTS = ("roles", "subjects", "issuers", "groups", "scopes", "claims", "params_match_claims")
+#: CEL variables (conditions.py) that come from the token.
+_PRINCIPAL_VARIABLES = frozenset({"principal", "claims", "roles"})
+
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -297,7 +313,8 @@ class Rule(Strict):
 class Route(Strict):
     name: Name
     match: RouteMatch = Field(default_factory=RouteMatch)
-    #: Anonymous access: no credentials needed (a presented token must still be valid).
+    #: Anonymous access: no credentials needed (a presented token must still be valid). With `rules`, only the
+    #: requests they allow, judged on the request alone (source_cidrs, headers, query, peer, time).
     public: bool = False
     #: Allow CORS preflights (OPTIONS with Origin and Access-Control-Request-Method naming a method this
     #: resource admits) without credentials; they are still audited. Other OPTIONS requests need the method listed.
@@ -308,11 +325,30 @@ class Route(Strict):
 
     @model_validator(mode="after")
     def _public_or_rules(self) -> "Route":
-        if self.public and self.rules:
-            raise ValueError("a public route has no rules")
         if not self.public and not self.rules:
             raise ValueError("a route needs rules, or `public: true`; unmatched requests are denied anyway")
+        if self.public and self.rules:
+            _check_public_rules(self.rules)
         return self
+
+
+def _check_public_rules(rules: list[Rule]) -> None:
+    """A public route's rules decide for anonymous callers too, so they may only look at the request; and since
+    no matching allow rule is a 403, a public route with rules needs one (every error at its own field)."""
+    why = ("a public route's rules also decide for anonymous callers, who have no token: use source_cidrs, "
+           "headers, query, peer or time here, or drop `public: true`")
+    errors = [(("rules", index, "when", part), f"{part} reads the caller's token; {why}")
+              for index, rule in enumerate(rules) for part in rule.when.principal_parts()]
+    errors += [(("rules", index, "headers", name), f"{{claims...}} reads the caller's token; {why}")
+               for index, rule in enumerate(rules) for name, value in rule.headers.items()
+               if any(isinstance(part, tuple) and part[0] == "claim" for part in syntax.parse_header_template(value))]
+    if all(rule.effect == "deny" for rule in rules):
+        errors.append((("public",), "a public route with rules needs an allow rule: when no allow rule matches, "
+                                    "the request is denied (403)"))
+    if errors:
+        raise ValidationError.from_exception_data("Route", [
+            InitErrorDetails(type=PydanticCustomError("value_error", "{error}", {"error": message}), loc=loc,
+                             input=None) for loc, message in errors])
 
 
 class Metadata(Strict):

@@ -18,10 +18,10 @@ from pathlib import Path
 import structlog
 
 from extauth.clock import Clock
-from extauth.config.errors import ConfigError
+from extauth.config.errors import ConfigError, sorted_issues
 from extauth.events import Notify, ignore
 from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies, policy_files
+from extauth.policy.loader import policy_files, read_policies
 from extauth.ratelimit.plan import RateLimitPlan
 from extauth.screening.screener import Screener, compile_screening
 
@@ -43,8 +43,14 @@ class CompiledPolicy:
 
 def compile_policy(path: Path, clock: Clock) -> CompiledPolicy:
     """Load and compile; raises ConfigError (file:line) for anything `extauth validate` would reject."""
-    policy_set = load_policies(path)
-    return CompiledPolicy(policy_set.version, PolicyEngine(policy_set, clock), compile_screening(policy_set.screening),
+    policy_set, issues = read_policies(path)
+    try:  # screening is compiled even when the policy documents have errors: all of them are reported at once
+        screener = compile_screening(policy_set.screening)
+    except ConfigError as error:
+        issues = sorted_issues(issues + error.issues)
+    if issues:
+        raise ConfigError(issues)
+    return CompiledPolicy(policy_set.version, PolicyEngine(policy_set, clock), screener,
                           RateLimitPlan(policy_set, clock))
 
 

@@ -2,14 +2,16 @@
 
 `extauth test DIR` runs every case against the compiled policy — screening and authorization, exactly as
 a Check evaluates them, with the principal given instead of a token — so policies are tested in CI like code.
+A case may also assert which rate limits apply (ids and keys), worked out without counting anything. With a
+candidate directory the same cases run against the candidate, and the cases whose outcome changes are listed.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from extauth.clock import ManualClock
 from extauth.config.errors import ConfigError, ConfigIssue
@@ -20,6 +22,7 @@ from extauth.identity.principal import Principal
 from extauth.policy.model import HttpMethod, Metadata
 from extauth.policy.store import CompiledPolicy, compile_policy
 from extauth.policy.synthetic import check_request_for_url, principal
+from extauth.ratelimit.plan import AppliedLimit
 from extauth.reasons import Reason
 from extauth.request import Request
 
@@ -42,11 +45,26 @@ class PrincipalSpec(Strict):
     claims: dict[str, Any] = Field(default_factory=dict)
 
 
+class LimitExpectation(Strict):
+    """A limit that applies: its id (`demo/limited/per-subject`, as in keys and audit events) and, optionally, the
+    key it counts under for this request (`demo/limited/per-subject|subject=alice`). A bare string is the id."""
+
+    name: str = Field(min_length=1)
+    key: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
 class Expectation(Strict):
     decision: Literal["allow", "deny"]
     status: int | None = None
     reason: Reason | None = None
     rule: str | None = None
+    #: Every limit that applies, in any order (`[]`: none); nothing is counted.
+    limits: list[LimitExpectation] | None = None
 
 
 class Case(Strict):
@@ -75,10 +93,25 @@ class CaseResult:
     decision: Decision
     request: Request
     principal: Principal | None
+    #: The rate limits that would apply (none unless allowed); nothing was counted.
+    limits: tuple[AppliedLimit, ...] = ()
 
     @property
     def passed(self) -> bool:
         return self.failure is None
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else str(self.file)
+
+    def outcome(self) -> str:
+        """`allow 200 ok (rule demo/api/readers)`, plus the limits that apply: what a candidate may change."""
+        decision = self.decision
+        text = (f"{'allow' if decision.allowed else 'deny'} {decision.status} {decision.reason} "
+                f"(rule {decision.rule or '-'})")
+        if self.limits:
+            text += "; limits " + "; ".join(limit.summary for limit in self.limits)
+        return text
 
 
 def policy_test_files(policy_dir: Path) -> list[Path]:
@@ -109,27 +142,54 @@ def evaluate(policy: CompiledPolicy, request: Request, who: Principal | None) ->
     return policy.screener.screen(request) or policy.engine.authorize(request, who)
 
 
-def run_policy_tests(policy_dir: Path) -> list[CaseResult]:
+def run_policy_tests(policy_dir: Path, against: Path | None = None, now: float | None = None) -> list[CaseResult]:
+    """The cases in `policy_dir/tests`, run against the policies in `against` (default: `policy_dir` itself);
+    a case without `at:` runs at `now` (default: the current time)."""
     clock = ManualClock()
-    policy = compile_policy(policy_dir, clock)
+    policy = compile_policy(against or policy_dir, clock)
     cases = load_cases(policy_test_files(policy_dir))
+    moment = datetime.now(UTC).timestamp() if now is None else now
     results = []
     for file, line, case in cases:
-        clock.set(case.at.timestamp() if case.at else datetime.now().timestamp())
+        clock.set(_utc(case.at).timestamp() if case.at else moment)
         spec = case.request
         request = Request(check_request_for_url(spec.url, spec.method, headers=spec.headers, source=spec.source,
                                                 peer=spec.peer, context_extensions=spec.context_extensions))
         who = (principal(case.principal.sub, case.principal.roles, case.principal.claims, case.principal.issuer)
                if case.principal else None)
         decision = evaluate(policy, request, who)
-        results.append(CaseResult(file, line, case.name, _mismatch(case.expect, decision), decision, request, who))
+        limits = policy.limits.applicable(request, decision) if decision.allowed else ()
+        results.append(CaseResult(file, line, case.name, _mismatch(case.expect, decision, limits), decision,
+                                  request, who, limits))
     return results
 
 
-def _mismatch(expect: Expectation, decision: Decision) -> str | None:
+def changed_outcomes(live: list[CaseResult], candidate: list[CaseResult]) -> list[tuple[CaseResult, CaseResult]]:
+    """The cases (run from the same test files) whose outcome differs between the live and the candidate policy."""
+    return [(before, after) for before, after in zip(live, candidate, strict=True)
+            if before.outcome() != after.outcome()]
+
+
+def _utc(moment: datetime) -> datetime:
+    """A time without a zone is UTC, as for `extauth explain --at`."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _mismatch(expect: Expectation, decision: Decision, limits: tuple[AppliedLimit, ...]) -> str | None:
     got = {"decision": "allow" if decision.allowed else "deny", "status": decision.status,
            "reason": decision.reason.value, "rule": decision.rule}
-    wanted = expect.model_dump(mode="json", exclude_none=True)
+    wanted = expect.model_dump(mode="json", exclude_none=True, exclude={"limits"})
     wrong = [f"{field} expected {value!r}, got {got[field]!r}" for field, value in wanted.items()
              if got[field] != value]
+    if expect.limits is not None:
+        wrong.extend(_limit_mismatches(expect.limits, limits))
     return "; ".join(wrong) or None
+
+
+def _limit_mismatches(expected: list[LimitExpectation], applied: tuple[AppliedLimit, ...]) -> list[str]:
+    keys = {limit.limit_id: limit.key for limit in applied}
+    names = sorted(limit.name for limit in expected)
+    if names != sorted(keys):
+        return [f"limits expected {names}, got {sorted(keys)}"]
+    return [f"limit {limit.name} key expected {limit.key!r}, got {keys[limit.name]!r}" for limit in expected
+            if limit.key is not None and keys[limit.name] != limit.key]

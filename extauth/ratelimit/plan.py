@@ -17,11 +17,10 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from extauth.clock import Clock
 from extauth.decision import Decision
-from extauth.identity.principal import Principal
+from extauth.identity.principal import ANONYMOUS, Principal
 from extauth.policy.conditions import MISSING, Check, claim_at, compile_condition
 from extauth.policy.loader import PolicySet
 from extauth.policy.model import RateLimit, Window
@@ -30,9 +29,6 @@ from extauth.policy.syntax import claim_path
 from extauth.ratelimit.model import Limit, LimitCheck
 from extauth.request import Request
 
-#: Override conditions for anonymous callers (public routes) see a principal with no roles or claims.
-ANONYMOUS = Principal(subject="", identity="", issuer="", provider="", key_id=None, roles=frozenset(),
-                      claims=MappingProxyType({}), expires_at=None)
 _MAX_KEY_VALUE = 64
 KeyPart = Callable[[Request, Principal | None, Decision], str]
 #: Characters a key value keeps as they are: printable ASCII except space and `"#%,=\{|}~`.
@@ -151,18 +147,76 @@ class CompiledLimit:
     shadow: bool
     cost: int
 
+    def key(self, request: Request, principal: Principal | None, decision: Decision) -> str:
+        return self.limit_id + "".join(f"|{name}={part(request, principal, decision)}" for name, part in self.parts)
+
+    def override(self, request: Request, principal: Principal | None, decision: Decision) -> int | None:
+        """The index of the first override whose condition holds, or None (the limit's own windows apply)."""
+        who, params = principal or ANONYMOUS, decision.params
+        for index, (conditions, _) in enumerate(self.overrides):
+            if all(check.test(request, who, params) for check in conditions):
+                return index
+        return None
+
     def checks(self, request: Request, principal: Principal | None, decision: Decision) -> list[LimitCheck]:
-        key = self.limit_id + "".join(f"|{name}={part(request, principal, decision)}" for name, part in self.parts)
+        key = self.key(request, principal, decision)
         windows = self.windows
         if self.overrides:
-            who, params = principal or ANONYMOUS, decision.params
-            for conditions, limits in self.overrides:
-                if all(check.test(request, who, params) for check in conditions):
-                    windows = limits
-                    break
+            fired = self.override(request, principal, decision)
+            if fired is not None:
+                windows = self.overrides[fired][1]
         return [LimitCheck(key, limit, self.cost, self.failure_mode, self.shadow,  # type: ignore[arg-type]
                            self.public_name)
                 for limit in windows]
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedLimit:
+    """One limit as it would apply to one allowed request: its bucket key and the windows chosen for it."""
+
+    limit_id: str
+    public_name: str
+    key: str
+    windows: tuple[Limit, ...]
+    failure_mode: str
+    shadow: bool
+    cost: int
+    #: The index of the override that fired (`overrides[i]`), or None for the limit's own windows.
+    override: int | None
+    #: How many overrides the limit declares (so "none fired" can be told from "has none").
+    override_count: int = 0
+
+    @property
+    def windows_text(self) -> str:
+        """`5 per 10s and 1000 per 86400s`."""
+        return " and ".join(f"{window.limit} per {window.period_seconds:g}s" for window in self.windows)
+
+    @property
+    def summary(self) -> str:
+        """What is counted, and how: `<key> 5 per 10s, failure mode local` (`, cost 2`, `, shadow`)."""
+        extras = (f", cost {self.cost}" if self.cost != 1 else "") + (", shadow" if self.shadow else "")
+        return f"{self.key} {self.windows_text}, failure mode {self.failure_mode}{extras}"
+
+    def describe(self) -> str:
+        """`demo/limited/per-subject (public "per-subject"): key demo/limited/per-subject|subject=alice, ...`."""
+        details = [f"key {self.key}", self.windows_text, f"failure mode {self.failure_mode}"]
+        if self.override is not None:
+            details.append(f"override overrides[{self.override}] fired")
+        elif self.override_count:
+            details.append(f"none of {self.override_count} overrides fired")
+        if self.cost != 1:
+            details.append(f"cost {self.cost}")
+        if self.shadow:
+            details.append("shadow (counted, not enforced)")
+        return f'{self.limit_id} (public "{self.public_name}"): {", ".join(details)}'
+
+
+def limit_changes(live: tuple[AppliedLimit, ...], candidate: tuple[AppliedLimit, ...]) -> dict[str, list[str]]:
+    """The limits only the live policy applies (`removed`) and only the candidate applies (`added`), by summary: a
+    limit whose windows, key or failure mode change appears in both. Empty when they apply the same limits."""
+    before, after = [limit.summary for limit in live], [limit.summary for limit in candidate]
+    removed, added = [text for text in before if text not in after], [text for text in after if text not in before]
+    return {"removed": removed, "added": added} if removed or added else {}
 
 
 class RateLimitPlan:
@@ -193,6 +247,21 @@ class RateLimitPlan:
             for limit in self._by_scope.get(scope or "", ()):
                 checks.extend(limit.checks(request, decision.principal, decision))
         return checks
+
+    def applicable(self, request: Request, decision: Decision) -> tuple[AppliedLimit, ...]:
+        """What `checks_for` would count, limit by limit, with the override that fired; counts nothing (for
+        `extauth explain`, `extauth test` and shadow comparisons)."""
+        scopes = (decision.route,) if decision.rule == decision.route else (decision.route, decision.rule)
+        applied = []
+        for scope in scopes:
+            for limit in self._by_scope.get(scope or "", ()):
+                fired = limit.override(request, decision.principal, decision) if limit.overrides else None
+                applied.append(AppliedLimit(
+                    limit.limit_id, limit.public_name, limit.key(request, decision.principal, decision),
+                    limit.windows if fired is None else limit.overrides[fired][1], limit.failure_mode, limit.shadow,
+                    limit.cost, fired, len(limit.overrides)))
+        return tuple(applied)
+
 
 
 def _compile(scope: str, limit: RateLimit, granting: Mapping[str, frozenset[str]], clock: Clock) -> CompiledLimit:

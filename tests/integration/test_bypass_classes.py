@@ -13,7 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extauth.devstack.gateway import DEMO_POLICIES, EnvoyProcess, ExtauthProcess, Response, extauth_config
+from extauth.devstack.gateway import (
+    DEMO_POLICIES,
+    EnvoyProcess,
+    ExtauthProcess,
+    Response,
+    extauth_config,
+    forward_every_path,
+)
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
@@ -64,7 +71,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory, certs: DevCerts, upstream: Ru
     extauth = ExtauthProcess(run_dir / "extauth", extauth_config(run_dir / "extauth", certs,
                                                                   policy={"path": str(policies)}))
     extauth.wait_serving()
-    envoy = EnvoyProcess(run_dir, certs, upstream.port, extauth.addresses)
+    envoy = EnvoyProcess(run_dir, certs, upstream.port, extauth.addresses, edit=forward_every_path)
     yield envoy
     envoy.stop()
     extauth.stop()

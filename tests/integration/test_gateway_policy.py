@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from extauth.devstack.gateway import DEMO_POLICIES, EnvoyProcess, ExtauthProcess, extauth_config
+from extauth.devstack.gateway import (
+    DEMO_POLICIES,
+    EnvoyProcess,
+    ExtauthProcess,
+    extauth_config,
+    forward_every_path,
+)
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
@@ -54,7 +60,7 @@ def policy_gateway(tmp_path_factory: pytest.TempPathFactory, certs: DevCerts, up
     extauth = ExtauthProcess(run_dir / "extauth", extauth_config(run_dir / "extauth", certs,
                                                                   policy={"path": str(policies)}))
     extauth.wait_serving()
-    envoy = EnvoyProcess(run_dir, certs, upstream.port, extauth.addresses)
+    envoy = EnvoyProcess(run_dir, certs, upstream.port, extauth.addresses, edit=forward_every_path)
     yield envoy
     envoy.stop()
     extauth.stop()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.spellings import combined, header_spellings, query_spellings
 
-from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config, forward_every_path
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
@@ -70,7 +70,7 @@ def client(tmp_path_factory: pytest.TempPathFactory, certs: DevCerts, upstream: 
     extauth = ExtauthProcess(run_dir / "extauth", extauth_config(run_dir / "extauth", certs,
                                                                   policy={"path": str(POLICIES)}))
     extauth.wait_serving()
-    envoy = EnvoyProcess(run_dir, certs, upstream.port, extauth.addresses)
+    envoy = EnvoyProcess(run_dir, certs, upstream.port, extauth.addresses, edit=forward_every_path)
     yield Client(envoy, certs)
     envoy.stop()
     extauth.stop()

@@ -11,7 +11,14 @@ from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 from support.checks import health_status
 
-from extauth.devstack.gateway import DEMO_POLICIES, EnvoyProcess, ExtauthProcess, extauth_config, free_port
+from extauth.devstack.gateway import (
+    DEMO_POLICIES,
+    EnvoyProcess,
+    ExtauthProcess,
+    extauth_config,
+    forward_every_path,
+    free_port,
+)
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
@@ -208,7 +215,7 @@ def test_owned_headers_follow_the_live_policy_across_a_reload(
     extauth = ExtauthProcess(tmp_path, extauth_config(tmp_path, certs, policy={"path": str(policies),
                                                                                 "watch": False}))
     extauth.wait_serving()
-    envoy = EnvoyProcess(tmp_path, certs, upstream.port, extauth.addresses)
+    envoy = EnvoyProcess(tmp_path, certs, upstream.port, extauth.addresses, edit=forward_every_path)
     try:
         spoof = {"x-clearance": "top-secret"}
         assert envoy.get("/public/x", **spoof).json()["headers"].get("x-clearance") == "top-secret"

@@ -1,7 +1,9 @@
 """The extauth process: readiness, reflection, graceful SIGTERM, workers, and Envoy failing closed."""
 
+import asyncio
 import base64
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -16,11 +18,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support.checks import check, check_request, health_status
 from support.idp import IdentityProvider
 
+from extauth.config import load_config
 from extauth.config.schema import ListenAddress
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config, free_port
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
+from extauth.identity.jwks import KeyLoadError
+from extauth.server import serve
 
 
 def url_provider_config(run_dir: Path, certs: DevCerts, idp: IdentityProvider, **jwks: object) -> dict:
@@ -135,13 +140,96 @@ def test_envoy_fails_closed_when_extauth_is_down(tmp_path: Path, certs: DevCerts
 
 @pytest.mark.parametrize("text", ["server: {workers: 0}\npolicy: {path: p}\n", "policy: {path: /nonexistent}\n"])
 def test_serve_refuses_to_start_on_a_broken_config(tmp_path: Path, text: str) -> None:
-    """`extauth serve` with an invalid config or policy exits 2 (a config error) and names the file."""
+    """`extauth serve` with an invalid config or a missing policy directory exits 2 naming config file:line."""
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     result = subprocess.run([sys.executable, "-m", "extauth", "serve", "--config", str(path)],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert result.stderr.startswith(str(path) if "workers" in text else "/nonexistent")
+    assert result.stderr.startswith(f"{path}:1: ") and "Traceback" not in result.stderr
+
+
+def serve_once(config: dict, run_dir: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run `extauth serve` on `config` until it exits by itself (it is expected to refuse to start)."""
+    path = run_dir / "extauth.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = subprocess.run([sys.executable, "-m", "extauth", "serve", "--config", str(path), *args],
+                            capture_output=True, text=True, timeout=30)
+    return result, path
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(number for number, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_serve_with_a_missing_key_file_exits_2_before_listening_and_leaves_nothing(
+        tmp_path: Path, certs: DevCerts) -> None:
+    """The error `validate` prints, as one line without a traceback; no socket and no audit file were created."""
+    config = extauth_config(tmp_path, certs)
+    config["authentication"]["providers"][0]["jwks"]["file"] = str(tmp_path / "missing-jwks.json")
+    result, path = serve_once(config, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{path}:{line_of(path, 'missing-jwks.json')}: authentication.providers[0].jwks.file: cannot read "
+        f"{tmp_path / 'missing-jwks.json'}: No such file or directory"]
+    assert "listening" not in result.stdout
+    assert not (tmp_path / "extauth.sock").exists() and not (tmp_path / "audit.jsonl").exists()
+    validate = subprocess.run([sys.executable, "-m", "extauth", "validate", str(path)],
+                              capture_output=True, text=True, timeout=30)
+    assert (validate.returncode, validate.stderr) == (1, result.stderr)
+
+
+def test_a_supervisor_refuses_before_starting_any_worker(tmp_path: Path, certs: DevCerts) -> None:
+    """`--workers 2` with a missing key file: one line, exit 2, and no worker ever made its socket."""
+    config = extauth_config(tmp_path, certs)
+    config["authentication"]["providers"][0]["jwks"]["file"] = str(tmp_path / "missing-jwks.json")
+    result, _ = serve_once(config, tmp_path, "--workers", "2")
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1 and "jwks.file: cannot read" in result.stderr
+    assert list(tmp_path.glob("*.sock")) == []
+
+
+def test_serve_refuses_a_socket_path_that_is_someone_elses_file_and_keeps_it(
+        tmp_path: Path, certs: DevCerts) -> None:
+    """A regular file where the socket goes is neither deleted nor replaced: exit 2, one line naming it."""
+    taken = tmp_path / "extauth.sock"
+    taken.write_text("not extauth's")
+    result, path = serve_once(extauth_config(tmp_path, certs), tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{path}:{line_of(path, 'extauth.sock')}: server.listen[0]: {taken} exists and is not a socket; "
+        "extauth does not replace it"]
+    assert taken.read_text() == "not extauth's"
+
+
+def test_the_server_reads_every_key_file_before_it_binds(tmp_path: Path, certs: DevCerts) -> None:
+    """A key file gone after the checks (or never checked) still fails the start before any socket exists."""
+    jwks = tmp_path / "jwks.json"
+    jwks.write_bytes(certs.jwks.read_bytes())
+    config = extauth_config(tmp_path, certs)
+    config["authentication"]["providers"][0]["jwks"]["file"] = str(jwks)
+    path = tmp_path / "extauth.yaml"
+    path.write_text(yaml.safe_dump(config))
+    loaded = load_config(path)
+    jwks.unlink()
+    with pytest.raises(KeyLoadError, match=f"provider 'dev': cannot read {jwks}"):
+        asyncio.run(serve(loaded, path))
+    assert not (tmp_path / "extauth.sock").exists()
+
+
+def test_a_failed_bind_after_a_socket_was_made_removes_that_socket_only(tmp_path: Path, certs: DevCerts) -> None:
+    """Start fails on a TCP port already taken, after binding its unix socket: exit 1, that socket is gone."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = extauth_config(tmp_path, certs,
+                                server={"listen": [f"unix:{tmp_path / 'extauth.sock'}", f"tcp:127.0.0.1:{port}"]})
+        result, _ = serve_once(config, tmp_path)
+    assert result.returncode == 1
+    assert f"extauth serve: cannot listen on tcp:127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "extauth.sock").exists()
 
 
 def test_serve_refuses_a_plaintext_listener_other_hosts_can_reach(tmp_path: Path, certs: DevCerts) -> None:

@@ -249,6 +249,7 @@ def test_extra_redact_patterns_from_the_config_are_masked_too(tmp_path: Path) ->
     """`audit.redact_patterns` adds the operator's own credential shapes to the built-in ones."""
     path = tmp_path / "extauth.yaml"
     path.write_text("policy: {path: p.yaml}\naudit:\n  redact_patterns: ['acme_[0-9a-f]{16}']\n")
+    (tmp_path / "p.yaml").touch()
     audit = load_config(path).audit
     redactor = Redactor(["user-agent"], redact_patterns=audit.redact_patterns)
     event = redactor.scrub({"path": "/x/acme_0123456789abcdef/y/sk_live_abcdefghij",

@@ -168,7 +168,7 @@ def test_explain_at_without_a_zone_is_utc() -> None:
     assert at.isoformat() == "2026-11-24T10:00:00+00:00"
     at = explain.parse_args(["--config", "c", "GET", "/", "--at", "2026-11-24T10:00+02:00"]).at
     assert at.isoformat() == "2026-11-24T10:00:00+02:00"
-    assert "UTC unless it names a zone" in explain._option_string_actions["--at"].help
+    assert "without a zone it is UTC" in explain._option_string_actions["--at"].help
 
 
 def test_an_unexpected_exception_is_an_internal_error_with_a_debug_hint(
@@ -207,7 +207,9 @@ def _printing_invocations(audit_stream: Path, tmp_path: Path) -> Iterator[list[s
     yield ["audit", "--json", "--event", "all", str(audit_stream)]
     yield ["audit", "verify", str(audit_stream)]
     yield ["audit", "keygen", str(tmp_path / "keys")]
-    yield ["validate", str(REPO / "envoy" / "extauth.yaml")]
+    config = tmp_path / "extauth.yaml"
+    config.write_text(f"policy: {{path: {REPO / 'envoy' / 'policies'}}}\n")
+    yield ["validate", str(config)]
     yield ["dev-certs", str(tmp_path / "certs")]
     yield ["token", "--sub", "alice", "--key", str(tmp_path / "certs" / "jwt-signing.key")]
 

@@ -79,6 +79,7 @@ def test_config_error_names_file_line_and_field(tmp_path: Path, text: str, expec
     """Every problem in a config file is reported as `file:line: field: message`."""
     path = tmp_path / "extauth.yaml"
     path.write_text(text)
+    (tmp_path / "p.yaml").touch()
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert str(raised.value).splitlines() == [f"{path}:{line}" for line in expected]
@@ -92,7 +93,7 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
 
 def test_relative_paths_resolve_against_the_config_directory(tmp_path: Path) -> None:
     """`policy.path` and key files are relative to the config file, not to the working directory."""
-    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "policies").mkdir(parents=True)
     path = tmp_path / "conf" / "extauth.yaml"
     path.write_text("policy: {path: policies/}\nauthentication:\n  providers:\n" + VALID_PROVIDER)
     config = load_config(path)
@@ -104,3 +105,11 @@ def test_shipped_local_stack_config_is_valid() -> None:
     """The configuration `make run` uses loads without errors."""
     config = load_config(Path(__file__).parents[3] / "envoy" / "extauth.yaml")
     assert config.authentication.providers[0].name == "dev"
+
+
+def test_an_issue_is_one_line_whatever_its_message_holds() -> None:
+    """A library message with line breaks still prints as one line per issue."""
+    from extauth.config import ConfigIssue
+
+    issue = ConfigIssue(Path("extauth.yaml"), 3, "audit.signing_key", "first\nsecond\r\nthird")
+    assert str(issue) == "extauth.yaml:3: audit.signing_key: first second third"

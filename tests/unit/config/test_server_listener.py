@@ -27,6 +27,7 @@ def tls_section(certs: DevCerts, **overrides: object) -> dict[str, object]:
 
 def write_config(path: Path, server: dict[str, object]) -> Path:
     path.write_text(yaml.safe_dump({"policy": {"path": "p.yaml"}, "server": server}, sort_keys=False))
+    (path.parent / "p.yaml").touch()
     return path
 
 
@@ -62,6 +63,7 @@ def tcp(host: str, port: int = 9001) -> str:
 def test_address_other_hosts_reach_without_tls_is_a_load_error_at_its_line(tmp_path: Path, host: str) -> None:
     """Every spelling of a non-loopback TCP address without TLS fails to load, naming file:line and the entry."""
     path = tmp_path / "extauth.yaml"
+    (tmp_path / "p.yaml").touch()
     path.write_text(f"policy: {{path: p.yaml}}\nserver:\n  listen:\n    - unix:/tmp/a.sock\n    - '{tcp(host)}'\n")
     with pytest.raises(ConfigError) as raised:
         load_config(path)
@@ -89,6 +91,7 @@ def test_default_listener_is_loopback(tmp_path: Path) -> None:
     """With no `server` section extauth listens on 127.0.0.1:9001, which needs no TLS."""
     path = tmp_path / "extauth.yaml"
     path.write_text("policy: {path: p.yaml}\n")
+    (tmp_path / "p.yaml").touch()
     config = load_config(path)
     assert config.server.listen == ["tcp:127.0.0.1:9001"]
     assert not config.server.unauthenticated(config.server.addresses(tmp_path)[0])

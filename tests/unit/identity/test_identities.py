@@ -204,6 +204,7 @@ def test_ambiguous_identity_configurations_are_config_errors(tmp_path: Path, pro
     """Configurations under which two callers could share an identity fail at load with file and line."""
     path = tmp_path / "extauth.yaml"
     path.write_text("policy: {path: p.yaml}\nauthentication:\n  providers:\n" + providers)
+    (tmp_path / "p.yaml").touch()
     with pytest.raises(ConfigError) as raised:
         load_config(path)
     assert str(raised.value) == f"{path}:{expected}"

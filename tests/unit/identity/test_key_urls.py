@@ -98,6 +98,7 @@ def test_insecure_key_urls_are_config_errors_with_file_and_line(tmp_path: Path, 
                                                                 expected: str) -> None:
     """An http:// key URL to a non-loopback host stops the config at load, naming file, line and field."""
     path = tmp_path / "extauth.yaml"
+    (tmp_path / "p.yaml").write_text("apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: p}\n")
     path.write_text("policy: {path: p.yaml}\nauthentication:\n  providers:\n" + provider)
     with pytest.raises(ConfigError) as raised:
         load_config(path)
@@ -107,6 +108,7 @@ def test_insecure_key_urls_are_config_errors_with_file_and_line(tmp_path: Path, 
 def test_loopback_http_key_urls_load(tmp_path: Path) -> None:
     """A local test IdP over http on loopback is a valid configuration, for discovery and for a JWKS URL."""
     path = tmp_path / "extauth.yaml"
+    (tmp_path / "p.yaml").touch()
     path.write_text("policy: {path: p.yaml}\nauthentication:\n  providers:\n"
                     + VALID_PROVIDER.format(issuer="http://127.0.0.1:8080", jwks="{oidc_discovery: true}")
                     + VALID_PROVIDER.format(issuer="other", jwks="{url: 'http://[::1]:9/jwks'}").replace("corp", "b"))

@@ -1,9 +1,10 @@
 """What every `extauth` command shares: its exit codes and an argument parser whose errors are one line.
 
 Exit codes (README.md, "Exit codes"): 0 ok (allow, pass); 1 a verdict that failed (deny, a failing test, an
-invalid config for `validate`, a tampered or unsealed audit file); 2 a usage, configuration or input error
-(bad option, missing or unreadable file); 70 an internal error (a bug: rerun with EXTAUTH_DEBUG=1 for the
-traceback); 130 interrupted (Ctrl-C); 141 stdout closed early (`| head`), as for any Unix filter killed by SIGPIPE.
+invalid config for `validate`, a tampered or unsealed audit file, `serve` unable to listen); 2 a usage,
+configuration or input error (bad option, missing or unreadable file); 70 an internal error (a bug: rerun with
+EXTAUTH_DEBUG=1 for the traceback); 130 interrupted (Ctrl-C); 141 stdout closed early (`| head`), as for any
+Unix filter killed by SIGPIPE.
 """
 
 import argparse

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from extauth.config.errors import ConfigError
+from extauth.config.files import read_key_file
 from extauth.config.schema import AuditConfig
 
 CHECKPOINT_EVENT = "audit_checkpoint"
@@ -44,10 +45,9 @@ def key_id(public_key: Ed25519PublicKey) -> str:
 
 def load_signing_key(path: Path) -> Ed25519PrivateKey:
     """The PEM private key at `path`; ValueError saying what is wrong with it otherwise."""
+    data = read_key_file(path)
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as error:
-        raise ValueError(f"cannot read {path}: {error.strerror}") from None
+        key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path} is not an unencrypted PEM private key ({error})") from None
     if not isinstance(key, Ed25519PrivateKey):

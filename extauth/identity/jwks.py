@@ -9,7 +9,6 @@ import contextlib
 import json
 import math
 import random
-import stat
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from jwt import PyJWK, PyJWTError
 from jwt.algorithms import HMACAlgorithm
 
 from extauth.clock import Clock
+from extauth.config.files import read_key_file
 from extauth.config.schema import JwtProviderConfig
 from extauth.events import Notify, ignore
 from extauth.identity.http import FetchError, HttpFetcher
@@ -409,21 +409,11 @@ def load_shared_secret(path: Path, algorithms: Iterable[str]) -> KeySet:
     return KeySet([VerificationKey(None, secret, algorithms)])
 
 
-#: Key files are a few KiB; a path naming a device or a huge file is a mistake, not a key set.
-MAX_KEY_FILE_BYTES = 1024 * 1024
-
-
 def _read(path: Path) -> bytes:
-    """The file's bytes; a FIFO, a device (`/dev/zero`) or a file over MAX_KEY_FILE_BYTES is refused unread."""
     try:
-        status = path.stat()
-        if not stat.S_ISREG(status.st_mode):
-            raise KeyLoadError(f"cannot read {path}: not a regular file")
-        if status.st_size > MAX_KEY_FILE_BYTES:
-            raise KeyLoadError(f"cannot read {path}: {status.st_size} bytes; the limit is {MAX_KEY_FILE_BYTES}")
-        return path.read_bytes()
-    except OSError as error:
-        raise KeyLoadError(f"cannot read {path}: {error.strerror or error}") from None
+        return read_key_file(path)
+    except ValueError as error:
+        raise KeyLoadError(str(error)) from None
 
 
 def _describe(error: Exception, timeout: float) -> str:

@@ -132,6 +132,9 @@ BROKEN: dict[str, tuple[Breakage, str]] = {
     "signing key missing": (
         lambda d: (d / "keys/audit-signing.key").unlink(),
         "19: audit.signing_key: cannot read {dir}/keys/audit-signing.key: No such file or directory"),
+    "signing key a FIFO": (
+        lambda d: ((d / "keys/audit-signing.key").unlink(), os.mkfifo(d / "keys/audit-signing.key")),
+        "19: audit.signing_key: cannot read {dir}/keys/audit-signing.key: not a regular file"),
     "signing key garbage": (
         lambda d: (d / "keys/audit-signing.key").write_text("garbage"),
         "19: audit.signing_key: {dir}/keys/audit-signing.key is not an unencrypted PEM private key (Unable to load "

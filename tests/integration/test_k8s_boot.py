@@ -194,3 +194,17 @@ def test_dev_overlay_boots_and_answers_200_with_a_dev_token_and_401_without(
     https = container_port(envoy, "https")
     assert pod.get(https, "/api/orders", certs.ca_cert, dev_token(certs)) == "200", pod.logs()
     assert pod.get(https, "/api/orders", certs.ca_cert) == "401", pod.logs()
+
+
+def test_shared_service_config_validates_with_the_files_its_pod_mounts(tmp_path: Path) -> None:
+    """`extauth validate` accepts the shared service's config once its ConfigMaps and Secrets are mounted:
+    mutual TLS on the TCP listener, keys, JWKS and policies all where the config says."""
+    manifests = render(K8S / "shared-service")
+    workload = find(manifests, "Deployment", "extauth")
+    container = workload["spec"]["template"]["spec"]["containers"][0]
+    mount_volumes(manifests, workload["spec"]["template"]["spec"], container, tmp_path,
+                  create_dev_certs(tmp_path / "dev-certs"))
+    config = container["args"][container["args"].index("--config") + 1]
+    result = subprocess.run([executable("extauth"), "validate", f"{tmp_path}{config}"], capture_output=True,
+                            text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

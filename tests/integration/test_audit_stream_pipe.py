@@ -1,4 +1,4 @@
-"""The audit stream on a standard stream, the way a container runtime captures it: `serve --workers 2` writing
+"""The audit stream on a standard stream, the way a container runtime captures it: `serve --workers N` writing
 into one pipe, thousands of Checks, and the captured stream must verify line for line."""
 
 import contextlib
@@ -55,13 +55,13 @@ def drive_checks(target: str, client: int) -> None:
             stub.Check(check_request(path, request_id=f"c{client}-{number}"), timeout=10)
 
 
-def serve_two_workers_into_pipes(run_dir: Path, certs: DevCerts, audit_output: str = "stdout") -> tuple[bytes, bytes]:
-    """Run `serve --workers 2` with stdout and stderr on pipes, drive every client's Checks, stop it with SIGTERM
+def serve_into_pipes(run_dir: Path, certs: DevCerts, audit_output: str, workers: int) -> tuple[bytes, bytes]:
+    """Run `serve --workers N` with stdout and stderr on pipes, drive every client's Checks, stop it with SIGTERM
     (exit 0), and return what came out on stdout and stderr."""
     config = extauth_config(run_dir, certs, audit={"output": audit_output, "completion_events": False})
     config_path = run_dir / "extauth.yaml"
     config_path.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(extauth_command("serve", "--config", str(config_path), "--workers", "2"),
+    process = subprocess.Popen(extauth_command("serve", "--config", str(config_path), "--workers", str(workers)),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
     readers = [PipeReader(process.stdout.fileno()), PipeReader(process.stderr.fileno())]
@@ -69,10 +69,10 @@ def serve_two_workers_into_pipes(run_dir: Path, certs: DevCerts, audit_output: s
         reader.start()
     try:
         base = ListenAddress.parse(config["server"]["listen"][0])
-        workers = [base.for_worker(index, 2) for index in range(2)]
-        wait_until_serving(workers, process)
+        addresses = [base.for_worker(index, workers) for index in range(workers)]
+        wait_until_serving(addresses, process)
         clients = [threading.Thread(target=drive_checks, args=(address.grpc_target(), worker * 10 + client))
-                   for worker, address in enumerate(workers) for client in range(CLIENTS_PER_WORKER)]
+                   for worker, address in enumerate(addresses) for client in range(CLIENTS_PER_WORKER)]
         for client in clients:
             client.start()
         for client in clients:
@@ -97,24 +97,24 @@ def wait_until_serving(addresses: list[ListenAddress], process: subprocess.Popen
     raise AssertionError("the workers never became SERVING")
 
 
-@pytest.mark.parametrize("audit_output", ["stdout", "stderr"])
-def test_two_workers_on_one_pipe_write_an_audit_stream_that_verifies(tmp_path: Path, certs: DevCerts,
-                                                                     audit_output: str) -> None:
-    """`--workers 2` with the audit on a standard stream captured by a pipe: that stream holds only whole audit
-    lines (every Check's decision, both chains sealed, `audit verify` exits 0, lines longer than PIPE_BUF intact)
+@pytest.mark.parametrize(("audit_output", "workers"), [("stdout", 2), ("stderr", 2), ("stdout", 1)])
+def test_the_audit_stream_captured_from_a_pipe_verifies(tmp_path: Path, certs: DevCerts, audit_output: str,
+                                                        workers: int) -> None:
+    """`--workers N` with the audit on a standard stream captured by a pipe: that stream holds only whole audit
+    lines (every Check's decision, every chain sealed, `audit verify` exits 0, lines longer than PIPE_BUF intact)
     and the operational logs are JSON lines on the other stream."""
-    stdout, stderr = serve_two_workers_into_pipes(tmp_path, certs, audit_output)
+    stdout, stderr = serve_into_pipes(tmp_path, certs, audit_output, workers)
     audit, logged = (stdout, stderr) if audit_output == "stdout" else (stderr, stdout)
 
     records = [json.loads(line) for line in audit.splitlines()]  # every line is one JSON record
     assert all("schema_version" in record and "chain" in record for record in records)
     kinds = Counter(record["event"] for record in records)
-    assert kinds["decision"] == 2 * CLIENTS_PER_WORKER * CHECKS_PER_CLIENT
-    assert kinds["audit_started"] == kinds["audit_closed"] == 2
+    assert kinds["decision"] == workers * CLIENTS_PER_WORKER * CHECKS_PER_CLIENT
+    assert kinds["audit_started"] == kinds["audit_closed"] == workers
     assert max(len(line) for line in audit.splitlines()) > 4096
 
     logs = [json.loads(line) for line in logged.splitlines()]  # every line is one JSON log record
-    assert Counter(log["event"] for log in logs)["worker_started"] == 2
+    assert Counter(log["event"] for log in logs)["worker_started"] == (workers if workers > 1 else 0)
     assert {"listening", "ready", "stopped"} <= {log["event"] for log in logs}
 
     captured = tmp_path / "captured.jsonl"

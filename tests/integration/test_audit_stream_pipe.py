@@ -122,3 +122,46 @@ def test_the_audit_stream_captured_from_a_pipe_verifies(tmp_path: Path, certs: D
     verified = subprocess.run(extauth_command("audit", "verify", "--require-sealed", str(captured)),
                               capture_output=True, text=True, timeout=60)
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_restarted_workers_output_is_relayed_too(tmp_path: Path, certs: DevCerts) -> None:
+    """A worker killed outright is restarted, and the new process's audit chain reaches stdout beside the others'
+    while the killed one's lines stay whole: the stream verifies (the killed chain is open, not broken)."""
+    config = extauth_config(tmp_path, certs, audit={"output": "stdout", "completion_events": False})
+    config_path = tmp_path / "extauth.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(extauth_command("serve", "--config", str(config_path), "--workers", "2"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    stdout, stderr = PipeReader(process.stdout.fileno()), PipeReader(process.stderr.fileno())
+    stdout.start()
+    stderr.start()
+    base = ListenAddress.parse(config["server"]["listen"][0])
+    addresses = [base.for_worker(index, 2) for index in range(2)]
+    try:
+        wait_until_serving(addresses, process)
+        drive_checks(addresses[0].grpc_target(), client=1)
+        first = next(json.loads(line) for line in stderr.data.splitlines() if b'"worker_started"' in line
+                     and json.loads(line)["worker"] == 0)
+        os.kill(first["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while b'"worker_exited"' not in stderr.data and time.monotonic() < deadline:
+            time.sleep(0.1)
+        wait_until_serving(addresses, process)
+        drive_checks(addresses[0].grpc_target(), client=2)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        stdout.join(timeout=10)
+        stderr.join(timeout=10)
+    assert code == 0
+
+    records = [json.loads(line) for line in stdout.data.splitlines()]
+    assert len({record["chain"] for record in records}) == 3
+    assert Counter(record["event"] for record in records)["audit_closed"] == 2
+    assert [json.loads(line)["event"] for line in stderr.data.splitlines()].count("worker_started") == 3
+    captured = tmp_path / "captured.jsonl"
+    captured.write_bytes(stdout.data)
+    verified = subprocess.run(extauth_command("audit", "verify", str(captured)), capture_output=True, text=True,
+                              timeout=60)
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -214,7 +214,8 @@ def _serve(args: argparse.Namespace) -> int:
         from extauth.workers import Supervisor
 
         forwarded = ["--rate-limit-backend", args.rate_limit_backend] if args.rate_limit_backend else []
-        return Supervisor(args.config, workers, config.server.grace_period_seconds, forwarded).run()
+        return Supervisor(args.config, workers, config.server.grace_period_seconds, forwarded,
+                          log_level=config.logging.level, audit_output=config.audit.output).run()
     if args.rate_limit_backend:
         limits = config.rate_limit.model_copy(update={"backend": args.rate_limit_backend})
         config = config.model_copy(update={"rate_limit": limits})
@@ -223,7 +224,7 @@ def _serve(args: argparse.Namespace) -> int:
     from extauth import logs
     from extauth.server import serve
 
-    logs.configure(config.logging.level)
+    logs.configure(config.logging.level, logs.stream_apart_from(config.audit.output))
     supervised = args.worker_index is not None
     try:
         return uvloop.run(serve(config, args.config, args.worker_index or 0, supervised=supervised))

@@ -7,6 +7,7 @@ or invalid file (extauth/cli_support.py).
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +28,17 @@ class Report:
     fix: str
 
     def text(self) -> str:
-        return printable(f"{self.file}:{self.line}: {self.path}: {self.severity}: {self.message} "
+        where = f"{self.path}: " if self.path else ""
+        return printable(f"{self.file}:{self.line}: {where}{self.severity}: {self.message} "
                          f"(fix: {self.fix}) [{self.rule}]")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from extauth.envoylint.loader import dotted, load_bootstrap
-        from extauth.envoylint.rules import ERROR, Options, lint
+        with warnings.catch_warnings():  # the generated models trip pydantic deprecation warnings on import
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from extauth.envoylint.loader import dotted, load_bootstrap
+            from extauth.envoylint.rules import ERROR, RULES, Options, lint
     except ModuleNotFoundError as error:
         if not (error.name or "").startswith(("envoy_data_plane", "betterproto2")):
             raise
@@ -55,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         reports += [Report(str(path), waiver.line, "", "invalid-waiver", ERROR,
                            f"not a waiver: {waiver.text!r}", "write `# envoy-lint: allow RULE[, RULE] -- reason`")
                     for waiver in loaded.malformed_waivers]
+        reports += [Report(str(path), waiver.line, "", "invalid-waiver", ERROR,
+                           f"waives unknown rule(s) {', '.join(sorted(waiver.rules - RULES.keys()))}",
+                           "name rules as envoy-lint reports them, e.g. ext-authz-failure-mode-allow")
+                    for waiver in loaded.waivers.values() if waiver.rules - RULES.keys()]
     if args.format == "json":
         print(json.dumps([report.__dict__ for report in reports], indent=2))
     else:

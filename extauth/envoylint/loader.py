@@ -7,8 +7,11 @@ misspelt field or a wrong value type is an input error, not a silently skipped c
 models, so `normalizePath` and `normalize_path`, `0.5s` and `{seconds: 0, nanos: 500000000}` are the same thing.
 """
 
+import contextlib
 import importlib
+import json
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +73,8 @@ class LoadedBootstrap:
         """A waiver of `rule` on the offending field's line, or on the first line of a list entry containing it
         (the listener, the filter, the route...), or in the comment lines right above either."""
         candidates = [self.line_of(path)]
-        candidates += [node.start_mark.line + 1 for at, node in self.nodes_along(path) if at and isinstance(at[-1], int)]
+        candidates += [node.start_mark.line + 1 for at, node in self.nodes_along(path)
+                       if at and isinstance(at[-1], int)]
         for line in candidates:
             for waiver_line in self._comment_block(line):
                 waiver = self.waivers.get(waiver_line)
@@ -99,7 +103,9 @@ def load_bootstrap(path: Path) -> LoadedBootstrap:
         raise BootstrapError(f"{path}:1: an Envoy bootstrap is a mapping (admin, static_resources, ...)")
     for type_url, at in _type_urls(data, ()):
         _register(type_url, path, at)
-    from envoy_data_plane.envoy.config.bootstrap.v3 import Bootstrap
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from envoy_data_plane.envoy.config.bootstrap.v3 import Bootstrap
     try:
         bootstrap = Bootstrap.from_dict(data)
     except (KeyError, ValueError, TypeError, AttributeError) as error:
@@ -113,10 +119,16 @@ def load_bootstrap(path: Path) -> LoadedBootstrap:
 
 
 def dotted(path: FieldPath) -> str:
-    """`static_resources.listeners[0].filter_chains[0]`: the jq-like spelling every finding uses."""
+    """`static_resources.listeners[0].filter_chains[0]`, a map key that is no identifier quoted in brackets
+    (`typed_per_filter_config["envoy.filters.http.ext_authz"]`): the jq-like spelling every finding uses."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else part
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not part.isidentifier():
+            text += f"[{json.dumps(part)}]"
+        else:
+            text += f".{part}" if text else part
     return text
 
 
@@ -151,16 +163,18 @@ def _type_urls(value: Any, at: FieldPath) -> Iterator[tuple[str, FieldPath]]:
 
 def _register(type_url: str, path: Path, at: FieldPath) -> None:
     """Import the envoy_data_plane module defining `type_url` (the import registers its messages)."""
-    name = type_url.removeprefix(_TYPE_URL_PREFIX)
-    parts = name.split(".")
-    for end in range(len(parts) - 1, 0, -1):
-        if not all(part.isidentifier() for part in parts[:end]):
-            continue
-        try:
-            importlib.import_module("envoy_data_plane." + ".".join(parts[:end]))
+    from envoy_data_plane.message_pool import default_message_pool
+    parts = type_url.removeprefix(_TYPE_URL_PREFIX).split(".")
+    for end in range(len(parts) - 1, 0, -1):  # a nested message's package is a shorter prefix
+        if type_url in default_message_pool.url_to_type:
             return
-        except ModuleNotFoundError:
-            continue
+        if all(part.isidentifier() for part in parts[:end]):
+            # the generated models trip pydantic deprecation warnings on import
+            with contextlib.suppress(ModuleNotFoundError), warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                importlib.import_module("envoy_data_plane." + ".".join(parts[:end]))
+    if type_url in default_message_pool.url_to_type:
+        return
     raise BootstrapError(f"{path}: {dotted(at)}: unknown @type {type_url!r} (not in envoy-data-plane's Envoy API)")
 
 

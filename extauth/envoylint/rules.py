@@ -6,7 +6,7 @@ field (camelCase or snake_case, a Duration as text or as a mapping) is judged th
 """
 
 import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -363,7 +363,3 @@ def _match_text(match: Any) -> str:
 _EMPTY_COMMON = type("_Empty", (), {name: None for name in (
     "validation_context", "validation_context_sds_secret_config", "validation_context_certificate_provider",
     "validation_context_certificate_provider_instance", "combined_validation_context")})()
-
-
-def iter_rules() -> Iterator[tuple[str, str]]:
-    yield from RULES.items()

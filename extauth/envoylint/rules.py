@@ -46,9 +46,9 @@ class Finding:
     severity: str = ERROR
 
 
-#: Whether a route that skips ext_authz is public in the policy: None when every request it matches is allowed
-#: anonymously, else why not. Given only with `--policy`.
-PublicCheck = Callable[[Any], str | None]
+#: Whether a route (its RouteMatch, its virtual host's domains) that skips ext_authz is public in the policy: None
+#: when every request it matches is allowed anonymously, else why not. Given only with `--policy`.
+PublicCheck = Callable[[Any, list[str]], str | None]
 
 #: Every rule id, for `--help`, waivers and docs.
 RULES = {
@@ -231,9 +231,9 @@ class _Linter:
                         and host_entry is not None:
                     skipping.append(host_entry)
                 for entry_at in dict.fromkeys(skipping):
-                    self.route_skips(entry_at, route)
+                    self.route_skips(entry_at, route, host.domains)
 
-    def route_skips(self, at: FieldPath, route: Any) -> None:
+    def route_skips(self, at: FieldPath, route: Any, domains: list[str]) -> None:
         spelled = _match_text(route.match)
         check = self.options.public_check
         if check is None:
@@ -241,7 +241,7 @@ class _Linter:
                      "run with --policy DIR to check it against the policy, or remove the disabling config",
                      WARNING)
             return
-        problem = check(route.match)
+        problem = check(route.match, domains)
         if problem is not None:
             self.add("route-skips-ext-authz", at, f"route {spelled} skips ext_authz but is not public in the "
                      f"policy: {problem}", "remove `disabled: true`, or make the path public in the policy")

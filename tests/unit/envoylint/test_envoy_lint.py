@@ -283,3 +283,74 @@ def test_the_check_path_never_imports_the_envoy_models() -> None:
     script = ("import sys, extauth.server, extauth.pipeline, extauth.cli; extauth.cli._parser(); "
               "sys.exit(any(m.startswith(('envoy_data_plane', 'betterproto2')) for m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", script], check=False).returncode == 0
+
+
+@pytest.mark.parametrize(("match", "denied"), [
+    ("{ prefix: /public }", "/publicx"),
+    ("{ prefix: /public/, case_sensitive: false }", "/PUBLIC/"),
+    ("{ safe_regex: { regex: '/public/.*' } }", None),
+])
+def test_every_path_a_skipping_route_matches_must_be_public(match: str, denied: str | None, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A prefix without a trailing slash also matches longer names, a case-insensitive route other cases (here
+    against a case-sensitive policy), and a regex cannot be sampled: each is reported, naming the request the
+    policy denies."""
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "public.yaml").write_text((POLICY / "public.yaml").read_text().replace(
+        "path: {prefix: /public/}", "path: {prefix: /public/, case_sensitive: true}"))
+    bootstrap = tmp_path / "bootstrap.yaml"
+    bootstrap.write_text(CLEAN.read_text().replace("match: { prefix: /public/ }", f"match: {match}"))
+    code, findings = lint(capsys, bootstrap, "--policy", policy)
+    assert code == EXIT_FAILED
+    assert [f["rule"] for f in findings] == ["route-skips-ext-authz"]
+    expected = f"anonymous GET {denied} is denied" if denied else "a safe_regex path match cannot be checked"
+    assert expected in str(findings[0]["message"])
+
+
+def test_a_skipping_route_is_checked_for_each_host_of_its_virtual_host(tmp_path: Path) -> None:
+    """The policy is asked with the virtual host's own domains, so a public route scoped to one host does not
+    cover a virtual host that also serves another."""
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    (policy / "public.yaml").write_text((POLICY / "public.yaml").read_text().replace(
+        "path: {prefix: /public/}", "path: {prefix: /public/}\n      hosts: [docs.example]"))
+    data = yaml.safe_load(CLEAN.read_text())
+    host = data["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"][
+        "route_config"]["virtual_hosts"][0]
+    bootstrap = tmp_path / "bootstrap.yaml"
+    for domains, findings in ((["docs.example"], 0), (["docs.example", "*.internal.example"], 1)):
+        host["domains"] = domains
+        bootstrap.write_text(json.dumps(data))
+        loaded = load_bootstrap(bootstrap)
+        assert len(lint_bootstrap(loaded.bootstrap, Options(public_check=PolicyPublicCheck(policy)))) == findings
+
+
+@pytest.mark.parametrize("action", ["IMPLEMENTATION_SPECIFIC_DEFAULT", "KEEP_UNCHANGED", "REJECT_REQUEST",
+                                    "UNESCAPE_AND_REDIRECT", "UNESCAPE_AND_FORWARD"])
+def test_escaped_slashes_are_safe_only_when_rejected_or_unescaped(action: str, tmp_path: Path) -> None:
+    """Every value of path_with_escaped_slashes_action is judged: only keeping %2F for the upstream is a finding."""
+    text = CLEAN.read_text().replace("path_with_escaped_slashes_action: REJECT_REQUEST",
+                                     f"path_with_escaped_slashes_action: {action}")
+    unsafe = action in ("IMPLEMENTATION_SPECIFIC_DEFAULT", "KEEP_UNCHANGED")
+    assert [rule for rule, _ in lint_text(tmp_path, text)] == (["escaped-slashes-not-rejected"] if unsafe else [])
+
+
+@pytest.mark.parametrize(("timeout", "finding"), [
+    ("0s", True), ("0.000s", True), ("{seconds: 0, nanos: 0}", True), ("{}", True),
+    ("0.001s", False), ("{nanos: 500000000}", False), ("2s", False)])
+def test_an_ext_authz_timeout_must_be_positive_in_every_spelling(timeout: str, finding: bool, tmp_path: Path) -> None:
+    """A zero deadline (no deadline at all) is found however the Duration is written."""
+    text = CLEAN.read_text().replace("timeout: 0.5s", f"timeout: {timeout}")
+    assert [rule for rule, _ in lint_text(tmp_path, text)] == (["ext-authz-no-timeout"] if finding else [])
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+def test_xff_trust_is_judged_only_at_the_edge(address: str, tmp_path: Path) -> None:
+    """A listener only local processes reach may take the client address from X-Forwarded-For; one bound to the
+    network may not."""
+    text = (HERE / "bad" / "xff-trust.yaml").read_text().replace("use_remote_address: true",
+                                                                 "use_remote_address: false")
+    assert [rule for rule, _ in lint_text(tmp_path, text)] == ["xff-trust", "xff-trust"]
+    local = text.replace("address: 0.0.0.0, port_value: 8443", f"address: '{address}', port_value: 8443")
+    assert lint_text(tmp_path, local) == []

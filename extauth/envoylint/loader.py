@@ -91,7 +91,10 @@ class LoadedBootstrap:
 
 
 def load_bootstrap(path: Path) -> LoadedBootstrap:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise BootstrapError(f"{path}: not UTF-8 text (byte {error.start})") from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)

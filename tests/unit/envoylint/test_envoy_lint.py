@@ -263,6 +263,7 @@ def test_a_prefix_route_is_public_only_if_everything_below_it_is(tmp_path: Path)
     (None, "No such file"),
     ("admin: [unclosed", "not valid YAML"),
     ("- a list", "an Envoy bootstrap is a mapping"),
+    ("admin: \udcff", "not UTF-8 text"),
     ("admin: {adress: {}}", "not an Envoy v3 bootstrap: Unknown field 'adress' in message Admin."),
     ('static_resources: {listeners: [{filter_chains: [{filters: [{name: x, typed_config: {"@type": '
      'type.googleapis.com/envoy.extensions.nothing.v3.Nothing}}]}]}]}', "unknown @type"),
@@ -272,7 +273,7 @@ def test_unreadable_or_invalid_input_is_a_usage_error(content: str | None, error
     """A file that is missing, not YAML, or not an Envoy bootstrap exits 2 with one line naming it."""
     bootstrap = tmp_path / "bootstrap.yaml"
     if content is not None:
-        bootstrap.write_text(content)
+        bootstrap.write_bytes(content.encode("utf-8", "surrogateescape"))
     assert main(["envoy-lint", str(bootstrap)]) == EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(bootstrap) in err and error in err

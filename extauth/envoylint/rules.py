@@ -19,7 +19,11 @@ from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v
     HttpConnectionManagerPathWithEscapedSlashesAction,
 )
 from envoy_data_plane.envoy.extensions.transport_sockets.quic.v3 import QuicDownstreamTransport
-from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import DownstreamTlsContext, UpstreamTlsContext
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+    CommonTlsContext,
+    DownstreamTlsContext,
+    UpstreamTlsContext,
+)
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import HttpProtocolOptions
 
 from extauth.envoylint.loader import FieldPath
@@ -256,7 +260,7 @@ class _Linter:
                 self.upstream_tls((*socket_at, "typed_config"), tls, cluster)
 
     def upstream_tls(self, at: FieldPath, tls: UpstreamTlsContext, cluster: Any) -> None:
-        common = tls.common_tls_context or _EMPTY_COMMON
+        common = tls.common_tls_context or CommonTlsContext()
         context_at = (*at, "common_tls_context")
         verifies, where = _verifies_server(common)
         if not verifies:
@@ -358,8 +362,3 @@ def _match_text(match: Any) -> str:
     elif kind == "path_match_policy":
         value = "(a path_match_policy extension)"
     return f"{kind}: {value}" if kind else "(no path specifier)"
-
-
-_EMPTY_COMMON = type("_Empty", (), {name: None for name in (
-    "validation_context", "validation_context_sds_secret_config", "validation_context_certificate_provider",
-    "validation_context_certificate_provider_instance", "combined_validation_context")})()

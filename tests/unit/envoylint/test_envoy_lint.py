@@ -355,3 +355,13 @@ def test_xff_trust_is_judged_only_at_the_edge(address: str, tmp_path: Path) -> N
     assert [rule for rule, _ in lint_text(tmp_path, text)] == ["xff-trust", "xff-trust"]
     local = text.replace("address: 0.0.0.0, port_value: 8443", f"address: '{address}', port_value: 8443")
     assert lint_text(tmp_path, local) == []
+
+
+@pytest.mark.parametrize(("spelling", "allows"), [
+    ("true", True), ("True", True), ("yes", True), ("on", True), ("1", True), ('"true"', True),
+    ("false", False), ("no", False), ("0", False), ('"false"', False)])
+def test_failure_mode_allow_is_judged_by_its_value_not_its_spelling(spelling: str, allows: bool,
+                                                                    tmp_path: Path) -> None:
+    """Every YAML spelling of a boolean is read as the typed model reads it: a quoted "false" is not true."""
+    text = CLEAN.read_text().replace("failure_mode_allow: false", f"failure_mode_allow: {spelling}")
+    assert [rule for rule, _ in lint_text(tmp_path, text)] == (["ext-authz-failure-mode-allow"] if allows else [])

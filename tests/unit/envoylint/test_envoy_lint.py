@@ -365,3 +365,38 @@ def test_failure_mode_allow_is_judged_by_its_value_not_its_spelling(spelling: st
     """Every YAML spelling of a boolean is read as the typed model reads it: a quoted "false" is not true."""
     text = CLEAN.read_text().replace("failure_mode_allow: false", f"failure_mode_allow: {spelling}")
     assert [rule for rule, _ in lint_text(tmp_path, text)] == (["ext-authz-failure-mode-allow"] if allows else [])
+
+
+@pytest.mark.parametrize(("validation", "finding_at"), [
+    ("validation_context: { trusted_ca: { filename: ca.crt }, trust_chain_verification: ACCEPT_UNTRUSTED }",
+     "validation_context.trust_chain_verification"),
+    ("validation_context: { trusted_ca: {} }", "validation_context.trusted_ca"),
+    ("validation_context: { match_typed_subject_alt_names: [{ san_type: DNS, matcher: { exact: app } }] }",
+     "validation_context.trusted_ca"),
+    ("combined_validation_context: { default_validation_context: {} }",
+     "combined_validation_context.default_validation_context.trusted_ca"),
+    ("combined_validation_context: { default_validation_context: { trusted_ca: { filename: ca.crt } } }", None),
+    ("validation_context_sds_secret_config: { name: upstream-ca }", None),
+    ("validation_context: { system_root_certs: {} }", None),
+])
+def test_upstream_tls_verifies_the_server_in_every_form(validation: str, finding_at: str | None,
+                                                        tmp_path: Path) -> None:
+    """A CA from a file, SDS, the system roots or a combined context verifies; an empty data source, SAN checks
+    without a CA, or ACCEPT_UNTRUSTED does not."""
+    text = CLEAN.read_text().replace("          validation_context:\n            trusted_ca: { filename: ca.crt }",
+                                     f"          {validation}")
+    expected = [("upstream-tls-unverified", f"{APP_TLS}.common_tls_context.{finding_at}")] if finding_at else []
+    assert lint_text(tmp_path, text) == expected
+
+
+def test_auto_sni_stands_for_an_explicit_sni(tmp_path: Path) -> None:
+    """A cluster that derives SNI from the request's host (auto_sni) sends SNI."""
+    text = (HERE / "bad" / "upstream-tls-no-sni.yaml").read_text().replace("\n  - name: app\n", """
+  - name: app
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        upstream_http_protocol_options: { auto_sni: true }
+        explicit_http_config: { http_protocol_options: {} }
+""")
+    assert lint_text(tmp_path, text) == []

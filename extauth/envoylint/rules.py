@@ -131,6 +131,12 @@ class _Linter:
                     self.connection_manager((*chain_at, "filters", index, "typed_config"), manager, edge)
 
     def connection_manager(self, at: FieldPath, manager: HttpConnectionManager, edge: bool) -> None:
+        if not manager.access_log:
+            self.add("no-access-log", (*at, "access_log"),
+                     "requests through this connection manager leave no access log (nor completion events)",
+                     "add an access_log (docs/audit.md: a JSON file log and the gRPC log to extauth)")
+        if not _forwards(manager):
+            return  # every route answers itself (a probe listener): nothing upstream for ext_authz to guard
         if manager.normalize_path is not True:
             self.add("normalize-path-off", (*at, "normalize_path"),
                      "paths are not normalised before ext_authz: `/public/../admin` is authorised as a public path",
@@ -154,10 +160,6 @@ class _Linter:
                      f"{manager.xff_num_trusted_hops} X-Forwarded-For hop(s) are trusted on a listener reachable "
                      "from the network: without a proxy in front, the client chooses its own address",
                      "set xff_num_trusted_hops: 0, or waive it naming the proxies that append X-Forwarded-For")
-        if not manager.access_log:
-            self.add("no-access-log", (*at, "access_log"),
-                     "requests through this connection manager leave no access log (nor completion events)",
-                     "add an access_log (docs/audit.md: a JSON file log and the gRPC log to extauth)")
         authz_filters = [(index, http_filter) for index, http_filter in enumerate(manager.http_filters)
                          if isinstance(_unpack(http_filter.typed_config), ExtAuthz)]
         if not authz_filters:
@@ -296,6 +298,14 @@ def _is_local(address: Any) -> bool:
     if address is None or address.pipe is not None or address.envoy_internal_address is not None:
         return True
     return address.socket_address is not None and _is_loopback(address.socket_address.address)
+
+
+def _forwards(manager: HttpConnectionManager) -> bool:
+    """Whether any request can reach an upstream: routes from RDS or scoped routes are assumed to; an inline route
+    configuration forwards when one of its routes has a route action (not a direct_response or redirect)."""
+    if manager.route_config is None:
+        return True
+    return any(route.route is not None for host in manager.route_config.virtual_hosts for route in host.routes)
 
 
 def _speaks_http2(cluster: Any) -> bool:

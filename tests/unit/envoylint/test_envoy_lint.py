@@ -400,3 +400,38 @@ def test_auto_sni_stands_for_an_explicit_sni(tmp_path: Path) -> None:
         explicit_http_config: { http_protocol_options: {} }
 """)
     assert lint_text(tmp_path, text) == []
+
+
+def test_a_connection_manager_that_forwards_nothing_needs_no_ext_authz(tmp_path: Path) -> None:
+    """A probe listener whose every route answers itself has no upstream to guard: only TLS and the access log
+    are asked of it; one route that forwards brings every rule back."""
+    probe = """
+  - name: health
+    address:
+      socket_address: { address: 0.0.0.0, port_value: 8081 }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: health
+          route_config:
+            virtual_hosts:
+            - name: health
+              domains: ["*"]
+              routes:
+              - match: { prefix: / }
+                direct_response: { status: 404 }
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"""
+    text = CLEAN.read_text().replace("  listeners:\n", "  listeners:" + probe, 1)
+    health = "static_resources.listeners[0].filter_chains[0]"
+    assert lint_text(tmp_path, text) == [("listener-plaintext", f"{health}.transport_socket"),
+                                         ("no-access-log", f"{health}.filters[0].typed_config.access_log")]
+    forwarding = text.replace("direct_response: { status: 404 }", "route: { cluster: app }", 1)
+    assert {rule for rule, _ in lint_text(tmp_path, forwarding)} == {
+        "listener-plaintext", "no-access-log", "ext-authz-missing", "normalize-path-off", "merge-slashes-off",
+        "escaped-slashes-not-rejected", "xff-trust"}

@@ -20,6 +20,7 @@ from extauth.cli_support import (
 )
 from extauth.config import ConfigError, LoadedConfig, load_config, read_config
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_VARIABLE
+from extauth.envoylint.command import register as register_envoy_lint
 from extauth.identity.jwks import KeyLoadError
 
 #: Set to 1 to see the traceback of any error, foreseen or not.
@@ -176,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     stack.set_defaults(run=_dev_stack)
 
     register_audit(commands)
+    register_envoy_lint(commands)
     return parser
 
 

@@ -269,7 +269,7 @@ def _missing_config(path: Path) -> int:
 
 def _test(args: argparse.Namespace) -> int:
     """0 all passed, 1 some failed, 2 usage or configuration error (invalid policies or cases, no test files)."""
-    from extauth.policy.testing import changed_outcomes, policy_test_files, run_policy_tests
+    from extauth.tools.policy_tests import changed_outcomes, policy_test_files, run_policy_tests
 
     if not policy_test_files(args.directory):
         print(f"{args.directory / 'tests'}: no policy test files (*.yaml)", file=sys.stderr)
@@ -299,7 +299,7 @@ def _test(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     """0 allow, 1 deny, 2 usage or configuration error (a deny is an answer, not a failure to give one)."""
-    from extauth.policy.explainer import UsageError, explain_request
+    from extauth.tools.explain import UsageError, explain_request
 
     try:
         lines, allowed = explain_request(load_config(args.config), args)

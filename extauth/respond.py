@@ -18,8 +18,8 @@ from google.rpc import code_pb2, status_pb2
 
 from extauth.config.schema import ForwardConfig
 from extauth.decision import Decision
+from extauth.documents.headers import header_value_problem
 from extauth.identity.claims import MISSING, find_claim
-from extauth.identity.headers import header_value_problem
 from extauth.identity.principal import Principal
 from extauth.reasons import Reason
 

@@ -1,1 +1,1 @@
-"""Authorization: policy files (`apiVersion: extauth/v1`) compiled once into a fast evaluator."""
+"""Authorization: the compiled policy routes and rules, evaluated per request, with an explain trace."""

@@ -5,11 +5,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from extauth.clock import Clock
+from extauth.conditions.compiler import Check, claim_at, compile_condition
+from extauth.conditions.params import Params
+from extauth.documents.policy import Rule
+from extauth.documents.syntax import HeaderPart, parse_header_template
 from extauth.identity.principal import Principal
-from extauth.policy.conditions import Check, claim_at, compile_condition
-from extauth.policy.matching import Params
-from extauth.policy.model import Rule
-from extauth.policy.syntax import HeaderPart, parse_header_template
 from extauth.request import Request
 
 

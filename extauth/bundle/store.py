@@ -17,11 +17,11 @@ from pathlib import Path
 
 import structlog
 
+from extauth.authorization.engine import PolicyEngine
 from extauth.clock import Clock
-from extauth.config.errors import ConfigError, sorted_issues
+from extauth.documents.errors import ConfigError, sorted_issues
+from extauth.documents.loader import policy_files, read_policies
 from extauth.events import Notify, ignore
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import policy_files, read_policies
 from extauth.ratelimit.plan import RateLimitPlan
 from extauth.screening.screener import Screener, compile_screening
 

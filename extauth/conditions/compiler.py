@@ -20,12 +20,12 @@ from urllib.parse import parse_qs
 import cel
 
 from extauth.clock import Clock
+from extauth.conditions.params import Params
+from extauth.documents.policy import Condition, TimeWindow, ValueMatch
+from extauth.documents.syntax import claim_path, seconds_of_day
 from extauth.identity.claims import MISSING, claim_at
 from extauth.identity.principal import Principal
 from extauth.metrics import POLICY
-from extauth.policy.matching import Params
-from extauth.policy.model import Condition, TimeWindow, ValueMatch
-from extauth.policy.syntax import claim_path, seconds_of_day
 from extauth.request import Request
 
 Test = Callable[[Request, Principal, Params], bool]

@@ -25,9 +25,9 @@ from jwt.algorithms import HMACAlgorithm
 from extauth.clock import Clock
 from extauth.config.files import read_key_file
 from extauth.config.schema import JwtProviderConfig
+from extauth.documents.urls import key_url_problem
 from extauth.events import Notify, ignore
 from extauth.identity.http import FetchError, HttpFetcher
-from extauth.identity.urls import key_url_problem
 
 log = structlog.get_logger("extauth.jwks")
 

@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from extauth.clock import Clock
+from extauth.conditions.compiler import MISSING, Check, claim_at, compile_condition
 from extauth.decision import Decision
+from extauth.documents.loader import PolicySet
+from extauth.documents.policy import RateLimit, Window
+from extauth.documents.roles import granting_roles
+from extauth.documents.syntax import claim_path
 from extauth.identity.principal import ANONYMOUS, Principal
-from extauth.policy.conditions import MISSING, Check, claim_at, compile_condition
-from extauth.policy.loader import PolicySet
-from extauth.policy.model import RateLimit, Window
-from extauth.policy.roles import granting_roles
-from extauth.policy.syntax import claim_path
 from extauth.ratelimit.model import Limit, LimitCheck
 from extauth.request import Request
 

@@ -14,13 +14,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from extauth.config.errors import ConfigError, ConfigIssue
-from extauth.config.regex_safety import UnsafeRegexError, compile_safe
 from extauth.decision import Decision
-from extauth.policy.loader import LoadedDocument
+from extauth.documents.errors import ConfigError, ConfigIssue
+from extauth.documents.loader import LoadedDocument
+from extauth.documents.regex_safety import UnsafeRegexError, compile_safe
+from extauth.documents.screening import DEFAULT_METHODS, Blocks, Limits, ScreeningDocument, Signature
 from extauth.reasons import Reason
 from extauth.request import Request
-from extauth.screening.model import DEFAULT_METHODS, Blocks, Limits, ScreeningDocument, Signature
 
 #: C0 controls and DEL, as bytes to delete: a text has one iff its UTF-8 form shrinks (multi-byte UTF-8
 #: sequences never contain a byte below 0x80, so only real control characters are removed).

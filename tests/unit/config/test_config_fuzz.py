@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extauth.config import ConfigError, load_config
-from extauth.policy.loader import load_policies
+from extauth.documents.loader import load_policies
 from extauth.screening.screener import compile_screening
 
 YAML_FRAGMENTS = st.sampled_from([

@@ -3,8 +3,8 @@
 import pytest
 from inline_policy import MakeEngine, decide
 
-from extauth.policy.synthetic import principal
 from extauth.reasons import Reason
+from extauth.tools.synthetic import principal
 
 
 def rule_with(when: str) -> str:

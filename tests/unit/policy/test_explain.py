@@ -2,8 +2,8 @@
 
 from inline_policy import MakeEngine
 
-from extauth.policy.synthetic import check_request, principal
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 ROUTES = """\
 routes:

@@ -11,11 +11,11 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from extauth.bundle import store as store_module
+from extauth.bundle.store import PolicyStore
 from extauth.clock import SystemClock
 from extauth.metrics import CheckMetrics, RedisMetrics
 from extauth.metrics.collector import ExtauthCollector
-from extauth.policy import store as store_module
-from extauth.policy.store import PolicyStore
 
 HEAD = "apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: p}\n"
 GOOD = HEAD + "routes:\n  - {name: open, public: true}\n"

@@ -2,7 +2,7 @@
 
 from inline_policy import MakeEngine, decide
 
-from extauth.policy.synthetic import principal
+from extauth.tools.synthetic import principal
 
 ROUTES = """\
 routes:

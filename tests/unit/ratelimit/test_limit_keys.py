@@ -8,16 +8,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from extauth.bundle.store import compile_policy
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
-from extauth.policy.loader import load_policies
-from extauth.policy.store import compile_policy
-from extauth.policy.synthetic import check_request, principal
+from extauth.documents.loader import load_policies
 from extauth.ratelimit import MemoryStorage, RateLimiter
 from extauth.ratelimit.model import MAX_KEY_BYTES, has_hash_tag
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.ratelimit.plan import _bounded
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 POLICY = """\
 apiVersion: extauth/v1

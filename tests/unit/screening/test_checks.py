@@ -4,7 +4,7 @@ import pytest
 from screening_inline import BROWSER, HEAD, screen, screener_for
 
 from extauth.decision import Decision
-from extauth.screening.model import DEFAULT_METHODS
+from extauth.documents.screening import DEFAULT_METHODS
 from extauth.screening.screener import Screener
 
 

@@ -4,7 +4,7 @@ import pytest
 from screening_inline import HEAD, loaded, screener_for
 
 from extauth.config import ConfigError
-from extauth.screening.model import DEFAULT_METHODS, Blocks, Limits
+from extauth.documents.screening import DEFAULT_METHODS, Blocks, Limits
 from extauth.screening.screener import compile_screening
 
 

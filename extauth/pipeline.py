@@ -15,7 +15,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from extauth.audit.events import decision_event
 from extauth.audit.redact import Redactor
 from extauth.audit.sink import AuditSink
-from extauth.bundle.store import CompiledPolicy
+from extauth.bundle.compiled import CompiledPolicy
 from extauth.clock import SystemClock
 from extauth.decision import Decision
 from extauth.identity.principal import AuthenticationError, Principal

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from extauth.audit.signing import load_signing_key
-from extauth.bundle.store import compile_policy
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import Clock, SystemClock
 from extauth.config import ConfigError, ConfigIssue, LoadedConfig
 from extauth.config.schema import JwtProviderConfig, ListenAddress, pem_certificates

@@ -5,7 +5,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from extauth.clock import Clock
-from extauth.conditions.compiler import Check, claim_at, compile_condition
+from extauth.conditions.check import Check
+from extauth.conditions.compiler import claim_at, compile_condition
 from extauth.conditions.params import Params
 from extauth.documents.policy import Rule
 from extauth.documents.syntax import HeaderPart, parse_header_template

@@ -17,33 +17,17 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-import cel
-
 from extauth.clock import Clock
+from extauth.conditions.cel import expression_check
+from extauth.conditions.check import Check
 from extauth.conditions.params import Params
 from extauth.documents.policy import Condition, TimeWindow, ValueMatch
 from extauth.documents.syntax import claim_path, seconds_of_day
 from extauth.identity.claims import MISSING, claim_at
 from extauth.identity.principal import Principal
-from extauth.metrics import POLICY
 from extauth.request import Request
 
-Test = Callable[[Request, Principal, Params], bool]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-class Check:
-    """One condition part: `test` decides, `why` explains a failure in words, `mixed` (value checks of allow
-    rules only) says whether a failing `test` failed because the values disagree rather than all not matching."""
-
-    __slots__ = ("mixed", "name", "test", "why")
-
-    def __init__(self, name: str, test: Test, why: Callable[[Request, Principal, Params], str],
-                 mixed: Test | None = None) -> None:
-        self.name = name
-        self.test = test
-        self.why = why
-        self.mixed = mixed
 
 
 def strings(value: Any) -> tuple[str, ...] | list[Any]:
@@ -84,7 +68,7 @@ def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], c
     if when.time:
         checks.append(_time(when.time, clock))
     if when.expression:
-        checks.append(_expression(when.expression, deny, source))
+        checks.append(expression_check(when.expression, deny, source))
     return tuple(checks)
 
 
@@ -304,47 +288,3 @@ def _time(window: TimeWindow, clock: Clock) -> Check:
         return f"{local:%a %H:%M} in {window.timezone} is outside {window_text}"
 
     return Check("time", test, why)
-
-
-_CEL_VARIABLES: dict[str, Callable[[Request, Principal, Params], Any]] = {
-    "request": lambda request, principal, params: {
-        "method": request.method, "host": request.hostname, "path": request.path, "headers": dict(request.headers),
-        "query": dict(request.query_params), "source_ip": request.source_address, "peer": request.peer_principal,
-        "context": dict(request.context_extensions)},
-    "principal": lambda request, principal, params: {"subject": principal.subject, "issuer": principal.issuer,
-                                                     "identity": principal.identity},
-    "claims": lambda request, principal, params: dict(principal.claims),
-    "roles": lambda request, principal, params: sorted(principal.roles),
-    "params": lambda request, principal, params: dict(params),
-}
-
-
-def _expression(source: str, deny: bool, rule: str) -> Check:
-    """CEL, compiled once. An evaluation error (such as a missing field) or a non-boolean result is counted in
-    `extauth_policy_expression_errors_total{rule}`; it makes a deny rule's condition hold (fail closed) and an
-    allow rule's not hold. Only the variables the expression names are built per evaluation (copying every
-    header costs more than evaluating most expressions)."""
-    program = cel.compile(source)
-    builders = [(name, _CEL_VARIABLES[name]) for name in program.variables() if name in _CEL_VARIABLES]
-
-    def evaluate(request: Request, principal: Principal, params: Params) -> Any:
-        return program.execute({name: build(request, principal, params) for name, build in builders})
-
-    def test(request: Request, principal: Principal, params: Params) -> bool:
-        try:
-            result = evaluate(request, principal, params)
-        except Exception:
-            result = None
-        if result is True or result is False:
-            return result
-        POLICY.expression_error(rule)
-        return deny
-
-    def why(request: Request, principal: Principal, params: Params) -> str:
-        try:
-            result = evaluate(request, principal, params)
-        except Exception as error:
-            return f"{source!r} failed: {type(error).__name__}: {error}"
-        return f"{source!r} is {result!r}"
-
-    return Check("expression", test, why)

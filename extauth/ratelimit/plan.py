@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from extauth.clock import Clock
-from extauth.conditions.compiler import MISSING, Check, claim_at, compile_condition
+from extauth.conditions.check import Check
+from extauth.conditions.compiler import MISSING, claim_at, compile_condition
 from extauth.decision import Decision
 from extauth.documents.loader import PolicySet
 from extauth.documents.policy import RateLimit, Window

@@ -5,7 +5,7 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 
-from extauth.bundle.store import compile_policy
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock, SystemClock
 from extauth.config.schema import Config
 from extauth.devtools.tokens import parse_claim

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from extauth.bundle.store import CompiledPolicy, compile_policy
+from extauth.bundle.compiled import CompiledPolicy, compile_policy
 from extauth.clock import ManualClock
 from extauth.decision import Decision
 from extauth.documents.errors import ConfigError, ConfigIssue

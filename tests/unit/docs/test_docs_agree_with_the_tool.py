@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-from extauth.bundle.store import compile_policy
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import SystemClock
 from extauth.devstack.gateway import DEMO_POLICIES
 from extauth.ratelimit import MemoryStorage, RateLimiter

@@ -9,7 +9,8 @@ from google.rpc import code_pb2
 from support.checks import check_request
 
 from extauth.audit.sink import MemorySink
-from extauth.bundle.store import PolicyStore, compile_policy
+from extauth.bundle.compiled import compile_policy
+from extauth.bundle.store import PolicyStore
 from extauth.clock import SystemClock
 from extauth.config.schema import AuthenticationConfig
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER

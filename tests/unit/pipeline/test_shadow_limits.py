@@ -7,7 +7,7 @@ import pytest
 from support.checks import check_request
 
 from extauth.audit.sink import MemorySink
-from extauth.bundle.store import CompiledPolicy, compile_policy
+from extauth.bundle.compiled import CompiledPolicy, compile_policy
 from extauth.clock import SystemClock
 from extauth.config.schema import AuthenticationConfig
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER

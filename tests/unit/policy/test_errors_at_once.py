@@ -6,7 +6,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extauth.bundle.store import compile_policy
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from extauth.bundle.store import CompiledPolicy, compile_policy
+from extauth.bundle.compiled import CompiledPolicy, compile_policy
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
 from extauth.request import Request

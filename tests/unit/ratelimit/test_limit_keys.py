@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extauth.bundle.store import compile_policy
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
 from extauth.documents.loader import load_policies

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from extauth.bundle.store import compile_policy
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.request import Request
 from extauth.tools.synthetic import check_request, principal

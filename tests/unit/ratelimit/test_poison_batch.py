@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from extauth.bundle.store import compile_policy
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.devstack.redis import RedisCluster
 from extauth.ratelimit import CircuitBreaker, Limit, LimitCheck, RateLimiter, StorageError

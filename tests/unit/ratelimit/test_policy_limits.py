@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from extauth.bundle.store import compile_policy
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
 from extauth.documents.loader import load_policies

@@ -5,9 +5,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from extauth.clock import Clock
-from extauth.conditions.check import Check
 from extauth.conditions.compiler import compile_condition
 from extauth.conditions.params import Params
+from extauth.conditions.predicate import Predicate
 from extauth.documents.policy import Rule
 from extauth.documents.syntax import HeaderPart, parse_header_template
 from extauth.identity.claims import claim_at, claim_text
@@ -19,7 +19,7 @@ from extauth.request import Request
 class CompiledRule:
     rule_id: str
     deny: bool
-    checks: tuple[Check, ...]
+    checks: tuple[Predicate, ...]
     #: (header name, parsed value template), rendered on allow.
     headers: tuple[tuple[str, tuple[HeaderPart, ...]], ...]
     #: Some check reads values that can disagree (a header or query condition of an allow rule).

@@ -20,7 +20,7 @@ from extauth.bundle.compiled import CompiledPolicy, compile_policy
 from extauth.bundle.watch import files_fingerprint
 from extauth.clock import Clock
 from extauth.documents.errors import ConfigError
-from extauth.events import Notify, ignore
+from extauth.notify import Notify, ignore
 
 log = structlog.get_logger("extauth.policy")
 

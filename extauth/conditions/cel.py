@@ -5,8 +5,8 @@ from typing import Any
 
 import cel
 
-from extauth.conditions.check import Check
 from extauth.conditions.params import Params
+from extauth.conditions.predicate import Predicate
 from extauth.identity.principal import Principal
 from extauth.metrics import POLICY
 from extauth.request import Request
@@ -24,7 +24,7 @@ _CEL_VARIABLES: dict[str, Callable[[Request, Principal, Params], Any]] = {
 }
 
 
-def expression_check(source: str, deny: bool, rule: str) -> Check:
+def expression_check(source: str, deny: bool, rule: str) -> Predicate:
     """CEL, compiled once. An evaluation error (such as a missing field) or a non-boolean result is counted in
     `extauth_policy_expression_errors_total{rule}`; it makes a deny rule's condition hold (fail closed) and an
     allow rule's not hold. Only the variables the expression names are built per evaluation (copying every
@@ -52,4 +52,4 @@ def expression_check(source: str, deny: bool, rule: str) -> Check:
             return f"{source!r} failed: {type(error).__name__}: {error}"
         return f"{source!r} is {result!r}"
 
-    return Check("expression", test, why)
+    return Predicate("expression", test, why)

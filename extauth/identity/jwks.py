@@ -26,8 +26,8 @@ from extauth.clock import Clock
 from extauth.config.files import read_key_file
 from extauth.config.schema import JwtProviderConfig
 from extauth.documents.urls import key_url_problem
-from extauth.events import Notify, ignore
 from extauth.identity.http import FetchError, HttpFetcher
+from extauth.notify import Notify, ignore
 
 log = structlog.get_logger("extauth.jwks")
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 import structlog
 
 from extauth.clock import Clock
-from extauth.events import Notify, ignore
 from extauth.metrics import REDIS
 from extauth.metrics.registry import RedisMetrics
+from extauth.notify import Notify, ignore
 from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import ALLOWED, LimitCheck, LimitOutcome, RateLimitResult

@@ -19,8 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from extauth.clock import Clock
-from extauth.conditions.check import Check
 from extauth.conditions.compiler import MISSING, claim_at, compile_condition
+from extauth.conditions.predicate import Predicate
 from extauth.decision import Decision
 from extauth.documents.loader import PolicySet
 from extauth.documents.policy import RateLimit, Window
@@ -143,7 +143,7 @@ class CompiledLimit:
     public_name: str
     parts: tuple[tuple[str, KeyPart], ...]
     windows: tuple[Limit, ...]
-    overrides: tuple[tuple[tuple[Check, ...], tuple[Limit, ...]], ...]
+    overrides: tuple[tuple[tuple[Predicate, ...], tuple[Limit, ...]], ...]
     failure_mode: str
     shadow: bool
     cost: int

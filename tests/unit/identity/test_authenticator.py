@@ -10,8 +10,8 @@ import jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from identity_helpers import JWKS_URL, NOW, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 from structlog.testing import capture_logs
+from support.identity_helpers import JWKS_URL, NOW, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 
 from extauth.clock import ManualClock
 from extauth.config.schema import AuthenticationConfig, JwksConfig

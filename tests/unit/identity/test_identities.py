@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from identity_helpers import JWKS_URL, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 from structlog.testing import capture_logs
+from support.identity_helpers import JWKS_URL, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 
 from extauth.clock import ManualClock
 from extauth.conditions.compiler import compile_condition

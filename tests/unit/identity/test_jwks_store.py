@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from identity_helpers import ISSUER, JWKS_URL, Keys, ProviderFactory, jwks_document, public_jwk
 from structlog.testing import capture_logs
+from support.identity_helpers import ISSUER, JWKS_URL, Keys, ProviderFactory, jwks_document, public_jwk
 
 from extauth.clock import ManualClock
 from extauth.config.schema import JwksConfig

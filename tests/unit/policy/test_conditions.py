@@ -1,7 +1,7 @@
 """Each `when` condition, matching and not matching."""
 
 import pytest
-from inline_policy import MakeEngine, decide
+from support.inline_policy import MakeEngine, decide
 
 from extauth.reasons import Reason
 from extauth.tools.synthetic import principal

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from inline_policy import HEAD, MakeEngine, decide
+from support.inline_policy import HEAD, MakeEngine, decide
 
 from extauth.authorization.engine import PolicyEngine
 from extauth.config import ConfigError

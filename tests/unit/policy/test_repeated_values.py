@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inline_policy import TUESDAY_MORNING, decide, engine_for
+from support.inline_policy import TUESDAY_MORNING, decide, engine_for
 from support.spellings import combined, header_spellings, query_spellings
 
 from extauth.authorization.engine import PolicyEngine

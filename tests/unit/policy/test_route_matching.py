@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inline_policy import MakeEngine, decide
+from support.inline_policy import MakeEngine, decide
 
 from extauth.authorization.engine import PolicyEngine
 from extauth.authorization.index import Resolution, RouteIndex

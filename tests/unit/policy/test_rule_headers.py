@@ -1,6 +1,6 @@
 """Headers an allowing rule adds to the upstream request."""
 
-from inline_policy import MakeEngine, decide
+from support.inline_policy import MakeEngine, decide
 
 from extauth.tools.synthetic import principal
 

@@ -3,7 +3,7 @@
 from datetime import datetime
 
 import pytest
-from inline_policy import MakeEngine, decide
+from support.inline_policy import MakeEngine, decide
 
 from extauth.clock import ManualClock
 from extauth.tools.synthetic import principal

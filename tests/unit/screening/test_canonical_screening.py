@@ -4,7 +4,7 @@ total header size enforced on its own (docs/security.md, docs/screening.md)."""
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from screening_inline import HEAD, screen, screener_for
+from support.screening_inline import HEAD, screen, screener_for
 from test_checks import blocked
 from test_screening_config import errors
 

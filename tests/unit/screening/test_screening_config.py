@@ -1,7 +1,7 @@
 """Merging Screening documents and every load error, asserted as the exact `file:line: field: message`."""
 
 import pytest
-from screening_inline import HEAD, loaded, screener_for
+from support.screening_inline import HEAD, loaded, screener_for
 
 from extauth.config import ConfigError
 from extauth.documents.screening import DEFAULT_METHODS, Blocks, Limits

@@ -2,7 +2,7 @@
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from screening_inline import BROWSER, screen
+from support.screening_inline import BROWSER, screen
 
 from extauth.decision import Decision
 from extauth.reasons import Reason

@@ -1,4 +1,5 @@
-"""One compiled condition part, the unit every condition compiles to (rules, limit overrides, CEL)."""
+"""One compiled condition part (a `Predicate`, not to be confused with the Check RPC or a `LimitCheck`): the unit
+every condition compiles to, for rules, limit overrides and CEL."""
 
 from collections.abc import Callable
 
@@ -9,7 +10,7 @@ from extauth.request import Request
 Test = Callable[[Request, Principal, Params], bool]
 
 
-class Check:
+class Predicate:
     """One condition part: `test` decides, `why` explains a failure in words, `mixed` (value checks of allow
     rules only) says whether a failing `test` failed because the values disagree rather than all not matching."""
 

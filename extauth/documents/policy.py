@@ -210,8 +210,13 @@ _PRINCIPAL_VARIABLES = frozenset({"principal", "claims", "roles"})
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-KEY_PARTS = ("subject", "issuer", "client_ip", "route", "method", "host")
-KEY_PART_PREFIXES = ("claim:", "param:", "header:", "context:")
+#: The rate-limit key part kinds, and whether a kind names something (`claim:NAME`): the one table the schema
+#: validates against and the limit planner (ratelimit/plan.py) builds from.
+KEY_PART_KINDS: dict[str, bool] = {"subject": False, "issuer": False, "client_ip": False, "route": False,
+                                   "method": False, "host": False,
+                                   "claim": True, "param": True, "header": True, "context": True}
+KEY_PARTS = tuple(kind for kind, named in KEY_PART_KINDS.items() if not named)
+KEY_PART_PREFIXES = tuple(f"{kind}:" for kind, named in KEY_PART_KINDS.items() if named)
 
 
 def _duration(value: object) -> object:

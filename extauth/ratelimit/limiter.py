@@ -22,7 +22,7 @@ from extauth.notify import Notify, ignore
 from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import ALLOWED, LimitCheck, LimitOutcome, RateLimitResult
-from extauth.ratelimit.storage import CheckError, Storage, StorageError
+from extauth.ratelimit.storage import CheckError, Storage, StorageError, SynchronousStorage
 
 log = structlog.get_logger("extauth.ratelimit")
 #: The one store operation: a GCRA script call covering every limit of one request.
@@ -113,7 +113,7 @@ class RateLimiter:
         self.metrics = metrics or REDIS
         self._notify = notify
         self.last_error: str | None = None
-        self._embedded = storage if isinstance(storage, MemoryStorage) else None
+        self._embedded = storage if isinstance(storage, SynchronousStorage) else None
         self._batcher = (None if batch_window_us is None or self._embedded is not None
                          else _Batcher(storage, batch_window_us / 1e6, max_batch, self.stats))
 

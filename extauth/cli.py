@@ -20,7 +20,7 @@ from extauth.cli_support import (
 )
 from extauth.config import ConfigError, LoadedConfig, load_config, read_config
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_VARIABLE
-from extauth.identity.jwks import KeyLoadError
+from extauth.identity.keys import KeyLoadError
 
 #: Set to 1 to see the traceback of any error, foreseen or not.
 DEBUG_VARIABLE = "EXTAUTH_DEBUG"
@@ -193,7 +193,7 @@ def _backend_url(text: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     """Exit 2 on a config problem (anything `validate` reports), found before any socket is bound; 1 when it
     cannot listen; 0 after a graceful stop."""
-    from extauth.identity.jwks import KeyLoadError
+    from extauth.identity.keys import KeyLoadError
     from extauth.preflight import check_startup
 
     if not args.config.exists():

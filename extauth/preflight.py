@@ -21,7 +21,8 @@ from extauth.config.schema import JwtProviderConfig, ListenAddress, pem_certific
 from extauth.documents.errors import sorted_issues
 from extauth.documents.loader import policy_files
 from extauth.identity.http import HttpFetcher, UrllibFetcher
-from extauth.identity.jwks import JwksStore, KeyLoadError, load_jwks_file, load_shared_secret
+from extauth.identity.jwks import JwksStore, load_jwks_file, load_shared_secret
+from extauth.identity.keys import KeyLoadError
 from extauth.unixsocket import creatable_problem, socket_path_problem
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, replace
 import structlog
 
 from extauth.clock import Clock
-from extauth.metrics import REDIS
 from extauth.metrics.registry import RedisMetrics
 from extauth.notify import Notify, ignore
 from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
@@ -109,8 +108,8 @@ class RateLimiter:
         self.breaker.on_change = self._on_breaker_change
         self.local_fallback = local_fallback or MemoryStorage()
         self.stats = LimiterStats()
-        #: Store latency and errors for the metrics endpoint (the process-wide hook by default).
-        self.metrics = metrics or REDIS
+        #: Store latency and errors: the server passes the sink its metrics endpoint reads; else a private one.
+        self.metrics = metrics or RedisMetrics()
         self._notify = notify
         self.last_error: str | None = None
         self._embedded = storage if isinstance(storage, SynchronousStorage) else None

@@ -17,7 +17,7 @@ from extauth.clock import ManualClock
 from extauth.config.schema import AuthenticationConfig, JwksConfig
 from extauth.identity.authenticator import Authenticator
 from extauth.identity.http import FetchError, StaticFetcher
-from extauth.identity.jwks import KeyLoadError
+from extauth.identity.keys import KeyLoadError
 from extauth.identity.principal import AuthenticationError, KeysUnavailableError
 from extauth.reasons import Reason
 

@@ -16,7 +16,8 @@ from extauth.documents.loader import LoadedDocument
 from extauth.documents.screening import ScreeningDocument
 from extauth.documents.yamlsource import parse_documents, validate
 from extauth.request import Request
-from extauth.screening.screener import Screener, compile_screening
+from extauth.screening.compiler import compile_screening
+from extauth.screening.screener import Screener
 
 #: A whole Check through the pipeline costs about this much (pipeline_micro.py), for the share column.
 CHECK_US = 450

@@ -8,7 +8,8 @@ from extauth.clock import Clock
 from extauth.documents.errors import ConfigError, sorted_issues
 from extauth.documents.loader import read_policies
 from extauth.ratelimit.plan import RateLimitPlan
-from extauth.screening.screener import Screener, compile_screening
+from extauth.screening.compiler import compile_screening
+from extauth.screening.screener import Screener
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ from extauth.documents.loader import LoadedDocument
 from extauth.documents.screening import ScreeningDocument
 from extauth.documents.yamlsource import parse_documents, validate
 from extauth.request import Request
-from extauth.screening.screener import Screener, compile_screening
+from extauth.screening.compiler import compile_screening
+from extauth.screening.screener import Screener
 from extauth.tools.synthetic import check_request
 
 HEAD = "apiVersion: extauth/v1\nkind: Screening\n"

@@ -18,7 +18,7 @@ from extauth.documents.regex_safety import (
     UnsafeRegexError,
     compile_safe,
 )
-from extauth.screening.screener import compile_screening
+from extauth.screening.compiler import compile_screening
 
 ROOT = Path(__file__).parents[3]
 #: Single characters and classes; overlapping ones (a, [a-z], \w, .) on purpose.

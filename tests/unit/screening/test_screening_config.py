@@ -5,7 +5,7 @@ from support.screening_inline import HEAD, loaded, screener_for
 
 from extauth.config import ConfigError
 from extauth.documents.screening import DEFAULT_METHODS, Blocks, Limits
-from extauth.screening.screener import compile_screening
+from extauth.screening.compiler import compile_screening
 
 
 def errors(*texts: str) -> list[str]:

@@ -26,6 +26,7 @@ bench: system-packages $(VENV_STAMP) $(ENVOY)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check extauth tests bench
+	$(VENV)/bin/lint-imports --no-cache
 
 tools: $(ENVOY)
 

@@ -16,13 +16,13 @@ from typing import NamedTuple
 
 from pipeline_micro import envoy_check_request, microseconds_per_call, repeated
 
+from extauth.authorization.engine import PolicyEngine
+from extauth.authorization.matching import compile_route
 from extauth.clock import ManualClock
+from extauth.documents.loader import load_policies
 from extauth.identity.principal import Principal
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies
-from extauth.policy.matching import compile_route
-from extauth.policy.synthetic import principal
 from extauth.request import Request
+from extauth.tools.synthetic import principal
 
 DEMO = Path(__file__).parents[1] / "envoy" / "policies"
 #: A whole Check through the pipeline costs about this much (pipeline_micro.py), for the share column.

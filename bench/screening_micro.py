@@ -12,11 +12,12 @@ from pathlib import Path
 
 from pipeline_micro import envoy_check_request, microseconds_per_call, repeated
 
-from extauth.config.yamlsource import parse_documents, validate
-from extauth.policy.loader import LoadedDocument
+from extauth.documents.loader import LoadedDocument
+from extauth.documents.screening import ScreeningDocument
+from extauth.documents.yamlsource import parse_documents, validate
 from extauth.request import Request
-from extauth.screening.model import ScreeningDocument
-from extauth.screening.screener import Screener, compile_screening
+from extauth.screening.compiler import compile_screening
+from extauth.screening.screener import Screener
 
 #: A whole Check through the pipeline costs about this much (pipeline_micro.py), for the share column.
 CHECK_US = 450

@@ -21,7 +21,7 @@ from extauth.cli_support import (
 from extauth.config import ConfigError, LoadedConfig, load_config, read_config
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_VARIABLE
 from extauth.envoylint.command import register as register_envoy_lint
-from extauth.identity.jwks import KeyLoadError
+from extauth.identity.keys import KeyLoadError
 
 #: Set to 1 to see the traceback of any error, foreseen or not.
 DEBUG_VARIABLE = "EXTAUTH_DEBUG"
@@ -195,7 +195,7 @@ def _backend_url(text: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     """Exit 2 on a config problem (anything `validate` reports), found before any socket is bound; 1 when it
     cannot listen; 0 after a graceful stop."""
-    from extauth.identity.jwks import KeyLoadError
+    from extauth.identity.keys import KeyLoadError
     from extauth.preflight import check_startup
 
     if not args.config.exists():
@@ -272,7 +272,7 @@ def _missing_config(path: Path) -> int:
 
 def _test(args: argparse.Namespace) -> int:
     """0 all passed, 1 some failed, 2 usage or configuration error (invalid policies or cases, no test files)."""
-    from extauth.policy.testing import changed_outcomes, policy_test_files, run_policy_tests
+    from extauth.tools.policy_tests import changed_outcomes, policy_test_files, run_policy_tests
 
     if not policy_test_files(args.directory):
         print(f"{args.directory / 'tests'}: no policy test files (*.yaml)", file=sys.stderr)
@@ -302,7 +302,7 @@ def _test(args: argparse.Namespace) -> int:
 
 def _explain(args: argparse.Namespace) -> int:
     """0 allow, 1 deny, 2 usage or configuration error (a deny is an answer, not a failure to give one)."""
-    from extauth.policy.explainer import UsageError, explain_request
+    from extauth.tools.explain import UsageError, explain_request
 
     try:
         lines, allowed = explain_request(load_config(args.config), args)

@@ -15,11 +15,11 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from extauth.audit.events import decision_event
 from extauth.audit.redact import Redactor
 from extauth.audit.sink import AuditSink
+from extauth.bundle.compiled import CompiledPolicy
 from extauth.clock import SystemClock
 from extauth.decision import Decision
 from extauth.identity.principal import AuthenticationError, Principal
 from extauth.metrics import CheckMetrics
-from extauth.policy.store import CompiledPolicy
 from extauth.ratelimit import MemoryStorage, RateLimiter
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.ratelimit.plan import limit_changes

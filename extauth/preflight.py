@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from extauth.audit.signing import load_signing_key
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import Clock, SystemClock
 from extauth.config import ConfigError, ConfigIssue, LoadedConfig
-from extauth.config.errors import sorted_issues
 from extauth.config.schema import JwtProviderConfig, ListenAddress, pem_certificates
+from extauth.documents.errors import sorted_issues
+from extauth.documents.loader import policy_files
 from extauth.identity.http import HttpFetcher, UrllibFetcher
-from extauth.identity.jwks import JwksStore, KeyLoadError, load_jwks_file, load_shared_secret
-from extauth.policy.loader import policy_files
-from extauth.policy.store import compile_policy
+from extauth.identity.jwks import JwksStore, load_jwks_file, load_shared_secret
+from extauth.identity.keys import KeyLoadError
 from extauth.unixsocket import creatable_problem, socket_path_problem
 
 

@@ -8,7 +8,6 @@ Denied: the HTTP status, a JSON body `{"error", "reason", "request_id"}` and, fo
 """
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
@@ -18,8 +17,8 @@ from google.rpc import code_pb2, status_pb2
 
 from extauth.config.schema import ForwardConfig
 from extauth.decision import Decision
-from extauth.identity.claims import MISSING, find_claim
-from extauth.identity.headers import header_value_problem
+from extauth.documents.headers import header_value_problem
+from extauth.identity.claims import claim_text, find_claim
 from extauth.identity.principal import Principal
 from extauth.reasons import Reason
 
@@ -112,10 +111,9 @@ class Responder:
         if forward.groups_header and principal.groups:
             values.append((forward.groups_header, sorted(principal.groups)))
         for name, value in values:
-            if value is not MISSING and value is not None:
-                text = _claim_text(value)
-                if header_value_problem(text, forward.max_header_value_bytes) is None:
-                    headers.append((name, text))
+            text = claim_text(value)
+            if text is not None and header_value_problem(text, forward.max_header_value_bytes) is None:
+                headers.append((name, text))
         return headers
 
     def _deny(self, decision: Decision, request_id: str) -> CheckResponse:
@@ -141,17 +139,3 @@ def _bearer_challenge(decision: Decision) -> str:
         return 'Bearer realm="extauth"'
     quoted = sanitize_header_value(decision.description, 256).replace("\\", "\\\\").replace('"', "'")
     return f'Bearer realm="extauth", error="invalid_token", error_description="{quoted}"'
-
-
-def _claim_text(value: Any) -> str:
-    """Strings as they are, booleans as `true`/`false`, a list of strings comma-joined when no item holds a comma
-    (so `["a,b"]` and `["a", "b"]` stay apart), anything else as compact JSON."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)) and all(isinstance(item, str) and "," not in item for item in value):
-        return ",".join(value)
-    if isinstance(value, (Mapping, list, tuple)):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return str(value)

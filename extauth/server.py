@@ -23,6 +23,7 @@ from extauth.accesslog import SERVICE_NAME as ACCESS_LOG_SERVICE
 from extauth.accesslog import AccessLogServicer
 from extauth.audit.redact import Redactor
 from extauth.audit.writer import AuditWriter
+from extauth.bundle.store import PolicyStore
 from extauth.callers import CallerGate
 from extauth.clock import SystemClock
 from extauth.config.schema import Config, ListenAddress, ServerTlsConfig
@@ -31,7 +32,6 @@ from extauth.metrics import REDIS, CheckMetrics
 from extauth.metrics.collector import ExtauthCollector
 from extauth.metrics.http import MetricsServer
 from extauth.pipeline import Pipeline
-from extauth.policy.store import PolicyStore
 from extauth.ratelimit import CircuitBreaker, RateLimiter, open_storage
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.respond import Responder

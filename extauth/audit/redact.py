@@ -43,7 +43,8 @@ CREDENTIAL_PATTERNS = (
 #: `scheme://user:password@` (and `scheme:user@`, backslashes: what URL parsers accept); the last `@` before
 #: the host ends the userinfo, as in a URL parser, so a password containing `@` is masked whole.
 _USERINFO = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[/\\\t]*([^/\\?# \r\n]*)@")
-_SCHEME_CREDENTIAL = re.compile(r"(?i)\b(?:bearer|basic|digest|negotiate|apikey|token)(?:\s+|%20|\+)([^\s,;&]+)")
+_SCHEME_CREDENTIAL = re.compile(
+    r"(?i)(?<![\w.~+-])(?:bearer|basic|digest|negotiate|apikey|token)(?:\s+|%20|\+)([^\s,;&]+)")
 _PATH_PARAMETER = re.compile(r";([^/;=?]*)=([^/;?]*)")
 _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 #: Percent-decoding rounds applied when looking for encoded credentials (`%255F` is `_` after two).

@@ -25,9 +25,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from extauth.config.errors import ConfigError
 from extauth.config.files import read_key_file
 from extauth.config.schema import AuditConfig
+from extauth.documents.errors import ConfigError
 
 CHECKPOINT_EVENT = "audit_checkpoint"
 #: Prefixed to every signed message, so a checkpoint signature cannot be passed off as anything else.

@@ -293,7 +293,7 @@ class AuditWriter:
             return False
 
     def record(self, event: str, **fields: Any) -> None:
-        """An operational event (extauth.events.Notify): queued with the denies, never dropped or sampled."""
+        """An operational event (extauth.notify.Notify): queued with the denies, never dropped or sampled."""
         self._emit_internal({"event": event, **fields})
 
     def _emit_internal(self, record: Event) -> None:

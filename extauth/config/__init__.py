@@ -3,9 +3,17 @@
 from dataclasses import dataclass
 from pathlib import Path
 
-from extauth.config.errors import ConfigError, ConfigIssue
 from extauth.config.schema import Config
-from extauth.config.yamlsource import FieldPath, LineMap, dotted, line_for, parse_single_document, read_text, validate
+from extauth.documents.errors import ConfigError, ConfigIssue
+from extauth.documents.yamlsource import (
+    FieldPath,
+    LineMap,
+    dotted,
+    line_for,
+    parse_single_document,
+    read_text,
+    validate,
+)
 
 
 @dataclass(frozen=True, slots=True)

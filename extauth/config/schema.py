@@ -14,17 +14,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from extauth.config.regex_safety import UnsafeRegexError, compile_safe
-from extauth.identity.headers import header_value_problem
-from extauth.identity.urls import key_url_problem
+from extauth.documents.fields import HeaderName, Name, Strict
+from extauth.documents.headers import header_value_problem
+from extauth.documents.regex_safety import UnsafeRegexError, compile_safe
+from extauth.documents.urls import key_url_problem
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 SHARED_SECRET_ALGORITHMS = ("HS256", "HS384", "HS512")
@@ -36,20 +35,10 @@ Algorithm = Literal[
 #: Forwarded identity values longer than this are refused at authentication, never truncated.
 DEFAULT_MAX_HEADER_VALUE_BYTES = 1024
 
-_HEADER_NAME = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
 
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     base = Path(info.context["file"]).parent if info.context and "file" in info.context else Path.cwd()
     return value if value.is_absolute() else (base / value).resolve()
-
-
-def _header_name(value: str) -> str:
-    lowered = value.lower()
-    if not _HEADER_NAME.match(lowered):
-        raise ValueError(f"{value!r} is not a valid HTTP header name")
-    return lowered
 
 
 def _key_url(value: str) -> str:
@@ -64,19 +53,7 @@ def _listen_address(value: str) -> str:
     return value
 
 
-def _name(value: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError(f"{value!r} must be 1-63 letters, digits, '_', '.', '-', starting with a letter or digit")
-    return value
-
-
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
-HeaderName = Annotated[str, AfterValidator(_header_name)]
-Name = Annotated[str, AfterValidator(_name)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True, slots=True)

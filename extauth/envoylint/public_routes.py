@@ -14,10 +14,10 @@ from typing import Any
 
 import betterproto2
 
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies
-from extauth.policy.synthetic import check_request
+from extauth.authorization.engine import PolicyEngine
+from extauth.documents.loader import load_policies
 from extauth.request import Request
+from extauth.tools.synthetic import check_request
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _BELOW = ("x", "x/y", "x.json")

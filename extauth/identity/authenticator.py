@@ -9,7 +9,6 @@ from collections.abc import Mapping
 
 from extauth.clock import Clock
 from extauth.config.schema import AuthenticationConfig
-from extauth.events import Notify, ignore
 from extauth.identity.cache import TokenCache, token_digest
 from extauth.identity.http import HttpFetcher, UrllibFetcher
 from extauth.identity.identities import Identities
@@ -17,6 +16,7 @@ from extauth.identity.jwks import KeyStore, key_store_for
 from extauth.identity.jwt import JwtVerifier, UnverifiedToken
 from extauth.identity.principal import AuthenticationError, Principal
 from extauth.identity.token_source import TokenExtractor
+from extauth.notify import Notify, ignore
 from extauth.reasons import Reason
 
 

@@ -1,5 +1,6 @@
 """Reading values out of verified claims: shared by authentication, forwarded headers and policy conditions."""
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,23 @@ def find_claim(claims: Mapping[str, Any], name: str | None) -> Any:
     if value is MISSING and "." in name:
         value = claim_at(claims, tuple(name.split(".")))
     return value
+
+
+def claim_text(value: Any) -> str | None:
+    """A claim value as header text, the one rendering of `forward.claim_headers` and a rule's `{claims.NAME}`:
+    strings as they are, booleans `true`/`false`, a list of strings comma-joined when no item holds a comma (so
+    `["a,b"]` and `["a", "b"]` stay apart), anything else compact JSON; None for a missing or null claim."""
+    if value is MISSING or value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)) and all(isinstance(item, str) and "," not in item for item in value):
+        return ",".join(value)
+    if isinstance(value, (Mapping, list, tuple)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
 
 
 def roles_in(value: Any) -> frozenset[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from extauth.identity.urls import key_url_problem
+from extauth.documents.urls import key_url_problem
 
 #: Key documents are a few KiB; anything near this is a misconfigured URL, not a key set.
 MAX_BODY_BYTES = 1024 * 1024
@@ -35,7 +35,7 @@ class HttpFetcher(Protocol):
 
 
 class _KeyUrlRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect only to a URL keys may come from (extauth.identity.urls), and never from https to http,
+    """Follows a redirect only to a URL keys may come from (extauth.documents.urls), and never from https to http,
     not even to loopback: a redirect must not undo the TLS the configuration asked for."""
 
     def redirect_request(self, req: urllib.request.Request, fp: Any, code: int, msg: str,
@@ -53,7 +53,7 @@ class UrllibFetcher:
     """Blocking urllib in a worker thread: a fetch every few minutes does not justify an HTTP client dependency.
 
     TLS is verified against the system trust store, or only against `ca_file` when one is given. Only URLs
-    that pass extauth.identity.urls are fetched, and redirects are held to the same rule.
+    that pass extauth.documents.urls are fetched, and redirects are held to the same rule.
     """
 
     async def get(self, url: str, *, timeout: float, ca_file: Path | None) -> bytes:

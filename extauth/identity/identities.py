@@ -8,13 +8,13 @@ Why this cannot be forged: provider names are `[A-Za-z0-9_.-]`, so in a qualifie
 the provider name, and two qualified identities are equal only if provider and `sub` are. The one remaining
 overlap is a primary subject that itself reads `partner:root`; a primary subject whose text before its first
 `:` names another provider (compared case-insensitively, in case the upstream folds case) is refused with 401
-`invalid_subject`. Any subject that is not header-safe (see extauth.identity.headers) is refused the same way.
+`invalid_subject`. Any subject that is not header-safe (see extauth.documents.headers) is refused the same way.
 """
 
 from collections.abc import Sequence
 
 from extauth.config.schema import JwtProviderConfig
-from extauth.identity.headers import header_value_problem
+from extauth.documents.headers import header_value_problem
 from extauth.identity.principal import AuthenticationError
 from extauth.reasons import Reason
 

@@ -20,7 +20,8 @@ from extauth.clock import Clock
 from extauth.config.schema import DEFAULT_MAX_HEADER_VALUE_BYTES, JwtProviderConfig
 from extauth.identity.claims import find_claim, groups_in, roles_in
 from extauth.identity.identities import Identities
-from extauth.identity.jwks import KeyStore, VerificationKey
+from extauth.identity.jwks import KeyStore
+from extauth.identity.keys import VerificationKey
 from extauth.identity.principal import AuthenticationError, KeysUnavailableError, Principal
 from extauth.reasons import Reason
 

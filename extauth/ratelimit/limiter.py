@@ -16,13 +16,12 @@ from dataclasses import dataclass, replace
 import structlog
 
 from extauth.clock import Clock
-from extauth.events import Notify, ignore
-from extauth.metrics import REDIS
 from extauth.metrics.registry import RedisMetrics
+from extauth.notify import Notify, ignore
 from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import ALLOWED, LimitCheck, LimitOutcome, RateLimitResult
-from extauth.ratelimit.storage import CheckError, Storage, StorageError
+from extauth.ratelimit.storage import CheckError, Storage, StorageError, SynchronousStorage
 
 log = structlog.get_logger("extauth.ratelimit")
 #: The one store operation: a GCRA script call covering every limit of one request.
@@ -109,11 +108,11 @@ class RateLimiter:
         self.breaker.on_change = self._on_breaker_change
         self.local_fallback = local_fallback or MemoryStorage()
         self.stats = LimiterStats()
-        #: Store latency and errors for the metrics endpoint (the process-wide hook by default).
-        self.metrics = metrics or REDIS
+        #: Store latency and errors: the server passes the sink its metrics endpoint reads; else a private one.
+        self.metrics = metrics or RedisMetrics()
         self._notify = notify
         self.last_error: str | None = None
-        self._embedded = storage if isinstance(storage, MemoryStorage) else None
+        self._embedded = storage if isinstance(storage, SynchronousStorage) else None
         self._batcher = (None if batch_window_us is None or self._embedded is not None
                          else _Batcher(storage, batch_window_us / 1e6, max_batch, self.stats))
 

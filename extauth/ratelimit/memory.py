@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from extauth.ratelimit.gcra import State, evaluate
 from extauth.ratelimit.model import LimitCheck, LimitOutcome
-from extauth.ratelimit.storage import Answer, outcome
+from extauth.ratelimit.storage import Answer
 
 
 class MemoryStorage:
@@ -50,8 +50,8 @@ class MemoryStorage:
             buckets[key] = (state, now_ms + ttl_ms)
 
         raws = evaluate(requests, now_ms, get, put)
-        return [[outcome(c, r) for c, r in zip(checks, raw, strict=True)] for checks, raw in zip(requests, raws,
-                                                                                                 strict=True)]
+        return [[LimitOutcome.from_backend(c, r) for c, r in zip(checks, raw, strict=True)]
+                for checks, raw in zip(requests, raws, strict=True)]
 
     def peek(self, checks: Sequence[LimitCheck], now_ms: int) -> list[LimitOutcome]:
         """What `acquire` would answer, consuming nothing."""
@@ -62,7 +62,7 @@ class MemoryStorage:
             return entry[0] if entry is not None and entry[1] > now_ms else None
 
         raw = evaluate([checks], now_ms, get, lambda key, state, ttl: None)[0]
-        return [outcome(c, r) for c, r in zip(checks, raw, strict=True)]
+        return [LimitOutcome.from_backend(c, r) for c, r in zip(checks, raw, strict=True)]
 
     def _make_room(self, now_ms: int) -> None:
         expired = [key for key, (_, expires) in self._buckets.items() if expires <= now_ms]

@@ -108,6 +108,14 @@ class LimitOutcome:
     def enforced(self) -> bool:
         return not self.shadow
 
+    @classmethod
+    def from_backend(cls, check: LimitCheck, raw: Sequence[int]) -> "LimitOutcome":
+        """The outcome of `check` from the four integers a backend returns per check."""
+        allowed, remaining, reset_ms, retry_ms = raw
+        return cls(key=check.key, limit=check.limit, allowed=bool(allowed), remaining=int(remaining),
+                   reset_after_seconds=reset_ms / 1000, retry_after_seconds=retry_ms / 1000,
+                   shadow=check.shadow, failure_mode=check.failure_mode)
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimitResult:

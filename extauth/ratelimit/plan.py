@@ -19,13 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from extauth.clock import Clock
+from extauth.conditions.compiler import MISSING, claim_at, compile_condition
+from extauth.conditions.predicate import Predicate
 from extauth.decision import Decision
+from extauth.documents.loader import PolicySet
+from extauth.documents.policy import KEY_PART_KINDS, RateLimit, Window
+from extauth.documents.roles import granting_roles
+from extauth.documents.syntax import claim_path
 from extauth.identity.principal import ANONYMOUS, Principal
-from extauth.policy.conditions import MISSING, Check, claim_at, compile_condition
-from extauth.policy.loader import PolicySet
-from extauth.policy.model import RateLimit, Window
-from extauth.policy.roles import granting_roles
-from extauth.policy.syntax import claim_path
 from extauth.ratelimit.model import Limit, LimitCheck
 from extauth.request import Request
 
@@ -96,39 +97,49 @@ def _client_network(ipv4_prefix: int, ipv6_prefix: int) -> KeyPart:
     return client_ip
 
 
+def _claim_part(name: str) -> KeyPart:
+    path = claim_path(name)
+
+    def claim(request: Request, principal: Principal | None, decision: Decision) -> str:
+        value = claim_at(principal.claims, path) if principal else MISSING
+        if value is MISSING:
+            return "~"
+        return _claim_text(value)
+    return claim
+
+
+def _header_part(name: str) -> KeyPart:
+    def header(request: Request, principal: Principal | None, decision: Decision) -> str:
+        value = request.headers.get(name)
+        return "~" if value is None else _bounded(value, always_hash=True)
+    return header
+
+
+#: One builder per kind of `KEY_PART_KINDS` (the schema's table): (name, IPv4 prefix, IPv6 prefix) -> key part.
+_KEY_PART_BUILDERS: dict[str, Callable[[str, int, int], KeyPart]] = {
+    "subject": lambda name, v4, v6: lambda request, principal, decision: (
+        _bounded(principal.identity) if principal else "~"),
+    "issuer": lambda name, v4, v6: lambda request, principal, decision: (
+        _bounded(principal.issuer) if principal else "~"),
+    "client_ip": lambda name, v4, v6: _client_network(v4, v6),
+    "route": lambda name, v4, v6: lambda request, principal, decision: decision.route or "~",
+    "method": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.method),
+    "host": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.hostname),
+    "claim": lambda name, v4, v6: _claim_part(name),
+    "param": lambda name, v4, v6: lambda request, principal, decision: _bounded(decision.params.get(name, "~")),
+    "context": lambda name, v4, v6: lambda request, principal, decision: (
+        _bounded(request.context_extensions.get(name, "~"))),
+    "header": lambda name, v4, v6: _header_part(name),
+}
+
+if _KEY_PART_BUILDERS.keys() != KEY_PART_KINDS.keys():
+    raise ImportError(f"key part kinds without a builder or a schema entry: "
+                      f"{sorted(_KEY_PART_BUILDERS.keys() ^ KEY_PART_KINDS.keys())}")
+
+
 def _key_part(spec: str, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> KeyPart:
     kind, _, name = spec.partition(":")
-    if kind == "subject":
-        return lambda request, principal, decision: _bounded(principal.identity) if principal else "~"
-    if kind == "issuer":
-        return lambda request, principal, decision: _bounded(principal.issuer) if principal else "~"
-    if kind == "client_ip":
-        return _client_network(ipv4_prefix, ipv6_prefix)
-    if kind == "route":
-        return lambda request, principal, decision: decision.route or "~"
-    if kind == "method":
-        return lambda request, principal, decision: _bounded(request.method)
-    if kind == "host":
-        return lambda request, principal, decision: _bounded(request.hostname)
-    if kind == "claim":
-        path = claim_path(name)
-
-        def claim(request: Request, principal: Principal | None, decision: Decision) -> str:
-            value = claim_at(principal.claims, path) if principal else MISSING
-            if value is MISSING:
-                return "~"
-            return _claim_text(value)
-        return claim
-    if kind == "param":
-        return lambda request, principal, decision: _bounded(decision.params.get(name, "~"))
-    if kind == "context":
-        return lambda request, principal, decision: _bounded(request.context_extensions.get(name, "~"))
-    if kind == "header":
-        def header(request: Request, principal: Principal | None, decision: Decision) -> str:
-            value = request.headers.get(name)
-            return "~" if value is None else _bounded(value, always_hash=True)
-        return header
-    raise ValueError(f"unknown key part {spec!r}")  # the schema admits only the kinds above
+    return _KEY_PART_BUILDERS[kind](name, ipv4_prefix, ipv6_prefix)
 
 
 def _limits(windows: list[Window]) -> tuple[Limit, ...]:
@@ -142,7 +153,7 @@ class CompiledLimit:
     public_name: str
     parts: tuple[tuple[str, KeyPart], ...]
     windows: tuple[Limit, ...]
-    overrides: tuple[tuple[tuple[Check, ...], tuple[Limit, ...]], ...]
+    overrides: tuple[tuple[tuple[Predicate, ...], tuple[Limit, ...]], ...]
     failure_mode: str
     shadow: bool
     cost: int

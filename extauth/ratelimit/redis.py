@@ -27,7 +27,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from extauth.ratelimit.model import LimitCheck, LimitOutcome
-from extauth.ratelimit.storage import Answer, CheckError, StorageError, outcome
+from extauth.ratelimit.storage import Answer, CheckError, StorageError
 
 GCRA_LUA = resources.files("extauth.ratelimit").joinpath("lua/gcra.lua").read_text()
 BACKEND_ERRORS = (RedisError, RedisClusterException, OSError)
@@ -135,7 +135,7 @@ class RedisStorage:
                 if raw[0] < 0:
                     results[r] = CheckError(f"{self.name}: the script could not read {check.storage_key!r}")
                 else:
-                    answer[j] = outcome(check, raw)
+                    answer[j] = LimitOutcome.from_backend(check, raw)
         return results  # type: ignore[return-value]
 
     async def _run(self, call: Sequence[Placed], now_ms: int) -> list[int]:

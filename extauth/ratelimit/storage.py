@@ -1,7 +1,7 @@
 """The backend interface: storages own the primitive (run GCRA atomically over some checks), not the policy."""
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from extauth.ratelimit.model import LimitCheck, LimitOutcome
 
@@ -37,18 +37,9 @@ class Storage(Protocol):
         """Release connections."""
 
 
-def outcome(check: LimitCheck, raw: Sequence[int]) -> LimitOutcome:
-    """A `LimitOutcome` from the four integers a backend returns per check."""
-    allowed, remaining, reset_ms, retry_ms = raw
-    return LimitOutcome(key=check.key, limit=check.limit, allowed=bool(allowed), remaining=int(remaining),
-                        reset_after_seconds=reset_ms / 1000, retry_after_seconds=retry_ms / 1000,
-                        shadow=check.shadow, failure_mode=check.failure_mode)
+@runtime_checkable
+class SynchronousStorage(Protocol):
+    """A store that answers without awaiting (in process): the limiter calls it inline, without batching."""
 
-
-def open_storage(url: str | None, timeout_ms: float = 50, connect_timeout_ms: float | None = None) -> Storage:
-    """`None`, "" or `memory://` → in-process; `redis://`, `rediss://`, `unix://`, `redis+cluster://` → Redis."""
-    if not url or url.startswith("memory://"):
-        from extauth.ratelimit.memory import MemoryStorage
-        return MemoryStorage()
-    from extauth.ratelimit.redis import RedisStorage
-    return RedisStorage.from_url(url, timeout_ms=timeout_ms, connect_timeout_ms=connect_timeout_ms)
+    def acquire_now(self, requests: Sequence[Sequence[LimitCheck]], now_ms: int) -> list[list[LimitOutcome]]:
+        """`acquire_many`, answered at once."""

@@ -14,13 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from extauth.config.errors import ConfigError, ConfigIssue
-from extauth.config.regex_safety import UnsafeRegexError, compile_safe
 from extauth.decision import Decision
-from extauth.policy.loader import LoadedDocument
+from extauth.documents.screening import Blocks, Limits
 from extauth.reasons import Reason
 from extauth.request import Request
-from extauth.screening.model import DEFAULT_METHODS, Blocks, Limits, ScreeningDocument, Signature
 
 #: C0 controls and DEL, as bytes to delete: a text has one iff its UTF-8 form shrinks (multi-byte UTF-8
 #: sequences never contain a byte below 0x80, so only real control characters are removed).
@@ -40,8 +37,6 @@ _EXOTIC_DOT_OR_SLASH = re.compile(
 _ENCODED_SLASH = re.compile(r"%(?:25)*(?:2f|5c)", re.IGNORECASE)
 #: Percent-decoding rounds: `%252e` is `%2e` once decoded and `.` twice; a third round covers `%25252e`.
 _DECODE_ROUNDS = 3
-#: A signature that matches all of these (`.*`, `a*`, `(?:)`) would block every request: a load error.
-_HARMLESS = ("x", "/", "0")
 
 METHODS_RULE = "screening/methods"
 MAX_URI_RULE = "screening/max_uri_bytes"
@@ -239,76 +234,3 @@ def _matches_headers(signature: CompiledSignature, headers: Mapping[str, str]) -
         value = headers.get(signature.header)
         return value is not None and search(value) is not None
     return any(search(value) is not None for value in headers.values())
-
-
-def compile_screening(documents: Sequence[LoadedDocument[ScreeningDocument]]) -> Screener:
-    """Merge every Screening document into one Screener; defaults where no document sets a part.
-
-    At most one document may set each of `methods`, `limits` and `blocks`; signatures from every document
-    apply, their names unique across all of them. Every problem is reported (file:line: field: message).
-    """
-    issues: list[ConfigIssue] = []
-    owners: dict[str, LoadedDocument[ScreeningDocument]] = {}
-    signatures: list[CompiledSignature] = []
-    names: dict[str, str] = {}  # signature name -> file:line where it was first defined
-    for loaded in documents:
-        document = loaded.document
-        for part in ("methods", "limits", "blocks"):
-            if getattr(document, part) is None:
-                continue
-            first = owners.setdefault(part, loaded)
-            if first is not loaded:
-                issues.append(loaded.issue((part,), part, f"already set in {_where(first, (part,))}; "
-                                           f"only one Screening document may set {part}"))
-        for index, signature in enumerate(document.signatures):
-            field = f"signatures[{index}]"
-            at = ("signatures", index)
-            if signature.name in names:
-                issues.append(loaded.issue((*at, "name"), f"{field}.name", f"signature {signature.name!r} "
-                                           f"already defined in {names[signature.name]}"))
-            else:
-                names[signature.name] = _where(loaded, (*at, "name"))
-            compiled = _compile_signature(loaded, index, signature, issues)
-            if compiled is not None:
-                signatures.append(compiled)
-    if issues:
-        raise ConfigError(issues)
-
-    def chosen(part: str, default: object) -> object:
-        return getattr(owners[part].document, part) if part in owners else default
-
-    return Screener(
-        methods=chosen("methods", DEFAULT_METHODS),  # type: ignore[arg-type]
-        limits=chosen("limits", Limits()),  # type: ignore[arg-type]
-        blocks=chosen("blocks", Blocks()),  # type: ignore[arg-type]
-        signatures=signatures,
-    )
-
-
-def _compile_signature(loaded: LoadedDocument[ScreeningDocument], index: int, signature: Signature,
-                       issues: list[ConfigIssue]) -> CompiledSignature | None:
-    field = f"signatures[{index}]"
-    at = ("signatures", index)
-    targets = set(signature.targets)
-    if signature.header is not None and "headers" not in targets:
-        issues.append(loaded.issue((*at, "header"), f"{field}.header",
-                                   "applies only with target 'headers'; add it to targets or remove header"))
-    try:
-        pattern = compile_safe(signature.pattern)
-    except re.error as error:
-        issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern", f"invalid regular expression: {error}"))
-        return None
-    except UnsafeRegexError as error:
-        issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern", str(error)))
-        return None
-    if all(pattern.search(probe) is not None for probe in _HARMLESS):
-        issues.append(loaded.issue((*at, "pattern"), f"{field}.pattern",
-                                   "matches any text (even 'x', '/' and '0'), so it would block every request"))
-        return None
-    return CompiledSignature(f"{loaded.document.metadata.name}/{signature.name}", pattern, "path" in targets,
-                             "query" in targets, "headers" in targets, signature.header)
-
-
-def _where(loaded: LoadedDocument[ScreeningDocument], at: tuple[str | int, ...]) -> str:
-    issue = loaded.issue(at, "", "")
-    return f"{issue.file}:{issue.line}" if issue.line else str(issue.file)

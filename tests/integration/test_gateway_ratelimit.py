@@ -15,7 +15,7 @@ from extauth.devstack.redis import RedisCluster, RedisServer
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
-from extauth.policy.synthetic import check_request
+from extauth.tools.synthetic import check_request
 
 QUOTA = """\
 apiVersion: extauth/v1

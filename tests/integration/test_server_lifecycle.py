@@ -24,7 +24,7 @@ from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_confi
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
-from extauth.identity.jwks import KeyLoadError
+from extauth.identity.keys import KeyLoadError
 from extauth.server import serve
 
 

@@ -6,7 +6,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from extauth.config.schema import ListenAddress
-from extauth.policy.synthetic import check_request
+from extauth.tools.synthetic import check_request
 
 __all__ = ["check", "check_request", "health_status"]
 

@@ -14,6 +14,7 @@ from support.checks import check_request
 
 from extauth.audit.redact import MASK, Redactor, redact_query, scrub_text
 from extauth.audit.writer import AuditWriter
+from extauth.bundle.store import PolicyStore
 from extauth.clock import SystemClock
 from extauth.config import ConfigError, load_config
 from extauth.config.schema import AuthenticationConfig
@@ -22,7 +23,6 @@ from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.tokens import mint_token
 from extauth.identity.authenticator import Authenticator
 from extauth.pipeline import Pipeline
-from extauth.policy.store import PolicyStore
 from extauth.respond import Responder
 
 DEMO_POLICIES = Path(__file__).parents[3] / "envoy" / "policies"

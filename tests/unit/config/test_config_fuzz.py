@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extauth.config import ConfigError, load_config
-from extauth.policy.loader import load_policies
-from extauth.screening.screener import compile_screening
+from extauth.documents.loader import load_policies
+from extauth.screening.compiler import compile_screening
 
 YAML_FRAGMENTS = st.sampled_from([
     "policy:", " path: p.yaml", "server:", "  workers: ", "  listen: [", "]", "{", "}", "- ", ": ", "&a ", "*a",

@@ -10,15 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from extauth.config import ConfigError
-from extauth.config.regex_safety import (
+from extauth.documents.loader import load_policies
+from extauth.documents.regex_safety import (
     LARGE_REPEAT,
     MAX_GROUP_DEPTH,
     MAX_PATTERN_CHARS,
     UnsafeRegexError,
     compile_safe,
 )
-from extauth.policy.loader import load_policies
-from extauth.screening.screener import compile_screening
+from extauth.screening.compiler import compile_screening
 
 ROOT = Path(__file__).parents[3]
 #: Single characters and classes; overlapping ones (a, [a-z], \w, .) on purpose.

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from extauth.config import ConfigError, load_config
-from extauth.config.yamlsource import MAX_FILE_BYTES, MAX_NESTING_DEPTH, MAX_NUMBER_CHARS, parse_documents
-from extauth.policy.loader import load_policies
+from extauth.documents.loader import load_policies
+from extauth.documents.yamlsource import MAX_FILE_BYTES, MAX_NESTING_DEPTH, MAX_NUMBER_CHARS, parse_documents
 
 POLICY_HEAD = "apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: p}\n"
 ANCHOR_NAMES = st.text(st.sampled_from("abcxyz019_-"), min_size=1, max_size=8)

@@ -4,13 +4,13 @@ import json
 import re
 from pathlib import Path
 
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import SystemClock
 from extauth.devstack.gateway import DEMO_POLICIES
-from extauth.policy.store import compile_policy
-from extauth.policy.synthetic import check_request, principal
 from extauth.ratelimit import MemoryStorage, RateLimiter
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 DOCS = Path(__file__).parents[3] / "docs"
 
@@ -42,7 +42,7 @@ async def test_audit_rate_limit_object_is_described_alike_in_both_docs_and_the_s
 
 def test_ratelimit_doc_names_the_default_failure_mode_the_schema_has() -> None:
     """ratelimit.md calls exactly one failure mode the default, and it is the policy schema's default."""
-    from extauth.policy.model import RateLimit
+    from extauth.documents.policy import RateLimit
 
     text = (DOCS / "ratelimit.md").read_text()
     defaults = set(re.findall(r"`(open|closed|local)`[^|\n]{0,30}\(?(?:the |a policy limit's )?default", text))

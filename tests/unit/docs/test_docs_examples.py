@@ -47,8 +47,8 @@ import yaml
 from extauth.audit.signing import write_key_pair
 from extauth.config import ConfigError, load_config
 from extauth.devtools.certs import create_dev_certs
-from extauth.policy.loader import load_policies
-from extauth.policy.testing import load_cases
+from extauth.documents.loader import load_policies
+from extauth.tools.policy_tests import load_cases
 
 REPO = Path(__file__).parents[3]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

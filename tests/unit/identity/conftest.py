@@ -6,7 +6,7 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from identity_helpers import AUDIENCE, ISSUER, JWKS_URL, NOW, Keys, Mint, PrivateKey, ProviderFactory
+from support.identity_helpers import AUDIENCE, ISSUER, JWKS_URL, NOW, Keys, Mint, PrivateKey, ProviderFactory
 
 from extauth.clock import ManualClock
 from extauth.config.schema import JwksConfig, JwtProviderConfig

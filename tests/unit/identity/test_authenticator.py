@@ -10,14 +10,14 @@ import jwt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from identity_helpers import JWKS_URL, NOW, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 from structlog.testing import capture_logs
+from support.identity_helpers import JWKS_URL, NOW, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 
 from extauth.clock import ManualClock
 from extauth.config.schema import AuthenticationConfig, JwksConfig
 from extauth.identity.authenticator import Authenticator
 from extauth.identity.http import FetchError, StaticFetcher
-from extauth.identity.jwks import KeyLoadError
+from extauth.identity.keys import KeyLoadError
 from extauth.identity.principal import AuthenticationError, KeysUnavailableError
 from extauth.reasons import Reason
 

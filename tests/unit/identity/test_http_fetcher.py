@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from identity_helpers import Keys, jwks_document, public_jwk
 from structlog.testing import capture_logs
+from support.identity_helpers import Keys, jwks_document, public_jwk
 
 from extauth.clock import ManualClock
 from extauth.config.schema import JwksConfig, JwtProviderConfig

@@ -7,22 +7,22 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from identity_helpers import JWKS_URL, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 from structlog.testing import capture_logs
+from support.identity_helpers import JWKS_URL, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 
 from extauth.clock import ManualClock
+from extauth.conditions.compiler import compile_condition
 from extauth.config import ConfigError, load_config
 from extauth.config.schema import AuthenticationConfig, JwksConfig, JwtProviderConfig
+from extauth.documents.policy import Condition
 from extauth.identity.authenticator import Authenticator
 from extauth.identity.http import StaticFetcher
 from extauth.identity.identities import Identities
 from extauth.identity.principal import AuthenticationError, Principal
-from extauth.policy.conditions import compile_condition
-from extauth.policy.model import Condition
-from extauth.policy.synthetic import check_request
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.respond import sanitize_header_value
+from extauth.tools.synthetic import check_request
 
 
 def config(name: str, primary: bool = False, **fields: Any) -> JwtProviderConfig:

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from identity_helpers import ISSUER, JWKS_URL, Keys, ProviderFactory, jwks_document, public_jwk
 from structlog.testing import capture_logs
+from support.identity_helpers import ISSUER, JWKS_URL, Keys, ProviderFactory, jwks_document, public_jwk
 
 from extauth.clock import ManualClock
 from extauth.config.schema import JwksConfig
 from extauth.identity.http import FetchError, StaticFetcher
-from extauth.identity.jwks import JwksStore, KeyLoadError, SharedSecretStore, parse_jwks, retry_delay
+from extauth.identity.jwks import JwksStore, SharedSecretStore, retry_delay
+from extauth.identity.keys import KeyLoadError, parse_jwks
 
 DISCOVERY_URL = f"{ISSUER}/.well-known/openid-configuration"
 

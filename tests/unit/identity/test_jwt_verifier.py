@@ -10,8 +10,18 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from identity_helpers import AUDIENCE, ISSUER, JWKS_URL, NOW, Keys, Mint, ProviderFactory, jwks_document, public_jwk
 from jwt.utils import base64url_encode
+from support.identity_helpers import (
+    AUDIENCE,
+    ISSUER,
+    JWKS_URL,
+    NOW,
+    Keys,
+    Mint,
+    ProviderFactory,
+    jwks_document,
+    public_jwk,
+)
 
 from extauth.clock import ManualClock
 from extauth.config.schema import JwtProviderConfig

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extauth.config import ConfigError, load_config
-from extauth.identity.urls import key_url_problem
+from extauth.documents.urls import key_url_problem
 
 #: Host spellings and whether each is loopback (decided here by hand, not by the code under test).
 HOSTS = {

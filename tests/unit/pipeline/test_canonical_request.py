@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from extauth.authorization.engine import PolicyEngine
 from extauth.clock import ManualClock
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies
-from extauth.policy.synthetic import check_request, principal
+from extauth.documents.loader import load_policies
 from extauth.request import Request, canonical_host, canonical_segments, fold_case
+from extauth.tools.synthetic import check_request, principal
 
 DEMO = Path(__file__).parents[3] / "envoy" / "policies"
 ENGINE = PolicyEngine(load_policies(DEMO), ManualClock(datetime.fromisoformat("2026-11-24T10:00:00+00:00").timestamp()))

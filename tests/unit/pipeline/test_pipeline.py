@@ -9,6 +9,8 @@ from google.rpc import code_pb2
 from support.checks import check_request
 
 from extauth.audit.sink import MemorySink
+from extauth.bundle.compiled import compile_policy
+from extauth.bundle.store import PolicyStore
 from extauth.clock import SystemClock
 from extauth.config.schema import AuthenticationConfig
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER
@@ -16,7 +18,6 @@ from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.tokens import mint_token
 from extauth.identity.authenticator import Authenticator
 from extauth.pipeline import Pipeline
-from extauth.policy.store import PolicyStore, compile_policy
 from extauth.respond import Responder
 
 DEMO_POLICIES = Path(__file__).parents[3] / "envoy" / "policies"

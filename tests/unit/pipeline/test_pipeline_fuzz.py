@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 from test_pipeline import DEMO_POLICIES, authentication
 
 from extauth.audit.sink import MemorySink
+from extauth.bundle.store import PolicyStore
 from extauth.clock import SystemClock
 from extauth.devtools.certs import create_dev_certs
 from extauth.identity.authenticator import Authenticator
 from extauth.pipeline import Pipeline
-from extauth.policy.store import PolicyStore
-from extauth.policy.synthetic import check_request
 from extauth.respond import Responder
+from extauth.tools.synthetic import check_request
 
 TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=200)
 PATHS = st.one_of(TEXT.map(lambda text: "/" + text), st.sampled_from([

@@ -7,6 +7,7 @@ import pytest
 from support.checks import check_request
 
 from extauth.audit.sink import MemorySink
+from extauth.bundle.compiled import CompiledPolicy, compile_policy
 from extauth.clock import SystemClock
 from extauth.config.schema import AuthenticationConfig
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER
@@ -14,7 +15,6 @@ from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.tokens import mint_token
 from extauth.identity.authenticator import Authenticator
 from extauth.pipeline import Pipeline
-from extauth.policy.store import CompiledPolicy, compile_policy
 from extauth.ratelimit import MemoryStorage, RateLimiter
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.respond import Responder

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from inline_policy import TUESDAY_MORNING, MakeEngine, engine_for
+from support.inline_policy import TUESDAY_MORNING, MakeEngine, engine_for
 
 from extauth.clock import ManualClock
 

@@ -1,10 +1,10 @@
 """Each `when` condition, matching and not matching."""
 
 import pytest
-from inline_policy import MakeEngine, decide
+from support.inline_policy import MakeEngine, decide
 
-from extauth.policy.synthetic import principal
 from extauth.reasons import Reason
+from extauth.tools.synthetic import principal
 
 
 def rule_with(when: str) -> str:

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from extauth.authorization.engine import PolicyEngine
 from extauth.clock import ManualClock
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies
-from extauth.policy.synthetic import check_request, principal
+from extauth.documents.loader import load_policies
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 DEMO = Path(__file__).parents[3] / "envoy" / "policies"
 #: Tuesday 11:00 in Berlin.

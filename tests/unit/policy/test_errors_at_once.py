@@ -6,9 +6,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
-from extauth.policy.store import compile_policy
 
 HEAD = "apiVersion: extauth/v1\nkind: {kind}\nmetadata: {{name: {name}}}\n"
 

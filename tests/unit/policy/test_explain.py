@@ -1,9 +1,9 @@
 """`PolicyEngine.explain`: every route tried, the deciding route's rules, and the decision."""
 
-from inline_policy import MakeEngine
+from support.inline_policy import MakeEngine
 
-from extauth.policy.synthetic import check_request, principal
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 ROUTES = """\
 routes:

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 
+from extauth.authorization.engine import PolicyEngine
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies
-from extauth.policy.synthetic import check_request, principal
+from extauth.documents.loader import load_policies
 from extauth.reasons import Reason
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 POLICY = """\
 apiVersion: extauth/v1

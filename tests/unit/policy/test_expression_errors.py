@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from extauth.authorization.engine import PolicyEngine
 from extauth.clock import ManualClock
+from extauth.documents.loader import load_policies
 from extauth.metrics import POLICY, CheckMetrics, RedisMetrics
 from extauth.metrics.collector import ExtauthCollector
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies
-from extauth.policy.synthetic import check_request, principal
 from extauth.reasons import Reason
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 POLICY_YAML = """\
 apiVersion: extauth/v1

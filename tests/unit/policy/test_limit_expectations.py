@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from extauth.bundle.compiled import CompiledPolicy, compile_policy
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
-from extauth.policy.store import CompiledPolicy, compile_policy
-from extauth.policy.synthetic import check_request, principal
-from extauth.policy.testing import run_policy_tests
 from extauth.request import Request
+from extauth.tools.policy_tests import run_policy_tests
+from extauth.tools.synthetic import check_request, principal
 
 POLICY = """\
 apiVersion: extauth/v1

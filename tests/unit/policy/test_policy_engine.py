@@ -6,9 +6,9 @@ from types import MappingProxyType
 import pytest
 from support.checks import check_request
 
+from extauth.authorization.engine import PolicyEngine
+from extauth.documents.loader import load_policies
 from extauth.identity.principal import Principal
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies
 from extauth.reasons import Reason
 from extauth.request import Request
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from extauth.config import ConfigError
-from extauth.policy.loader import load_policies
+from extauth.documents.loader import load_policies
 
 HEAD = "apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: p}\n"
 ROUTE = HEAD + "routes:\n  - name: r\n"

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from extauth.config import ConfigError
-from extauth.policy.loader import load_policies
-from extauth.policy.model import PolicyDocument
-from extauth.screening.model import ScreeningDocument
+from extauth.documents.loader import load_policies
+from extauth.documents.policy import PolicyDocument
+from extauth.documents.screening import ScreeningDocument
 
 POLICY = "apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: shop}\nroutes:\n  - {name: r, public: true}\n"
 SCREENING = "apiVersion: extauth/v1\nkind: Screening\nmetadata: {name: strict}\nmethods: [GET]\n"

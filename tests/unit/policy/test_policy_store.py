@@ -11,11 +11,12 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from extauth.bundle import compiled as compiled_module
+from extauth.bundle import store as store_module
+from extauth.bundle.store import PolicyStore
 from extauth.clock import SystemClock
 from extauth.metrics import CheckMetrics, RedisMetrics
 from extauth.metrics.collector import ExtauthCollector
-from extauth.policy import store as store_module
-from extauth.policy.store import PolicyStore
 
 HEAD = "apiVersion: extauth/v1\nkind: Policy\nmetadata: {name: p}\n"
 GOOD = HEAD + "routes:\n  - {name: open, public: true}\n"
@@ -43,7 +44,7 @@ def failing_compile_step(monkeypatch: pytest.MonkeyPatch, error: Exception) -> N
     """Make one compile step (the rate-limit plan) raise, as a bug in a compiler would."""
     def broken(*args: object) -> None:
         raise error
-    monkeypatch.setattr(store_module, "RateLimitPlan", broken)
+    monkeypatch.setattr(compiled_module, "RateLimitPlan", broken)
 
 
 async def eventually(condition: Callable[[], bool]) -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from inline_policy import HEAD, MakeEngine, decide
+from support.inline_policy import HEAD, MakeEngine, decide
 
+from extauth.authorization.engine import PolicyEngine
 from extauth.config import ConfigError
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies
-from extauth.policy.synthetic import check_request, principal
+from extauth.documents.loader import load_policies
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 STRIPE = """\
 routes:

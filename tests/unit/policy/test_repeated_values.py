@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inline_policy import TUESDAY_MORNING, decide, engine_for
+from support.inline_policy import TUESDAY_MORNING, decide, engine_for
 from support.spellings import combined, header_spellings, query_spellings
 
+from extauth.authorization.engine import PolicyEngine
 from extauth.clock import ManualClock
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.synthetic import check_request, principal
 from extauth.reasons import Reason
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 ROUTES = """\
 routes:

@@ -3,15 +3,16 @@
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from inline_policy import MakeEngine, decide
+from support.inline_policy import MakeEngine, decide
 
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.index import Resolution, RouteIndex
-from extauth.policy.matching import NO_PARAMS, CompiledRoute, compile_route
-from extauth.policy.model import RouteMatch
-from extauth.policy.synthetic import check_request, principal
+from extauth.authorization.engine import PolicyEngine
+from extauth.authorization.index import Resolution, RouteIndex
+from extauth.authorization.matching import CompiledRoute, compile_route
+from extauth.conditions.params import NO_PARAMS
+from extauth.documents.policy import RouteMatch
 from extauth.reasons import Reason
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 ROUTES = """\
 routes:

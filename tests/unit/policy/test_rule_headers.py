@@ -1,8 +1,8 @@
 """Headers an allowing rule adds to the upstream request."""
 
-from inline_policy import MakeEngine, decide
+from support.inline_policy import MakeEngine, decide
 
-from extauth.policy.synthetic import principal
+from extauth.tools.synthetic import principal
 
 ROUTES = """\
 routes:

@@ -3,10 +3,10 @@
 from datetime import datetime
 
 import pytest
-from inline_policy import MakeEngine, decide
+from support.inline_policy import MakeEngine, decide
 
 from extauth.clock import ManualClock
-from extauth.policy.synthetic import principal
+from extauth.tools.synthetic import principal
 
 OFFICE_HOURS = """\
 routes:

@@ -8,16 +8,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
-from extauth.policy.loader import load_policies
-from extauth.policy.store import compile_policy
-from extauth.policy.synthetic import check_request, principal
+from extauth.documents.loader import load_policies
+from extauth.documents.policy import KEY_PART_KINDS
 from extauth.ratelimit import MemoryStorage, RateLimiter
 from extauth.ratelimit.model import MAX_KEY_BYTES, has_hash_tag
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.ratelimit.plan import _bounded
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 POLICY = """\
 apiVersion: extauth/v1
@@ -186,3 +187,16 @@ def test_limit_key_settings_are_checked_at_load(tmp_path: Path, fragment: str, m
     with pytest.raises(ConfigError) as raised:
         load_policies(path)
     assert str(raised.value) == f"{path}:{message}"
+
+
+@pytest.mark.parametrize("kind", list(KEY_PART_KINDS))
+def test_every_key_part_kind_the_schema_admits_builds_a_key(tmp_path: Path, kind: str) -> None:
+    """The schema and the planner read one table of kinds, so a kind that validates also counts."""
+    spec = f"{kind}:x" if KEY_PART_KINDS[kind] else kind
+    document = POLICY.replace("key: [subject, claim:a, claim:b, header:x-k]", f"key: [{spec}]")
+    (tmp_path / "p.yaml").write_text(document.replace("{prefix: /api}", '{template: "/api/{x}"}'))
+    policy = compile_policy(tmp_path, ManualClock(1_000_000))
+    request = Request(check_request("/api/x"))
+    decision = policy.engine.authorize(request, principal("alice", ["reader"]))
+    (check,) = policy.limits.checks_for(request, decision)
+    assert check.key.startswith("keys/api/parts")

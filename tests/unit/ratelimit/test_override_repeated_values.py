@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
-from extauth.policy.store import compile_policy
-from extauth.policy.synthetic import check_request, principal
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 POLICY = """\
 apiVersion: extauth/v1

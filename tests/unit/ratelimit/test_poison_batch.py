@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.devstack.redis import RedisCluster
-from extauth.policy.store import compile_policy
-from extauth.policy.synthetic import check_request, principal
 from extauth.ratelimit import CircuitBreaker, Limit, LimitCheck, RateLimiter, StorageError
 from extauth.ratelimit.model import MAX_KEY_BYTES
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.ratelimit.redis import RedisStorage
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 from tests.unit.ratelimit.conftest import open_backend
 
 pytestmark = pytest.mark.redis

@@ -6,16 +6,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.config import ConfigError
-from extauth.policy.loader import load_policies
-from extauth.policy.store import compile_policy
-from extauth.policy.synthetic import check_request, principal
+from extauth.documents.loader import load_policies
 from extauth.ratelimit import Limit, MemoryStorage, RateLimiter
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.ratelimit.plan import RateLimitPlan
 from extauth.reasons import Reason
 from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 POLICY = """\
 apiVersion: extauth/v1

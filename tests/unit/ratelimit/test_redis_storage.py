@@ -3,9 +3,10 @@
 import pytest
 
 from extauth.devstack.redis import RedisCluster, free_port, redis_command
+from extauth.ratelimit.backends import open_storage
 from extauth.ratelimit.model import Limit, LimitCheck
 from extauth.ratelimit.redis import RedisStorage, slot_of
-from extauth.ratelimit.storage import StorageError, open_storage
+from extauth.ratelimit.storage import StorageError
 
 pytestmark = pytest.mark.redis
 

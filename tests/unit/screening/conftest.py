@@ -2,7 +2,8 @@
 
 import pytest
 
-from extauth.screening.screener import Screener, compile_screening
+from extauth.screening.compiler import compile_screening
+from extauth.screening.screener import Screener
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ total header size enforced on its own (docs/security.md, docs/screening.md)."""
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from screening_inline import HEAD, screen, screener_for
+from support.screening_inline import HEAD, screen, screener_for
 from test_checks import blocked
 from test_screening_config import errors
 
-from extauth.policy.synthetic import check_request
 from extauth.request import Request
 from extauth.screening.screener import METHOD_OVERRIDE_HEADERS, Screener
+from extauth.tools.synthetic import check_request
 
 
 @given(prefix=st.sampled_from(["/api", "/api/tenants", "/a/b/c"]), parameter=st.from_regex(r";[a-z=0-9;]{0,12}",

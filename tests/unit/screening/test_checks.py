@@ -1,10 +1,10 @@
 """Each built-in check: a clean request passes, its target is blocked with the right reason, status and rule."""
 
 import pytest
-from screening_inline import BROWSER, HEAD, screen, screener_for
+from support.screening_inline import BROWSER, HEAD, screen, screener_for
 
 from extauth.decision import Decision
-from extauth.screening.model import DEFAULT_METHODS
+from extauth.documents.screening import DEFAULT_METHODS
 from extauth.screening.screener import Screener
 
 

@@ -1,11 +1,11 @@
 """Merging Screening documents and every load error, asserted as the exact `file:line: field: message`."""
 
 import pytest
-from screening_inline import HEAD, loaded, screener_for
+from support.screening_inline import HEAD, loaded, screener_for
 
 from extauth.config import ConfigError
-from extauth.screening.model import DEFAULT_METHODS, Blocks, Limits
-from extauth.screening.screener import compile_screening
+from extauth.documents.screening import DEFAULT_METHODS, Blocks, Limits
+from extauth.screening.compiler import compile_screening
 
 
 def errors(*texts: str) -> list[str]:

@@ -2,11 +2,12 @@
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from screening_inline import BROWSER, screen
+from support.screening_inline import BROWSER, screen
 
 from extauth.decision import Decision
 from extauth.reasons import Reason
-from extauth.screening.screener import Screener, compile_screening
+from extauth.screening.compiler import compile_screening
+from extauth.screening.screener import Screener
 
 DEFAULTS: Screener = compile_screening(())
 SCREENING_REASONS = {Reason.METHOD_NOT_ALLOWED, Reason.URI_TOO_LONG, Reason.HEADERS_TOO_LARGE, Reason.PATH_TRAVERSAL,

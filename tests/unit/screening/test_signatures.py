@@ -1,6 +1,6 @@
 """Signature rules: a regex on the path, the raw query or header values, naming `<document>/<signature>`."""
 
-from screening_inline import BROWSER, HEAD, screen, screener_for
+from support.screening_inline import BROWSER, HEAD, screen, screener_for
 
 WAF = HEAD + """\
 metadata: {name: waf}

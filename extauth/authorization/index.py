@@ -14,7 +14,8 @@ method, the answer is 405, never a broader route further down.
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from extauth.policy.matching import NO_PARAMS, CompiledRoute, Params
+from extauth.authorization.matching import CompiledRoute
+from extauth.conditions.params import NO_PARAMS, Params
 from extauth.request import Request
 
 

@@ -10,16 +10,14 @@ there are none) or None. `CompiledRoute.mismatch(request)` says in words why a r
 """
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
 
-from extauth.policy import syntax
-from extauth.policy.model import PathMatch, RouteMatch
+from extauth.conditions.params import NO_PARAMS, Params
+from extauth.documents import syntax
+from extauth.documents.policy import PathMatch, RouteMatch
 from extauth.request import Request, canonical_method, canonical_segments, fold_case
 
-Params = Mapping[str, str]
-NO_PARAMS: Params = MappingProxyType({})
 #: Orders routes from most to least specific (compared as tuples, larger first); see `CompiledRoute.specificity`.
 Specificity = tuple[int, ...]
 _KIND_RANK = {"exact": 3, "template": 2, "regex": 2, "prefix": 1}

@@ -1,7 +1,8 @@
 """The policy file schema (`apiVersion: extauth/v1`, `kind: Policy`), documented in docs/policy.md.
 
 Values with a syntax of their own (regexes, CIDRs, time zones, templates) are checked here, so every mistake
-is a validation error with file, line and field; the compilers (matching.py, conditions.py) trust them.
+is a validation error with file, line and field; the compilers (authorization/matching.py,
+conditions/compiler.py) trust them.
 """
 
 import ipaddress
@@ -14,9 +15,9 @@ import cel
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
-from extauth.config.regex_safety import UnsafeRegexError, compile_safe
-from extauth.config.schema import HeaderName, Name, Strict
-from extauth.policy import syntax
+from extauth.documents import syntax
+from extauth.documents.fields import HeaderName, Name, Strict
+from extauth.documents.regex_safety import UnsafeRegexError, compile_safe
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -203,14 +204,19 @@ class Condition(Strict):
 #: Condition parts that read the principal; every other part (source_cidrs, headers, query, peer, time) reads only
 #: the request, so it means the same for an anonymous caller.
 _PRINCIPAL_PARTS = ("roles", "subjects", "issuers", "groups", "scopes", "claims", "params_match_claims")
-#: CEL variables (conditions.py) that come from the token.
+#: CEL variables (conditions/compiler.py) that come from the token.
 _PRINCIPAL_VARIABLES = frozenset({"principal", "claims", "roles"})
 
 
 _DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
-KEY_PARTS = ("subject", "issuer", "client_ip", "route", "method", "host")
-KEY_PART_PREFIXES = ("claim:", "param:", "header:", "context:")
+#: The rate-limit key part kinds, and whether a kind names something (`claim:NAME`): the one table the schema
+#: validates against and the limit planner (ratelimit/plan.py) builds from.
+KEY_PART_KINDS: dict[str, bool] = {"subject": False, "issuer": False, "client_ip": False, "route": False,
+                                   "method": False, "host": False,
+                                   "claim": True, "param": True, "header": True, "context": True}
+KEY_PARTS = tuple(kind for kind, named in KEY_PART_KINDS.items() if not named)
+KEY_PART_PREFIXES = tuple(f"{kind}:" for kind, named in KEY_PART_KINDS.items() if named)
 
 
 def _duration(value: object) -> object:

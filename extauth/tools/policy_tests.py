@@ -13,18 +13,18 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from extauth.bundle.compiled import CompiledPolicy, compile_policy
 from extauth.clock import ManualClock
-from extauth.config.errors import ConfigError, ConfigIssue
-from extauth.config.schema import Strict
-from extauth.config.yamlsource import line_for, parse_documents, read_text, validate
 from extauth.decision import Decision
+from extauth.documents.errors import ConfigError, ConfigIssue
+from extauth.documents.fields import Strict
+from extauth.documents.policy import HttpMethod, Metadata
+from extauth.documents.yamlsource import line_for, parse_documents, read_text, validate
 from extauth.identity.principal import Principal
-from extauth.policy.model import HttpMethod, Metadata
-from extauth.policy.store import CompiledPolicy, compile_policy
-from extauth.policy.synthetic import check_request_for_url, principal
 from extauth.ratelimit.plan import AppliedLimit
 from extauth.reasons import Reason
 from extauth.request import Request
+from extauth.tools.synthetic import check_request_for_url, principal
 
 
 class RequestSpec(Strict):

@@ -3,13 +3,14 @@
 from collections.abc import Mapping
 from pathlib import Path
 
-from extauth.config.yamlsource import parse_documents, validate
 from extauth.decision import Decision
-from extauth.policy.loader import LoadedDocument
-from extauth.policy.synthetic import check_request
+from extauth.documents.loader import LoadedDocument
+from extauth.documents.screening import ScreeningDocument
+from extauth.documents.yamlsource import parse_documents, validate
 from extauth.request import Request
-from extauth.screening.model import ScreeningDocument
-from extauth.screening.screener import Screener, compile_screening
+from extauth.screening.compiler import compile_screening
+from extauth.screening.screener import Screener
+from extauth.tools.synthetic import check_request
 
 HEAD = "apiVersion: extauth/v1\nkind: Screening\n"
 #: What a browser sends through Envoy, with a bearer token: must pass the defaults.

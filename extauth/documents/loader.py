@@ -12,11 +12,11 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from extauth.config.errors import ConfigError, ConfigIssue, sorted_issues
-from extauth.config.yamlsource import LineMap, line_for, parse_documents, read_text, validate
-from extauth.policy import syntax
-from extauth.policy.model import PolicyDocument, RateLimit, Route, RouteMatch, Rule
-from extauth.screening.model import ScreeningDocument
+from extauth.documents import syntax
+from extauth.documents.errors import ConfigError, ConfigIssue, sorted_issues
+from extauth.documents.policy import PolicyDocument, RateLimit, Route, RouteMatch, Rule
+from extauth.documents.screening import ScreeningDocument
+from extauth.documents.yamlsource import LineMap, line_for, parse_documents, read_text, validate
 
 Document = TypeVar("Document", PolicyDocument, ScreeningDocument)
 KINDS: dict[str, type[BaseModel]] = {"Policy": PolicyDocument, "Screening": ScreeningDocument}

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pydantic
 import yaml
 
-from extauth.config.errors import ConfigError, ConfigIssue, sorted_issues
+from extauth.documents.errors import ConfigError, ConfigIssue, sorted_issues
 
 FieldPath = tuple[str | int, ...]
 LineMap = dict[FieldPath, int]

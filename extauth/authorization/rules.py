@@ -5,11 +5,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from extauth.clock import Clock
+from extauth.conditions.compiler import compile_condition
+from extauth.conditions.params import Params
+from extauth.conditions.predicate import Predicate
+from extauth.documents.policy import Rule
+from extauth.documents.syntax import HeaderPart, parse_header_template
+from extauth.identity.claims import claim_at, claim_text
 from extauth.identity.principal import Principal
-from extauth.policy.conditions import Check, claim_at, compile_condition
-from extauth.policy.matching import Params
-from extauth.policy.model import Rule
-from extauth.policy.syntax import HeaderPart, parse_header_template
 from extauth.request import Request
 
 
@@ -17,7 +19,7 @@ from extauth.request import Request
 class CompiledRule:
     rule_id: str
     deny: bool
-    checks: tuple[Check, ...]
+    checks: tuple[Predicate, ...]
     #: (header name, parsed value template), rendered on allow.
     headers: tuple[tuple[str, tuple[HeaderPart, ...]], ...]
     #: Some check reads values that can disagree (a header or query condition of an allow rule).
@@ -80,19 +82,8 @@ def _render(parts: tuple[HeaderPart, ...], claims: Mapping[str, Any], params: Pa
         elif part[0] == "param":
             out.append(params.get(part[1], ""))  # type: ignore[arg-type]
         else:
-            text = _claim_text(claim_at(claims, part[1]))  # type: ignore[arg-type]
+            text = claim_text(claim_at(claims, part[1]))  # type: ignore[arg-type]
             if text is None:
                 return None
             out.append(text)
     return "".join(out)
-
-
-def _claim_text(value: Any) -> str | None:
-    """Scalars as text (`true`/`false` for booleans), lists of scalars comma-joined; anything else is absent."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    if isinstance(value, list) and value and all(isinstance(item, str | int | float) for item in value):
-        return ",".join(_claim_text(item) or "" for item in value)
-    return None

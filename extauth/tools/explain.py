@@ -5,14 +5,14 @@ import argparse
 import asyncio
 from datetime import UTC, datetime
 
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock, SystemClock
 from extauth.config.schema import Config
 from extauth.devtools.tokens import parse_claim
 from extauth.identity.authenticator import Authenticator
 from extauth.identity.principal import AuthenticationError, Principal
-from extauth.policy.store import compile_policy
-from extauth.policy.synthetic import check_request_for_url, principal
 from extauth.request import Request
+from extauth.tools.synthetic import check_request_for_url, principal
 
 
 class UsageError(Exception):

@@ -11,48 +11,18 @@ a SIGHUP during a file-change reload waits for it, and never races it to the swa
 """
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
+from extauth.bundle.compiled import CompiledPolicy, compile_policy
+from extauth.bundle.watch import files_fingerprint
 from extauth.clock import Clock
-from extauth.config.errors import ConfigError, sorted_issues
-from extauth.events import Notify, ignore
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import policy_files, read_policies
-from extauth.ratelimit.plan import RateLimitPlan
-from extauth.screening.screener import Screener, compile_screening
+from extauth.documents.errors import ConfigError
+from extauth.notify import Notify, ignore
 
 log = structlog.get_logger("extauth.policy")
-
-#: (file, mtime_ns, size, inode) per policy file: what the watch compares.
-Fingerprint = tuple[tuple[str, int, int, int], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class CompiledPolicy:
-    """Everything a Check needs from the policy files, compiled once per load."""
-
-    version: str
-    engine: PolicyEngine
-    screener: Screener
-    limits: RateLimitPlan
-
-
-def compile_policy(path: Path, clock: Clock) -> CompiledPolicy:
-    """Load and compile; raises ConfigError (file:line) for anything `extauth validate` would reject."""
-    policy_set, issues = read_policies(path)
-    try:  # screening is compiled even when the policy documents have errors: all of them are reported at once
-        screener = compile_screening(policy_set.screening)
-    except ConfigError as error:
-        issues = sorted_issues(issues + error.issues)
-    if issues:
-        raise ConfigError(issues)
-    return CompiledPolicy(policy_set.version, PolicyEngine(policy_set, clock), screener,
-                          RateLimitPlan(policy_set, clock))
-
 
 #: Why a reload was rejected: the files do not validate (file:line errors), or loading raised something else.
 REJECTED_INVALID = "invalid"
@@ -82,7 +52,7 @@ class PolicyStore:
         self.current = compile_policy(path, clock)
         self.shadow = compile_policy(shadow_path, clock) if shadow_path else None
         self.stats = ReloadStats()
-        self._fingerprint = self._files_fingerprint()
+        self._fingerprint = files_fingerprint(self._roots())
         self._serial = asyncio.Lock()
         self._requested: set[asyncio.Task[bool]] = set()
         self._waiting_request = False
@@ -127,14 +97,17 @@ class PolicyStore:
             except Exception:
                 log.exception("policy_watch_error")
 
+    def _roots(self) -> tuple[Path, ...]:
+        return (self.path, self.shadow_path) if self.shadow_path else (self.path,)
+
     def files_changed(self) -> bool:
-        return self._files_fingerprint() != self._fingerprint
+        return files_fingerprint(self._roots()) != self._fingerprint
 
     async def _reload(self, trigger: str) -> bool:
         self._begun += 1
         self.stats.by_trigger[trigger] = self.stats.by_trigger.get(trigger, 0) + 1
         # Taken first: an edit made while compiling reloads again; a rejected one waits for the next edit.
-        self._fingerprint = await asyncio.to_thread(self._files_fingerprint)
+        self._fingerprint = await asyncio.to_thread(files_fingerprint, self._roots())
         try:
             live, shadow = await asyncio.to_thread(self._compile_all)
         except ConfigError as error:
@@ -169,21 +142,3 @@ class PolicyStore:
                   errors=errors)
         self._notify("policy_reload_failed", trigger=trigger, reason=reason, serving_version=self.current.version,
                      errors=errors)
-
-    def _files_fingerprint(self) -> Fingerprint:
-        entries = []
-        for root in (self.path, self.shadow_path):
-            if root is None:
-                continue
-            try:
-                files = policy_files(root)
-            except OSError:
-                continue
-            for file in files:
-                try:
-                    stat = os.stat(file)
-                except OSError:
-                    entries.append((str(file), -1, -1, -1))
-                    continue
-                entries.append((str(file), stat.st_mtime_ns, stat.st_size, stat.st_ino))
-        return tuple(entries)

@@ -17,33 +17,17 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-import cel
-
 from extauth.clock import Clock
+from extauth.conditions.cel import expression_check
+from extauth.conditions.params import Params
+from extauth.conditions.predicate import Predicate
+from extauth.documents.policy import Condition, TimeWindow, ValueMatch
+from extauth.documents.syntax import claim_path, seconds_of_day
 from extauth.identity.claims import MISSING, claim_at
 from extauth.identity.principal import Principal
-from extauth.metrics import POLICY
-from extauth.policy.matching import Params
-from extauth.policy.model import Condition, TimeWindow, ValueMatch
-from extauth.policy.syntax import claim_path, seconds_of_day
 from extauth.request import Request
 
-Test = Callable[[Request, Principal, Params], bool]
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-class Check:
-    """One condition part: `test` decides, `why` explains a failure in words, `mixed` (value checks of allow
-    rules only) says whether a failing `test` failed because the values disagree rather than all not matching."""
-
-    __slots__ = ("mixed", "name", "test", "why")
-
-    def __init__(self, name: str, test: Test, why: Callable[[Request, Principal, Params], str],
-                 mixed: Test | None = None) -> None:
-        self.name = name
-        self.test = test
-        self.why = why
-        self.mixed = mixed
 
 
 def strings(value: Any) -> tuple[str, ...] | list[Any]:
@@ -54,11 +38,11 @@ def strings(value: Any) -> tuple[str, ...] | list[Any]:
 
 
 def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], clock: Clock, *,
-                      deny: bool, source: str) -> tuple[Check, ...]:
+                      deny: bool, source: str) -> tuple[Predicate, ...]:
     """`deny`: the condition of a deny rule, which fails closed (any value matches; an expression error holds).
     Otherwise every value must match and an expression error does not hold. `source` names the rule (or limit
     override) in the expression-error metric."""
-    checks: list[Check] = []
+    checks: list[Predicate] = []
     if when.roles:
         checks.append(_roles(when.roles, granting))
     if when.subjects:
@@ -84,30 +68,30 @@ def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], c
     if when.time:
         checks.append(_time(when.time, clock))
     if when.expression:
-        checks.append(_expression(when.expression, deny, source))
+        checks.append(expression_check(when.expression, deny, source))
     return tuple(checks)
 
 
-def _roles(required: list[str], granting: Mapping[str, frozenset[str]]) -> Check:
+def _roles(required: list[str], granting: Mapping[str, frozenset[str]]) -> Predicate:
     accepted = frozenset().union(*(granting[role] for role in required))
-    return Check("roles", lambda r, p, _: not accepted.isdisjoint(p.roles),
+    return Predicate("roles", lambda r, p, _: not accepted.isdisjoint(p.roles),
                  lambda r, p, _: f"roles {sorted(p.roles)} include none of {sorted(required)} "
                                  f"nor a role inheriting one")
 
 
-def _one_of(name: str, label: str, wanted: frozenset[str], get: Callable[[Request, Principal], str]) -> Check:
-    return Check(name, lambda r, p, _: get(r, p) in wanted,
+def _one_of(name: str, label: str, wanted: frozenset[str], get: Callable[[Request, Principal], str]) -> Predicate:
+    return Predicate(name, lambda r, p, _: get(r, p) in wanted,
                  lambda r, p, _: f"{label} {get(r, p)!r} is not one of {sorted(wanted)}")
 
 
-def _any_of(name: str, label: str, wanted: frozenset[str], get: Callable[[Principal], Any]) -> Check:
+def _any_of(name: str, label: str, wanted: frozenset[str], get: Callable[[Principal], Any]) -> Predicate:
     def test(request: Request, principal: Principal, params: Params) -> bool:
         for value in get(principal):  # noqa: SIM110 - a loop beats any() over a generator here
             if isinstance(value, str) and value in wanted:
                 return True
         return False
 
-    return Check(name, test, lambda r, p, _: f"{label} {list(get(p))} include none of {sorted(wanted)}")
+    return Predicate(name, test, lambda r, p, _: f"{label} {list(get(p))} include none of {sorted(wanted)}")
 
 
 def _granted_scopes(principal: Principal) -> list[Any]:
@@ -124,7 +108,7 @@ def _scalar_key(value: Any) -> Any:
     return (type(value) is bool, value) if isinstance(value, str | int | float) else MISSING
 
 
-def _claim(name: str, values: list[Any]) -> Check:
+def _claim(name: str, values: list[Any]) -> Predicate:
     path = claim_path(name)
     wanted = frozenset(_scalar_key(value) for value in values)
 
@@ -138,10 +122,10 @@ def _claim(name: str, values: list[Any]) -> Check:
         value = claim_at(principal.claims, path)
         return "claim is missing" if value is MISSING else f"{value!r} is not one of {values}"
 
-    return Check(f"claims.{name}", test, why)
+    return Predicate(f"claims.{name}", test, why)
 
 
-def _peer(peers: list[str]) -> Check:
+def _peer(peers: list[str]) -> Predicate:
     exact = frozenset(peer for peer in peers if not peer.endswith("/*"))
     prefixes = tuple(peer[:-1] for peer in peers if peer.endswith("/*"))
 
@@ -149,7 +133,7 @@ def _peer(peers: list[str]) -> Check:
         peer = request.peer_principal
         return bool(peer) and (peer in exact or peer.startswith(prefixes))
 
-    return Check("peer", test, lambda r, p, _: f"peer {r.peer_principal or '(none: no client certificate)'}"
+    return Predicate("peer", test, lambda r, p, _: f"peer {r.peer_principal or '(none: no client certificate)'}"
                                                f" is not one of {peers}")
 
 
@@ -208,7 +192,7 @@ def _query_values(name: str) -> Callable[[Request], list[Any]]:
     return values
 
 
-def _value(name: str, spec: ValueMatch, values: Callable[[Request], list[Any]], deny: bool) -> Check:
+def _value(name: str, spec: ValueMatch, values: Callable[[Request], list[Any]], deny: bool) -> Predicate:
     """A header or query condition, decided over every value (MISSING: no value) by `matches`: any of them for a
     deny rule, all of them for an allow rule, which is ambiguous when some but not all match."""
     matches: Callable[[Any], bool]
@@ -246,10 +230,10 @@ def _value(name: str, spec: ValueMatch, values: Callable[[Request], list[Any]], 
             return f"values {seen} disagree: some are {wanted_text} and some are not (ambiguous request)"
         return f"{'none' if deny else 'not all'} of {seen} {'is' if deny else 'are'} {wanted_text}"
 
-    return Check(name, any_matches, why) if deny else Check(name, all_match, why, some_match)
+    return Predicate(name, any_matches, why) if deny else Predicate(name, all_match, why, some_match)
 
 
-def _source_cidrs(cidrs: list[str]) -> Check:
+def _source_cidrs(cidrs: list[str]) -> Predicate:
     networks = [ipaddress.ip_network(cidr) for cidr in cidrs]
     by_version = {version: tuple((int(net.network_address), int(net.netmask)) for net in networks
                                  if net.version == version) for version in (4, 6)}
@@ -264,11 +248,11 @@ def _source_cidrs(cidrs: list[str]) -> Check:
                 return True
         return False
 
-    return Check("source_cidrs", test,
+    return Predicate("source_cidrs", test,
                  lambda r, p, _: f"source {r.source_address or '(none)'} is in none of {cidrs}")
 
 
-def _param_equals_claim(param: str, claim: str) -> Check:
+def _param_equals_claim(param: str, claim: str) -> Predicate:
     path = claim_path(claim)
 
     def test(request: Request, principal: Principal, params: Params) -> bool:
@@ -282,10 +266,10 @@ def _param_equals_claim(param: str, claim: str) -> Check:
         shown = "missing" if value is MISSING else repr(value)
         return f"path parameter {param} is {params.get(param)!r} but claim {claim} is {shown}"
 
-    return Check(f"params_match_claims.{param}", test, why)
+    return Predicate(f"params_match_claims.{param}", test, why)
 
 
-def _time(window: TimeWindow, clock: Clock) -> Check:
+def _time(window: TimeWindow, clock: Clock) -> Predicate:
     zone = zoneinfo.ZoneInfo(window.timezone)
     days = frozenset(WEEKDAYS.index(day) for day in window.weekdays or WEEKDAYS)
     start, end = (seconds_of_day(text) for text in window.between or ("00:00", "24:00"))
@@ -303,48 +287,4 @@ def _time(window: TimeWindow, clock: Clock) -> Check:
                                                  "-".join(window.between or ())) if part)
         return f"{local:%a %H:%M} in {window.timezone} is outside {window_text}"
 
-    return Check("time", test, why)
-
-
-_CEL_VARIABLES: dict[str, Callable[[Request, Principal, Params], Any]] = {
-    "request": lambda request, principal, params: {
-        "method": request.method, "host": request.hostname, "path": request.path, "headers": dict(request.headers),
-        "query": dict(request.query_params), "source_ip": request.source_address, "peer": request.peer_principal,
-        "context": dict(request.context_extensions)},
-    "principal": lambda request, principal, params: {"subject": principal.subject, "issuer": principal.issuer,
-                                                     "identity": principal.identity},
-    "claims": lambda request, principal, params: dict(principal.claims),
-    "roles": lambda request, principal, params: sorted(principal.roles),
-    "params": lambda request, principal, params: dict(params),
-}
-
-
-def _expression(source: str, deny: bool, rule: str) -> Check:
-    """CEL, compiled once. An evaluation error (such as a missing field) or a non-boolean result is counted in
-    `extauth_policy_expression_errors_total{rule}`; it makes a deny rule's condition hold (fail closed) and an
-    allow rule's not hold. Only the variables the expression names are built per evaluation (copying every
-    header costs more than evaluating most expressions)."""
-    program = cel.compile(source)
-    builders = [(name, _CEL_VARIABLES[name]) for name in program.variables() if name in _CEL_VARIABLES]
-
-    def evaluate(request: Request, principal: Principal, params: Params) -> Any:
-        return program.execute({name: build(request, principal, params) for name, build in builders})
-
-    def test(request: Request, principal: Principal, params: Params) -> bool:
-        try:
-            result = evaluate(request, principal, params)
-        except Exception:
-            result = None
-        if result is True or result is False:
-            return result
-        POLICY.expression_error(rule)
-        return deny
-
-    def why(request: Request, principal: Principal, params: Params) -> str:
-        try:
-            result = evaluate(request, principal, params)
-        except Exception as error:
-            return f"{source!r} failed: {type(error).__name__}: {error}"
-        return f"{source!r} is {result!r}"
-
-    return Check("expression", test, why)
+    return Predicate("time", test, why)

@@ -1,6 +1,6 @@
 """The small languages inside policy values: path templates, host patterns, times of day, header templates.
 
-Each parser raises ValueError with a message for the policy author; the schema (model.py) calls them so a
+Each parser raises ValueError with a message for the policy author; the schema (policy.py) calls them so a
 mistake is reported as `file:line: field: message`, and the compilers call them again to build evaluators.
 """
 

@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from extauth.config.schema import HeaderName, Name, Strict
-from extauth.policy.model import HttpMethod, Metadata
+from extauth.documents.fields import HeaderName, Name, Strict
+from extauth.documents.policy import HttpMethod, Metadata
 
 DEFAULT_METHODS: tuple[HttpMethod, ...] = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 

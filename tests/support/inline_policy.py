@@ -4,13 +4,13 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from extauth.authorization.engine import PolicyEngine
 from extauth.clock import ManualClock
 from extauth.decision import Decision
+from extauth.documents.loader import load_policies
 from extauth.identity.principal import Principal
-from extauth.policy.engine import PolicyEngine
-from extauth.policy.loader import load_policies
-from extauth.policy.synthetic import check_request
 from extauth.request import Request
+from extauth.tools.synthetic import check_request
 
 HEAD = """\
 apiVersion: extauth/v1

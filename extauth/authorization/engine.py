@@ -12,15 +12,16 @@ what the client sent.
 
 from dataclasses import dataclass
 
+from extauth.authorization.index import RouteIndex
+from extauth.authorization.matching import CompiledRoute, compile_route
+from extauth.authorization.rules import CompiledRule, compile_rule
+from extauth.authorization.trace import Explanation, RouteTrace, RuleTrace
 from extauth.clock import Clock, SystemClock
+from extauth.conditions.params import NO_PARAMS, Params
 from extauth.decision import Decision
+from extauth.documents.loader import PolicySet
+from extauth.documents.roles import granting_roles
 from extauth.identity.principal import ANONYMOUS, Principal
-from extauth.policy.explain import Explanation, RouteTrace, RuleTrace
-from extauth.policy.index import RouteIndex
-from extauth.policy.loader import PolicySet
-from extauth.policy.matching import NO_PARAMS, CompiledRoute, Params, compile_route
-from extauth.policy.roles import granting_roles
-from extauth.policy.rules import CompiledRule, compile_rule
 from extauth.reasons import Reason
 from extauth.request import Request, canonical_method
 
@@ -80,7 +81,7 @@ class PolicyEngine:
             if not route.rules:
                 return Decision(True, Reason.PUBLIC_ROUTE, principal=principal, route=route_id, rule=route_id,
                                 policy_version=version, params=params)
-            # The rules read only the request (model.py refuses others), so any stand-in principal will do.
+            # The rules read only the request (documents/policy.py refuses others), so any stand-in principal will do.
             return self._by_rules(route, request, principal, principal or ANONYMOUS, params, Reason.PUBLIC_ROUTE)
         if principal is None:
             return Decision.deny(Reason.MISSING_TOKEN, "credentials are required", route=route_id,

@@ -1,0 +1,1 @@
+"""Authorization: the compiled policy routes and rules, evaluated per request, with an explain trace."""

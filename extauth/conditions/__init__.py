@@ -1,0 +1,1 @@
+"""Conditions: the predicate compiler shared by authorization rules and rate-limit overrides."""

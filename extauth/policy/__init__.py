@@ -1,1 +1,0 @@
-"""Authorization: policy files (`apiVersion: extauth/v1`) compiled once into a fast evaluator."""

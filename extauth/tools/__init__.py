@@ -1,0 +1,1 @@
+"""Tools over a compiled policy: the explain command, the `extauth test` runner, synthetic requests."""

@@ -5,20 +5,17 @@ spoofed rule headers) is tested with generated variants: a variant is decided ex
 or refused with the documented 400, and never more permissively (docs/security.md).
 """
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.gateways import gateway_with_policies
 
 from extauth.devstack.gateway import (
-    DEMO_POLICIES,
     EnvoyProcess,
-    ExtauthProcess,
     Response,
-    extauth_config,
     forward_every_path,
 )
 from extauth.devtools.certs import DevCerts
@@ -64,17 +61,9 @@ ALLOWED = [
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, certs: DevCerts, upstream: RunningUpstream,
          envoy_binary: Path) -> Iterator[EnvoyProcess]:
-    run_dir = tmp_path_factory.mktemp("bypass")
-    policies = run_dir / "policies"
-    shutil.copytree(DEMO_POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
-    (policies / "hardening.yaml").write_text(HARDENING_POLICY)
-    extauth = ExtauthProcess(run_dir / "extauth", extauth_config(run_dir / "extauth", certs,
-                                                                  policy={"path": str(policies)}))
-    extauth.wait_serving()
-    envoy = EnvoyProcess(run_dir, certs, upstream.port, extauth.addresses, edit=forward_every_path)
-    yield envoy
-    envoy.stop()
-    extauth.stop()
+    with gateway_with_policies(tmp_path_factory.mktemp("bypass"), certs, upstream.port,
+                               {"hardening.yaml": HARDENING_POLICY}, edit=forward_every_path) as (envoy, _):
+        yield envoy
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,14 @@
 """Step 2 through a real Envoy: tenant owner checks, CIDR and time-window conditions, and request screening."""
 
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support.gateways import gateway_with_policies
 
 from extauth.devstack.gateway import (
-    DEMO_POLICIES,
     EnvoyProcess,
-    ExtauthProcess,
-    extauth_config,
     forward_every_path,
 )
 from extauth.devtools.certs import DevCerts
@@ -53,17 +50,9 @@ routes:
 @pytest.fixture(scope="module")
 def policy_gateway(tmp_path_factory: pytest.TempPathFactory, certs: DevCerts, upstream: RunningUpstream,
                    envoy_binary: Path) -> Iterator[EnvoyProcess]:
-    run_dir = tmp_path_factory.mktemp("policy-gateway")
-    policies = run_dir / "policies"
-    shutil.copytree(DEMO_POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
-    (policies / "conditions.yaml").write_text(conditions_policy())
-    extauth = ExtauthProcess(run_dir / "extauth", extauth_config(run_dir / "extauth", certs,
-                                                                  policy={"path": str(policies)}))
-    extauth.wait_serving()
-    envoy = EnvoyProcess(run_dir, certs, upstream.port, extauth.addresses, edit=forward_every_path)
-    yield envoy
-    envoy.stop()
-    extauth.stop()
+    with gateway_with_policies(tmp_path_factory.mktemp("policy-gateway"), certs, upstream.port,
+                               {"conditions.yaml": conditions_policy()}, edit=forward_every_path) as (envoy, _):
+        yield envoy
 
 
 def token(certs: DevCerts, *roles: str, **claims: object) -> str:

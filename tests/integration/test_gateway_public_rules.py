@@ -1,12 +1,12 @@
 """Through a real Envoy: a public route restricted by source address (the webhook case of docs/policy.md)."""
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support.gateways import gateway_with_policies
 
-from extauth.devstack.gateway import DEMO_POLICIES, EnvoyProcess, ExtauthProcess, extauth_config
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
@@ -33,17 +33,9 @@ routes:
 @pytest.fixture(scope="module")
 def webhook_gateway(tmp_path_factory: pytest.TempPathFactory, certs: DevCerts, upstream: RunningUpstream,
                     envoy_binary: Path) -> Iterator[tuple[EnvoyProcess, ExtauthProcess]]:
-    run_dir = tmp_path_factory.mktemp("webhook-gateway")
-    policies = run_dir / "policies"
-    shutil.copytree(DEMO_POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
-    (policies / "billing.yaml").write_text(WEBHOOKS)
-    extauth = ExtauthProcess(run_dir / "extauth", extauth_config(run_dir / "extauth", certs,
-                                                                  policy={"path": str(policies)}))
-    extauth.wait_serving()
-    envoy = EnvoyProcess(run_dir, certs, upstream.port, extauth.addresses)
-    yield envoy, extauth
-    envoy.stop()
-    extauth.stop()
+    with gateway_with_policies(tmp_path_factory.mktemp("webhook-gateway"), certs, upstream.port,
+                               {"billing.yaml": WEBHOOKS}) as processes:
+        yield processes
 
 
 def test_a_public_route_admits_an_anonymous_caller_from_its_network(

@@ -1,6 +1,5 @@
 """Safe policy change on a running extauth: broken reloads keep the last good policy; shadow policies report."""
 
-import shutil
 import signal
 import time
 import urllib.request
@@ -10,6 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 from support.checks import health_status
+from support.gateways import demo_policies_with
 
 from extauth.devstack.gateway import (
     DEMO_POLICIES,
@@ -65,8 +65,7 @@ def test_broken_reload_keeps_serving_the_last_good_policy(
         tmp_path: Path, certs: DevCerts, reader_token: str, upstream: RunningUpstream, envoy_binary: Path) -> None:
     """Through Envoy: SIGHUP with a broken policy file changes nothing (same decisions, health SERVING, error
     logged with file:line); a later valid edit is picked up by the file watch without a signal."""
-    policies = tmp_path / "policies"
-    shutil.copytree(DEMO_POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
+    policies = demo_policies_with(tmp_path)
     config = extauth_config(tmp_path, certs, policy={"path": str(policies), "watch_interval_seconds": 0.2})
     extauth = ExtauthProcess(tmp_path, config)
     extauth.wait_serving()
@@ -111,8 +110,7 @@ def test_alias_bombs_recursive_aliases_and_catastrophic_regexes_are_rejected_and
     """Through Envoy: an alias bomb, a recursive alias and a backtracking regex dropped into the policy directory
     are rejected (file watch and SIGHUP alike) with events naming file:line, the old policy keeps answering,
     the rejections are counted by reason, and a later good edit is picked up by the same watch."""
-    policies = tmp_path / "policies"
-    shutil.copytree(DEMO_POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
+    policies = demo_policies_with(tmp_path)
     metrics_port = free_port()
     config = extauth_config(tmp_path, certs, policy={"path": str(policies), "watch_interval_seconds": 0.2})
     config["server"]["metrics_listen"] = f"tcp:127.0.0.1:{metrics_port}"
@@ -210,8 +208,7 @@ def test_owned_headers_follow_the_live_policy_across_a_reload(
         tmp_path: Path, certs: DevCerts, upstream: RunningUpstream, envoy_binary: Path) -> None:
     """A header a newly loaded rule can set is stripped from client requests from the reload on, on every allow
     (public routes included), whether or not that rule fired."""
-    policies = tmp_path / "policies"
-    shutil.copytree(DEMO_POLICIES, policies, ignore=shutil.ignore_patterns("tests"))
+    policies = demo_policies_with(tmp_path)
     extauth = ExtauthProcess(tmp_path, extauth_config(tmp_path, certs, policy={"path": str(policies),
                                                                                 "watch": False}))
     extauth.wait_serving()

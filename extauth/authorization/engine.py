@@ -10,6 +10,7 @@ rule's headers go upstream; every header any rule can set is owned by extauth (`
 what the client sent.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from extauth.authorization.index import RouteIndex
@@ -20,7 +21,6 @@ from extauth.clock import Clock, SystemClock
 from extauth.conditions.params import NO_PARAMS, Params
 from extauth.decision import Decision
 from extauth.documents.loader import PolicySet
-from extauth.documents.roles import granting_roles
 from extauth.identity.principal import ANONYMOUS, Principal
 from extauth.reasons import Reason
 from extauth.request import Request, canonical_method
@@ -39,19 +39,18 @@ class _Route:
 
 
 class PolicyEngine:
-    def __init__(self, policy_set: PolicySet, clock: Clock = _SYSTEM_CLOCK) -> None:
+    def __init__(self, policy_set: PolicySet, clock: Clock = _SYSTEM_CLOCK,
+                 granting: Mapping[str, frozenset[str]] | None = None) -> None:
+        """`granting`: the policy set's role closure, when the bundle has already computed it."""
         self.version = policy_set.version
-        granting = granting_roles({role: parents for loaded in policy_set.documents
-                                   for role, parents in loaded.document.roles.items()})
+        granting = policy_set.granting_roles() if granting is None else granting
         routes = []
-        for loaded in policy_set.documents:
-            for route in loaded.document.routes:
-                route_id = f"{loaded.document.metadata.name}/{route.name}"
-                rules = tuple(compile_rule(route_id, rule, granting, clock) for rule in route.rules)
-                routes.append(_Route(compile_route(route_id, len(routes), route.match, route.cors_preflight),
-                                     route.public, rules,
-                                     tuple(rule for rule in rules if rule.deny),
-                                     tuple(rule for rule in rules if not rule.deny)))
+        for route_id, route in policy_set.routes():
+            rules = tuple(compile_rule(route_id, rule, granting, clock) for rule in route.rules)
+            routes.append(_Route(compile_route(route_id, len(routes), route.match, route.cors_preflight),
+                                 route.public, rules,
+                                 tuple(rule for rule in rules if rule.deny),
+                                 tuple(rule for rule in rules if not rule.deny)))
         self._routes = tuple(routes)
         self._index = RouteIndex([route.match for route in routes])
         #: Every upstream header a rule of this policy can set: removed from the client's request on every allow.

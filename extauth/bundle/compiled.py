@@ -31,5 +31,6 @@ def compile_policy(path: Path, clock: Clock) -> CompiledPolicy:
         issues = sorted_issues(issues + error.issues)
     if issues:
         raise ConfigError(issues)
-    return CompiledPolicy(policy_set.version, PolicyEngine(policy_set, clock), screener,
-                          RateLimitPlan(policy_set, clock))
+    granting = policy_set.granting_roles()  # once per load, shared by authorization and rate limiting
+    return CompiledPolicy(policy_set.version, PolicyEngine(policy_set, clock, granting), screener,
+                          RateLimitPlan(policy_set, clock, granting))

@@ -6,6 +6,7 @@ reported the same way, all of them at once. A directory's subdirectories (e.g. `
 """
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from extauth.documents import syntax
 from extauth.documents.errors import ConfigError, ConfigIssue, sorted_issues
 from extauth.documents.policy import PolicyDocument, RateLimit, Route, RouteMatch, Rule
+from extauth.documents.roles import granting_roles
 from extauth.documents.screening import ScreeningDocument
 from extauth.documents.yamlsource import LineMap, line_for, parse_documents, read_text, validate
 
@@ -38,6 +40,18 @@ class PolicySet:
     #: Content hash of every file, recorded with each decision so an audit names the exact policy.
     version: str
     screening: tuple[LoadedDocument[ScreeningDocument], ...] = ()
+
+    def routes(self) -> Iterator[tuple[str, Route]]:
+        """Every route with its id `policy/route` (the prefix of its rules' and limits' ids), files in name
+        order and routes in file order: the one place route ids are made."""
+        for loaded in self.documents:
+            for route in loaded.document.routes:
+                yield f"{loaded.document.metadata.name}/{route.name}", route
+
+    def granting_roles(self) -> dict[str, frozenset[str]]:
+        """role → the roles that grant it, across every document (compile once per load and share)."""
+        return granting_roles({role: parents for loaded in self.documents
+                               for role, parents in loaded.document.roles.items()})
 
 
 def policy_files(path: Path) -> list[Path]:

@@ -24,7 +24,6 @@ from extauth.conditions.predicate import Predicate
 from extauth.decision import Decision
 from extauth.documents.loader import PolicySet
 from extauth.documents.policy import KEY_PART_KINDS, RateLimit, Window
-from extauth.documents.roles import granting_roles
 from extauth.documents.syntax import claim_path
 from extauth.identity.principal import ANONYMOUS, Principal
 from extauth.ratelimit.model import Limit, LimitCheck
@@ -233,19 +232,18 @@ def limit_changes(live: tuple[AppliedLimit, ...], candidate: tuple[AppliedLimit,
 class RateLimitPlan:
     """Which limits apply to an allowed decision, by the route and rule that allowed it."""
 
-    def __init__(self, policy_set: PolicySet, clock: Clock) -> None:
-        granting = granting_roles({role: parents for loaded in policy_set.documents
-                                   for role, parents in loaded.document.roles.items()})
+    def __init__(self, policy_set: PolicySet, clock: Clock,
+                 granting: Mapping[str, frozenset[str]] | None = None) -> None:
+        """`granting`: the policy set's role closure, when the bundle has already computed it."""
+        granting = policy_set.granting_roles() if granting is None else granting
         by_scope: dict[str, tuple[CompiledLimit, ...]] = {}
-        for loaded in policy_set.documents:
-            for route in loaded.document.routes:
-                route_id = f"{loaded.document.metadata.name}/{route.name}"
-                if route.limits:
-                    by_scope[route_id] = tuple(_compile(route_id, limit, granting, clock) for limit in route.limits)
-                for rule in route.rules:
-                    rule_id = f"{route_id}/{rule.name}"
-                    if rule.limits:
-                        by_scope[rule_id] = tuple(_compile(rule_id, limit, granting, clock) for limit in rule.limits)
+        for route_id, route in policy_set.routes():
+            if route.limits:
+                by_scope[route_id] = tuple(_compile(route_id, limit, granting, clock) for limit in route.limits)
+            for rule in route.rules:
+                rule_id = f"{route_id}/{rule.name}"
+                if rule.limits:
+                    by_scope[rule_id] = tuple(_compile(rule_id, limit, granting, clock) for limit in rule.limits)
         self._by_scope: Mapping[str, tuple[CompiledLimit, ...]] = by_scope
 
     def __bool__(self) -> bool:

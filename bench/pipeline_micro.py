@@ -178,7 +178,7 @@ def enqueue_batch(event: dict[str, object], instance: str) -> Batch:
     def batch(size: int) -> None:
         for _ in range(size):
             writer.emit(event)
-        writer._droppable.clear()
+        writer.queue.take(size)
     return batch
 
 

@@ -1,13 +1,7 @@
 """The audit writer: the Check path only enqueues; a background task renders, chains and writes in batches.
 
-`emit` (Check path, a few hundred nanoseconds) samples allows, then queues the event. The queue is bounded
-and its overflow policy is explicit (docs/audit.md#overflow):
-
-- below `queue_size` every event is queued;
-- when full, a new allow or completion is dropped; a new deny evicts the oldest queued allow or completion
-  instead; every drop is counted by kind and reported in the stream itself by an `audit_dropped` record;
-- when the queue holds only denies, denies keep coming in up to `deny_overflow` more; past that (a dead sink
-  under a flood of denials) a deny is dropped too, counted under `deny` and logged as an error: never silently.
+`emit` (Check path, a few hundred nanoseconds) offers the event to the bounded queue, whose sampling and
+overflow policy live in queue.py (docs/audit.md#overflow).
 
 The writer task takes what is queued (in arrival order), runs the structlog processors (redaction,
 timestamp, JSON), chains each line to the previous one (`chain.py`, so chain order is file order) and
@@ -26,11 +20,8 @@ import os
 import sys
 import time
 import uuid
-import zlib
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,13 +29,13 @@ import structlog
 
 from extauth.audit.chain import CLOSED_EVENT, HashChain
 from extauth.audit.events import SCHEMA_VERSION
+from extauth.audit.queue import AuditQueue, AuditStats, Event, Offer
 from extauth.audit.redact import Redactor
 from extauth.audit.signing import CHECKPOINT_EVENT, CheckpointSigner
 from extauth.config.schema import AuditConfig
 
 log = structlog.get_logger("extauth.audit")
 
-Event = dict[str, Any]
 Processor = Callable[[Any, str, Event], Any]
 
 #: After the writer wakes up it waits this long, so a busy loop's events go out in one write, not one each.
@@ -94,21 +85,6 @@ class FdOutput:
             os.close(self.fd)
 
 
-@dataclass
-class AuditStats:
-    """Counters read by the metrics endpoint and by tests; only the event loop thread changes them."""
-
-    queued: int = 0
-    written: dict[str, int] = field(default_factory=dict)
-    sampled_out: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    #: Denies admitted beyond `queue_size` because nothing droppable was left to evict.
-    deny_overflow: int = 0
-    write_errors: int = 0
-    batches: int = 0
-    checkpoints: int = 0
-
-
 def utc_timestamp() -> Callable[[float], str]:
     """`1764000000.25` → `2025-11-24T16:00:00.250000Z`, formatting the seconds part once per second."""
     cached_second, cached_prefix = -1, ""
@@ -138,12 +114,10 @@ class AuditWriter:
                  linger_seconds: float = LINGER_SECONDS, signer: CheckpointSigner | None = None) -> None:
         self.output = output
         self.instance = instance
-        self.queue_size = queue_size
-        self.deny_overflow = deny_overflow
         self.allow_sample_rate = allow_sample_rate
-        self._sample_below = int(allow_sample_rate * 2**32)
         self.redactor = redactor or Redactor()
         self.stats = AuditStats()
+        self.queue = AuditQueue(queue_size, deny_overflow, allow_sample_rate, self.stats)
         self.chain = HashChain(f"{instance}/{uuid.uuid4().hex[:12]}")
         self._processors: list[Processor] = [
             self.redactor,
@@ -155,16 +129,9 @@ class AuditWriter:
         # Lines written since the last checkpoint, and when the oldest of them was rendered (monotonic).
         self._unsigned_lines = 0
         self._unsigned_since = 0.0
-        # Queued (arrival number, event): droppable ones (allows, completions) apart from protected ones (denies),
-        # so the oldest droppable is evicted in O(1); the writer merges both back into arrival order.
-        self._droppable: deque[tuple[int, Event]] = deque()
-        self._protected: deque[tuple[int, Event]] = deque()
-        self._arrivals = 0
-        self._unreported_drops: dict[str, int] = {}
         self._last_deny_drop_log = -1e9
         self._wakeup = asyncio.Event()
         self._closing = False
-        self._finished = False
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
 
@@ -180,54 +147,17 @@ class AuditWriter:
 
     @property
     def depth(self) -> int:
-        return len(self._droppable) + len(self._protected)
+        return self.queue.depth
 
     # -- the Check path ---------------------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
-        """Queue one event without blocking; sampling and the overflow policy apply (see the module doc)."""
-        kind = event["event"]
-        protected = kind == "decision" and event["decision"] == "deny"
-        if not protected:
-            if kind == "decision":
-                kind = "allow"
-            if self._sample_below < 2**32 and self._sampled_out(event):
-                self.stats.sampled_out += 1
-                return
-        if self._finished:
-            self._drop("deny" if protected else kind)
-            return
-        self._arrivals += 1
-        entry = (self._arrivals, event)
-        if self.depth < self.queue_size:
-            (self._protected if protected else self._droppable).append(entry)
-        elif not protected:
-            self._drop(kind)
-            return
-        elif self._droppable:
-            evicted = self._droppable.popleft()[1]
-            self._drop("allow" if evicted["event"] == "decision" else evicted["event"])
-            self._protected.append(entry)
-        elif self.depth < self.queue_size + self.deny_overflow:
-            self.stats.deny_overflow += 1
-            self._protected.append(entry)
-        else:
-            self._drop("deny")
+        """Queue one event without blocking; sampling and the overflow policy apply (queue.py)."""
+        offered = self.queue.offer(event)
+        if offered is Offer.QUEUED:
+            self._wakeup.set()
+        elif offered is Offer.DENY_DROPPED:
             self._log_deny_drop()
-            return
-        self.stats.queued += 1
-        self._wakeup.set()
-
-    def _sampled_out(self, event: Event) -> bool:
-        """Chosen by request id, so a sampled allow's decision and completion are kept or left out together;
-        a completion of a request ext_authz denied (flag UAEX) is always kept, like its decision."""
-        if event["event"] == "completion" and "UAEX" in (event.get("response_flags") or ""):
-            return False
-        return zlib.crc32(str(event.get("request_id", "")).encode()) >= self._sample_below
-
-    def _drop(self, kind: str) -> None:
-        self.stats.dropped[kind] = self.stats.dropped.get(kind, 0) + 1
-        self._unreported_drops[kind] = self._unreported_drops.get(kind, 0) + 1
 
     def _log_deny_drop(self) -> None:
         now = time.monotonic()
@@ -240,13 +170,13 @@ class AuditWriter:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-writer")
-        self._emit_internal({"event": "audit_started", "queue_size": self.queue_size,
-                             "deny_overflow": self.deny_overflow, "allow_sample_rate": self.allow_sample_rate})
+        self._emit_internal({"event": "audit_started", "queue_size": self.queue.queue_size,
+                             "deny_overflow": self.queue.deny_overflow, "allow_sample_rate": self.allow_sample_rate})
 
     async def close(self) -> None:
         """Write everything queued, then the `audit_closed` record; give up after CLOSE_TIMEOUT_SECONDS."""
         if self._task is None:
-            self._finished = True
+            self.queue.closed = True
             self._executor.shutdown(wait=False)
             return
         self._closing = True
@@ -257,13 +187,13 @@ class AuditWriter:
             log.error("audit_flush_timed_out", unwritten=self.depth, seconds=CLOSE_TIMEOUT_SECONDS)
             self._task.cancel()
         finally:
-            self._finished = True
+            self.queue.closed = True
             await asyncio.get_running_loop().run_in_executor(self._executor, self.output.close)
             self._executor.shutdown(wait=False)
 
     async def _run(self) -> None:
         while True:
-            if not self.depth and not self._unreported_drops:
+            if not self.depth and not self.queue.has_unreported_drops:
                 if self._closing:
                     break
                 self._wakeup.clear()
@@ -297,32 +227,21 @@ class AuditWriter:
         self._emit_internal({"event": event, **fields})
 
     def _emit_internal(self, record: Event) -> None:
-        self._arrivals += 1
-        self._protected.append((self._arrivals, self._internal(record)))
+        self.queue.offer_protected(self._internal(record))
         self._wakeup.set()
 
     def _internal(self, record: Event) -> Event:
         return {"schema_version": SCHEMA_VERSION, **record, "ts": time.time(), "instance": self.instance}
 
-    def _take(self) -> list[Event]:
-        droppable, protected = self._droppable, self._protected
-        batch: list[Event] = []
-        while len(batch) < MAX_BATCH and (droppable or protected):
-            if protected and (not droppable or protected[0][0] < droppable[0][0]):
-                batch.append(protected.popleft()[1])
-            else:
-                batch.append(droppable.popleft()[1])
-        return batch
-
     def _render_batch(self) -> bytes:
         parts = []
-        if self._unreported_drops:
-            drops, self._unreported_drops = self._unreported_drops, {}
+        if self.queue.has_unreported_drops:
+            drops = self.queue.take_unreported_drops()
             parts.append(self._render(self._internal({"event": "audit_dropped", "dropped": drops,
                                                        "dropped_total": dict(self.stats.dropped)})))
         written = self.stats.written
         signer = self._signer
-        for event in self._take():
+        for event in self.queue.take(MAX_BATCH):
             kind = event["event"]
             written[kind] = written.get(kind, 0) + 1
             parts.append(self._render(event))
@@ -369,6 +288,4 @@ class AuditWriter:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.sleep(_RETRY_SECONDS[attempt])
         # The lines are lost (`audit verify` will show the gap in seq); count them and report them in the stream.
-        lost = data.count(b"\n")
-        self.stats.dropped["write_failed"] = self.stats.dropped.get("write_failed", 0) + lost
-        self._unreported_drops["write_failed"] = self._unreported_drops.get("write_failed", 0) + lost
+        self.queue.drop("write_failed", data.count(b"\n"))

@@ -148,7 +148,7 @@ class ExtauthCollector(Collector):
         yield GaugeMetricFamily(
             "extauth_audit_queue_capacity",
             "audit.queue_size (denies may add deny_overflow).",
-            value=self._audit.queue_size,
+            value=self._audit.queue.queue_size,
         )
         written = CounterMetricFamily(
             "extauth_audit_events_written", "Audit lines written, by event type.", labels=["event"]

@@ -248,23 +248,12 @@ def _can_start_alike(first: list[Item], second: list[Item], flags: int) -> bool:
 
 
 def _first_chars(items: list[Item], flags: int) -> int:
-    found = 0
-    for op, av in items:
-        if op in _SINGLE_CHAR:
-            found |= _leaf(op, av, flags)
-        elif op == sre.GROUPREF:
-            found |= _ALL
-        else:
-            for sub, sub_flags in _children(op, av, flags):
-                if op not in (sre.ASSERT, sre.ASSERT_NOT):
-                    found |= _first_chars(sub, sub_flags)
-        if _width([(op, av)])[0] > 0:
-            break
-    return found
+    """Every character `items` can start with."""
+    return _chars(items, flags, first_only=True)
 
 
-def _chars(items: list[Item], flags: int) -> int:
-    """Every character `items` can consume."""
+def _chars(items: list[Item], flags: int, first_only: bool = False) -> int:
+    """Every character `items` can consume (with `first_only`: can consume first)."""
     found = 0
     for op, av in items:
         if op in _SINGLE_CHAR:
@@ -273,7 +262,9 @@ def _chars(items: list[Item], flags: int) -> int:
             found |= _ALL
         elif op not in (sre.ASSERT, sre.ASSERT_NOT):
             for sub, sub_flags in _children(op, av, flags):
-                found |= _chars(sub, sub_flags)
+                found |= _chars(sub, sub_flags, first_only)
+        if first_only and _width([(op, av)])[0] > 0:
+            break
     return found
 
 

@@ -21,6 +21,7 @@ from extauth.cli_support import (
 from extauth.config import ConfigError, LoadedConfig, load_config, read_config
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_VARIABLE
 from extauth.envoylint.command import register as register_envoy_lint
+from extauth.identity.apikey_cli import register as register_apikey
 from extauth.identity.keys import KeyLoadError
 
 #: Set to 1 to see the traceback of any error, foreseen or not.
@@ -178,6 +179,7 @@ def _parser() -> argparse.ArgumentParser:
 
     register_audit(commands)
     register_envoy_lint(commands)
+    register_apikey(commands)
     return parser
 
 

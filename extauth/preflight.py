@@ -2,10 +2,10 @@
 
 The schema checks what a config says; this checks the files it names as `serve` will use them: each provider's
 JWKS file (parses, and holds a key for one of the provider's algorithms) or shared secret (long enough), a JWKS
-CA bundle, the audit signing key (Ed25519), the policy files (compiled, every error at once), the audit output
-and the unix socket paths (creatable; an existing file that is not a socket is never replaced). Key URLs are
-checked only as URLs (by the schema), unless `online`: then each remote key source is fetched once with the
-real fetcher. Every problem is a ConfigIssue: the config file, the line of the field, the field, the message.
+CA bundle, the API key store, the audit signing key (Ed25519), the policy files (compiled, every error at once),
+the audit output and the unix socket paths (creatable; an existing file that is not a socket is never replaced).
+Key URLs are checked only as URLs (by the schema), unless `online`: then each remote key source is fetched once
+with the real fetcher. Every problem is a ConfigIssue: the config file, the line of the field, the field, the message.
 """
 
 import asyncio
@@ -18,6 +18,7 @@ from extauth.bundle.compiled import compile_policy
 from extauth.clock import Clock, SystemClock
 from extauth.config import ConfigError, ConfigIssue, LoadedConfig
 from extauth.config.schema import JwtProviderConfig, ListenAddress, pem_certificates
+from extauth.documents.apikeys import read_key_store
 from extauth.documents.errors import sorted_issues
 from extauth.documents.loader import policy_files
 from extauth.identity.http import HttpFetcher, UrllibFetcher
@@ -39,6 +40,7 @@ def check_startup(loaded: LoadedConfig, clock: Clock | None = None) -> StartupCh
     """Everything `serve` reads at start, read now; issues sorted by file and line."""
     check = StartupCheck()
     check.issues += _key_issues(loaded)
+    check.issues += _api_key_issues(loaded)
     check.issues += _audit_issues(loaded)
     check.issues += _listener_issues(loaded)
     for label, at in (("policy", ("policy", "path")), ("shadow policy", ("policy", "shadow_path"))):
@@ -85,6 +87,21 @@ def _key_issues(loaded: LoadedConfig) -> list[ConfigIssue]:
             except ValueError as error:
                 issues.append(loaded.issue((*at, "jwks", "ca_file"), str(error)))
     return issues
+
+
+def _api_key_issues(loaded: LoadedConfig) -> list[ConfigIssue]:
+    """A missing store is reported at the config line naming it; the store's own errors name its file and line."""
+    api_keys = loaded.config.authentication.api_keys
+    if api_keys is None:
+        return []
+    if not api_keys.store.is_file():
+        return [loaded.issue(("authentication", "api_keys", "store"),
+                             f"{api_keys.store} is not a file (create an empty one, or use `extauth apikey create`)")]
+    try:
+        read_key_store(api_keys.store)
+    except ConfigError as error:
+        return error.issues
+    return []
 
 
 def _audit_issues(loaded: LoadedConfig) -> list[ConfigIssue]:

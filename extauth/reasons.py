@@ -30,6 +30,14 @@ class Reason(StrEnum):
     #: The `sub` cannot be vouched for unchanged (control characters, surrounding whitespace, too long, not a
     #: string) or reads as another provider's qualified identity.
     INVALID_SUBJECT = "invalid_subject"
+    #: An API key that is not `eak_…` with a matching checksum (docs/apikeys.md): refused without a store lookup.
+    MALFORMED_API_KEY = "malformed_api_key"
+    #: A well-formed API key whose digest is not in the store.
+    UNKNOWN_API_KEY = "unknown_api_key"
+    EXPIRED_API_KEY = "expired_api_key"
+    REVOKED_API_KEY = "revoked_api_key"
+    #: An API key and a token in one request: which one the upstream would believe is not ours to guess.
+    MULTIPLE_CREDENTIALS = "multiple_credentials"
     # request screening (4xx before any identity work)
     METHOD_NOT_ALLOWED = "method_not_allowed"
     URI_TOO_LONG = "uri_too_long"

@@ -44,10 +44,12 @@ def _header(name: str, value: str) -> HeaderValueOption:
 
 
 class Responder:
-    def __init__(self, forward: ForwardConfig) -> None:
+    def __init__(self, forward: ForwardConfig, credential_headers: tuple[str, ...] = ()) -> None:
+        """`credential_headers`: headers carrying credentials other than `Authorization` (`api_keys.header`),
+        removed on every allow so the upstream never sees them."""
         self._forward = forward
         self._claim_headers = tuple(forward.claim_headers.items())
-        removed = [*forward.header_names, *forward.remove_request_headers]
+        removed = [*forward.header_names, *forward.remove_request_headers, *credential_headers]
         if forward.strip_authorization:
             removed.append("authorization")
         #: Client-sent copies of identity headers are always removed, so an anonymous (public-route)

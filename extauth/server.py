@@ -77,7 +77,9 @@ class ExtauthServer:
             open_storage(limits.backend, timeout_ms=limits.timeout_ms), clock, timeout_ms=limits.timeout_ms,
             breaker=CircuitBreaker(clock, limits.breaker.failure_threshold, limits.breaker.cooldown_seconds),
             batch_window_us=limits.batch_window_us, metrics=REDIS, notify=notify)
-        self.pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
+        api_keys = config.authentication.api_keys
+        responder = Responder(config.authentication.forward, (api_keys.header,) if api_keys is not None else ())
+        self.pipeline = Pipeline(self.authenticator, self.policy, responder,
                                  self.audit, self.instance, redactor=redactor, metrics=CheckMetrics(),
                                  rate_limit=RateLimitPhase(self.rate_limiter, limits.headers_on_allow))
         self.callers = CallerGate(config.server.tls)

@@ -20,6 +20,8 @@ OPERATIONAL_EVENTS = {
     "policy_reload_failed": "a policy reload was rejected; the previous version keeps serving",
     "jwks_unavailable": "a provider's key fetch started failing",
     "jwks_recovered": "a provider's keys loaded again",
+    "apikeys_reloaded": "the API key store was read again and swapped in",
+    "apikeys_reload_failed": "the API key store did not load; the previous keys keep serving",
     "ratelimit_backend_degraded": "the limit store's breaker opened: failure modes answer",
     "ratelimit_backend_recovered": "the limit store answers again",
     "insecure_listener": "at start: an address other hosts can reach admits unauthenticated callers",

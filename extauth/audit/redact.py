@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from extauth.identity.apikey_format import KEY_PATTERN, PREFIX
+
 MASK = "[redacted]"
 #: Headers that carry credentials, whatever the allowlist says.
 SECRET_HEADERS = frozenset({
@@ -39,6 +41,7 @@ CREDENTIAL_PATTERNS = (
     ("xapp-", r"xapp-[A-Za-z0-9-]{8,}"),  # Slack app-level tokens
     ("glpat-", r"glpat-[A-Za-z0-9_-]{20,}"),  # GitLab personal tokens
     ("AIza", r"AIza[A-Za-z0-9_-]{35}"),  # Google API keys
+    (PREFIX, KEY_PATTERN),  # extauth API keys (docs/apikeys.md)
 )
 #: `scheme://user:password@` (and `scheme:user@`, backslashes: what URL parsers accept); the last `@` before
 #: the host ends the userinfo, as in a URL parser, so a password containing `@` is masked whole.

@@ -368,8 +368,25 @@ class ForwardConfig(Strict):
                                        self.groups_header, *self.claim_headers) if name)
 
 
+class ApiKeysConfig(Strict):
+    """API keys (docs/apikeys.md): a store of key digests, reloaded on change, and where a request carries a key."""
+
+    #: The store file (`extauth apikey create --store`); read at start, then whenever it changes.
+    store: ConfigPath
+    #: The request header holding the key; never forwarded upstream, never audited.
+    header: HeaderName = "x-api-key"
+    #: Also accept `Authorization: ApiKey <key>` (needs `forward.strip_authorization`).
+    authorization_scheme: bool = False
+    #: Qualifies identities (`apikey:ci-bot`) and is the principal's issuer and provider, so `issuers: [apikey]`
+    #: restricts a rule to API keys; no JWT provider may have this name or issuer.
+    name: Name = "apikey"
+    watch: bool = True
+    watch_interval_seconds: float = Field(2.0, ge=0.1, le=3600)
+
+
 class AuthenticationConfig(Strict):
     providers: list[JwtProviderConfig] = Field(default_factory=list)
+    api_keys: ApiKeysConfig | None = None
     token_sources: list[TokenSourceConfig] = Field(
         default_factory=lambda: [TokenSourceConfig(header="authorization", scheme="Bearer")], min_length=1
     )
@@ -405,6 +422,25 @@ class AuthenticationConfig(Strict):
         primary = [index for index, provider in enumerate(self.providers) if provider.primary]
         if len(primary) > 1:
             raise ValueError(f"only one provider may be primary; providers{primary} all are")
+        return self
+
+    @model_validator(mode="after")
+    def _api_keys_stand_apart(self) -> "AuthenticationConfig":
+        """An API-key identity must not read as a JWT one, and the key must not reach the upstream or be taken
+        for a token."""
+        keys = self.api_keys
+        if keys is None:
+            return self
+        for index, provider in enumerate(self.providers):
+            if keys.name.lower() in (provider.name.lower(), provider.issuer.lower()):
+                raise ValueError(f"api_keys.name {keys.name!r} is also the name or issuer of providers[{index}]")
+        for index, source in enumerate(self.token_sources):
+            if source.header == keys.header or (keys.authorization_scheme and source.header == "authorization"
+                                                and (source.scheme or "").lower() == "apikey"):
+                raise ValueError(f"token_sources[{index}] reads the API key's header as a token")
+        if keys.authorization_scheme and not self.forward.strip_authorization:
+            raise ValueError("api_keys.authorization_scheme needs forward.strip_authorization: true, or the key "
+                             "would reach the upstream")
         return self
 
 
@@ -514,3 +550,11 @@ class Config(Strict):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _api_key_header_not_audited(self) -> "Config":
+        """The key header is a credential whatever it is called: it never goes into an audit event."""
+        keys = self.authentication.api_keys
+        if keys is not None and keys.header in self.audit.headers:
+            raise ValueError(f"audit.headers lists {keys.header!r}, the header API keys are read from")
+        return self

@@ -4,6 +4,7 @@ Runs the shipped `envoy/envoy.yaml` and `envoy/extauth.yaml` as they are, from t
 with logs and the audit stream in `.run/`.
 """
 
+import contextlib
 import http.client
 import json
 import os
@@ -47,12 +48,25 @@ class StackPaths:
         run_dir = REPO_ROOT / ".run"
         return cls(run_dir, run_dir / "certs", REPO_ROOT / "envoy" / "envoy.yaml", REPO_ROOT / "envoy" / "extauth.yaml")
 
+    @property
+    def api_key_store(self) -> Path:
+        """`authentication.api_keys.store` in envoy/extauth.yaml: `extauth apikey create --store` adds to it."""
+        return self.run_dir / "apikeys.yaml"
+
+
+def create_empty_key_store(path: Path) -> None:
+    """The local stack starts with no API keys; an existing store (keys made earlier) is kept."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
 
 @contextmanager
 def running_stack(paths: StackPaths) -> Iterator[list[ManagedProcess]]:
     """Start upstream, extauth and Envoy in that order, each awaited until ready; stop them in reverse."""
     create_dev_certs(paths.certs_dir)
     write_key_pair(paths.certs_dir)  # audit.signing_key in envoy/extauth.yaml
+    create_empty_key_store(paths.api_key_store)
     config = load_config(paths.extauth_config)
     address = config.server.addresses(paths.extauth_config.parent)[0].for_worker(0, config.server.workers)
     logs = paths.run_dir / "logs"

@@ -221,12 +221,15 @@ KEY_PART_PREFIXES = tuple(f"{kind}:" for kind, named in KEY_PART_KINDS.items() i
 
 def _duration(value: object) -> object:
     """`500ms`, `10s`, `5m`, `1h`, `1d`, or a number of seconds."""
-    if isinstance(value, str):
-        found = _DURATION.match(value.strip())
-        if not found:
-            raise ValueError(f"{value!r} is not a duration such as 500ms, 10s, 5m, 1h or 1d")
-        return float(found.group(1)) * _DURATION_UNITS[found.group(2)]
-    return value
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `500ms`, `10s`, `5m`, `1h`, `1d` (also `extauth apikey create --ttl`)."""
+    found = _DURATION.match(text.strip())
+    if not found:
+        raise ValueError(f"{text!r} is not a duration such as 500ms, 10s, 5m, 1h or 1d")
+    return float(found.group(1)) * _DURATION_UNITS[found.group(2)]
 
 
 def _key_part(value: str) -> str:

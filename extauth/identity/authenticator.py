@@ -5,10 +5,12 @@ refresh happen in the background, never on this path (except one rate-limited re
 """
 
 import asyncio
+import contextlib
 from collections.abc import Mapping
 
 from extauth.clock import Clock
 from extauth.config.schema import AuthenticationConfig
+from extauth.identity.apikeys import ApiKeys
 from extauth.identity.cache import TokenCache, token_digest
 from extauth.identity.http import HttpFetcher, UrllibFetcher
 from extauth.identity.identities import Identities
@@ -27,7 +29,10 @@ class Authenticator:
         self._extract = TokenExtractor(config.token_sources, config.max_token_bytes).extract
         self._cache = TokenCache(config.token_cache_size, clock)
         self._stores = [key_store_for(provider, clock, fetcher, notify) for provider in config.providers]
-        identities = Identities(config.providers, config.forward.max_header_value_bytes)
+        self.api_keys = ApiKeys(config.api_keys, clock, notify) if config.api_keys is not None else None
+        identities = Identities(config.providers, config.forward.max_header_value_bytes,
+                                [config.api_keys.name] if config.api_keys is not None else [])
+        self._api_key_watch: asyncio.Task[None] | None = None
         self._verifiers = {
             provider.issuer: JwtVerifier(provider, store, clock, identities)
             for provider, store in zip(config.providers, self._stores, strict=True)
@@ -44,9 +49,12 @@ class Authenticator:
         return all(store.ready for store in self._stores)
 
     def load_key_files(self) -> None:
-        """Load every key file and secret now (KeyLoadError on the first that cannot be used): before listening."""
+        """Load every key file and secret now (KeyLoadError on the first that cannot be used) and the API key
+        store (ConfigError): before listening."""
         for store in self._stores:
             store.load_files()
+        if self.api_keys is not None:
+            self.api_keys.store.load()
 
     async def start(self) -> None:
         """Load key files not loaded yet (errors raise), make a first remote fetch, and start background refresh."""
@@ -57,11 +65,27 @@ class Authenticator:
         except ExceptionGroup as errors:
             await self.stop()
             raise errors.exceptions[0] from None
+        if self.api_keys is not None and self.api_keys.config.watch:
+            self._api_key_watch = asyncio.create_task(
+                self.api_keys.store.watch(self.api_keys.config.watch_interval_seconds))
 
     async def stop(self) -> None:
+        if self._api_key_watch is not None:
+            self._api_key_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._api_key_watch
+            self._api_key_watch = None
         await asyncio.gather(*(store.stop() for store in self._stores))
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
+        """An API key when the request carries one; otherwise a token. A request carrying both, or two keys, is
+        refused: the upstream might believe the other one."""
+        if self.api_keys is not None:
+            keys = self.api_keys.presented(headers)
+            if keys:
+                if len(keys) > 1 or self._extract(headers) is not None:
+                    raise AuthenticationError(Reason.MULTIPLE_CREDENTIALS, "send one credential: an API key or a token")
+                return self.api_keys.authenticate(keys[0])
         token = self._extract(headers)
         if token is None:
             return None

@@ -22,8 +22,12 @@ SEPARATOR = ":"
 
 
 class Identities:
-    def __init__(self, providers: Sequence[JwtProviderConfig], max_bytes: int) -> None:
-        self._qualified_names = frozenset(provider.name.lower() for provider in providers if not provider.primary)
+    def __init__(self, providers: Sequence[JwtProviderConfig], max_bytes: int,
+                 other_qualifiers: Sequence[str] = ()) -> None:
+        """`other_qualifiers`: names other credentials qualify their identities with (`api_keys.name`)."""
+        self._qualified_names = frozenset(
+            [provider.name.lower() for provider in providers if not provider.primary]
+            + [name.lower() for name in other_qualifiers])
         self._max_bytes = max_bytes
 
     def of(self, provider: JwtProviderConfig, subject: str) -> str:

@@ -29,15 +29,23 @@ LOCATED = re.compile(r"^\S.*:\d+: ")
 
 def every_command() -> dict[tuple[str, ...], argparse.ArgumentParser]:
     """Each command's words and parser, from `extauth`'s parser, so a new command is walked without editing this
-    file; `audit` hands its arguments to its own forms (verify, keygen, the filter), walked as commands too."""
-    (subcommands,) = [action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction)]
+    file; `audit` hands its arguments to its own forms (verify, keygen, the filter), walked as commands too, and a
+    command with actions of its own (`apikey create`) is walked as one command per action."""
     commands: dict[tuple[str, ...], argparse.ArgumentParser] = {}
-    for name, parser in subcommands.choices.items():
-        if name == "audit":
-            commands.update({("audit", form) if form else ("audit",): form_parser
-                             for form, form_parser in audit_forms().items()})
-        else:
-            commands[(name,)] = parser
+
+    def walk(words: tuple[str, ...], parser: argparse.ArgumentParser) -> None:
+        actions = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        if not actions:
+            commands[words] = parser
+        for action in actions:
+            for name, subparser in action.choices.items():
+                if words + (name,) == ("audit",):
+                    commands.update({("audit", form) if form else ("audit",): form_parser
+                                     for form, form_parser in audit_forms().items()})
+                else:
+                    walk(words + (name,), subparser)
+
+    walk((), _parser())
     return commands
 
 

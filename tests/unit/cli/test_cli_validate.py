@@ -13,6 +13,7 @@ from support.idp import IdentityProvider
 
 from extauth.audit.signing import write_key_pair
 from extauth.cli import main
+from extauth.devstack.stack import create_empty_key_store
 from extauth.devtools.certs import DevCerts, create_dev_certs
 
 REPO = Path(__file__).parents[3]
@@ -212,14 +213,16 @@ def test_tls_files_are_checked_when_the_config_loads(config: Path, capsys: pytes
 def test_the_shipped_config_validates_once_the_local_stack_files_exist(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """envoy/extauth.yaml names the files `make run` writes to .run/certs: with them it is ok, without them
-    validate names each one (a fresh checkout cannot serve until `make run` made them)."""
+    validate names each one (a fresh checkout cannot serve until `make run` made them, the empty API key store
+    included)."""
     shutil.copytree(REPO / "envoy", tmp_path / "envoy", ignore=shutil.ignore_patterns("tests"))
     config = tmp_path / "envoy" / "extauth.yaml"
     assert main(["validate", str(config)]) == 1
     assert [line.split(": ")[1] for line in errors_of(capsys)] == [
-        "authentication.providers[0].jwks.file", "audit.signing_key"]
+        "authentication.providers[0].jwks.file", "authentication.api_keys.store", "audit.signing_key"]
     create_dev_certs(tmp_path / ".run" / "certs")
     write_key_pair(tmp_path / ".run" / "certs")
+    create_empty_key_store(tmp_path / ".run" / "apikeys.yaml")
     assert main(["validate", str(config)]) == 0
     assert "ok (1 providers; policy " in capsys.readouterr().out
 

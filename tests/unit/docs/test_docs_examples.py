@@ -46,6 +46,7 @@ import yaml
 
 from extauth.audit.signing import write_key_pair
 from extauth.config import ConfigError, load_config
+from extauth.devstack.stack import create_empty_key_store
 from extauth.devtools.certs import create_dev_certs
 from extauth.documents.loader import load_policies
 from extauth.tools.policy_tests import load_cases
@@ -289,12 +290,13 @@ def dev_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def workspace(doc: Path, tmp_path: Path, dev_keys: Path) -> Path:
-    """A scratch checkout for one doc after `make run`: `envoy/` copied, `.venv` linked, `.run/certs` present,
-    the doc's `save as` examples written."""
+    """A scratch checkout for one doc after `make run`: `envoy/` copied, `.venv` linked, `.run/certs` and the
+    empty `.run/apikeys.yaml` present, the doc's `save as` examples written."""
     root = tmp_path / "checkout"
     shutil.copytree(REPO / "envoy", root / "envoy")
     (root / ".venv").symlink_to(REPO / ".venv")
     shutil.copytree(dev_keys, root / ".run" / "certs")
+    create_empty_key_store(root / ".run" / "apikeys.yaml")
     for block in (block for block in ALL_BLOCKS if block.doc == doc):
         for option in block.options:
             if option.startswith("save as "):

@@ -39,11 +39,11 @@ def every_command() -> dict[tuple[str, ...], argparse.ArgumentParser]:
             commands[words] = parser
         for action in actions:
             for name, subparser in action.choices.items():
-                if words + (name,) == ("audit",):
+                if (*words, name) == ("audit",):
                     commands.update({("audit", form) if form else ("audit",): form_parser
                                      for form, form_parser in audit_forms().items()})
                 else:
-                    walk(words + (name,), subparser)
+                    walk((*words, name), subparser)
 
     walk((), _parser())
     return commands

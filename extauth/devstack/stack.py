@@ -61,12 +61,18 @@ def create_empty_key_store(path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-@contextmanager
-def running_stack(paths: StackPaths) -> Iterator[list[ManagedProcess]]:
-    """Start upstream, extauth and Envoy in that order, each awaited until ready; stop them in reverse."""
+def prepare_run_dir(paths: StackPaths) -> None:
+    """What envoy/extauth.yaml names in `.run` (kept when already there): the dev certificates and JWT key, the
+    audit signing key and the API key store, empty."""
     create_dev_certs(paths.certs_dir)
     write_key_pair(paths.certs_dir)  # audit.signing_key in envoy/extauth.yaml
     create_empty_key_store(paths.api_key_store)
+
+
+@contextmanager
+def running_stack(paths: StackPaths) -> Iterator[list[ManagedProcess]]:
+    """Start upstream, extauth and Envoy in that order, each awaited until ready; stop them in reverse."""
+    prepare_run_dir(paths)
     config = load_config(paths.extauth_config)
     address = config.server.addresses(paths.extauth_config.parent)[0].for_worker(0, config.server.workers)
     logs = paths.run_dir / "logs"
@@ -162,6 +168,9 @@ def run_local_stack(demo: bool = True) -> int:
         print("  TOKEN=$(.venv/bin/extauth token --sub alice --claim roles=reader)")
         print(f"  curl --cacert .run/certs/ca.crt -H \"Authorization: Bearer $TOKEN\" "
               f"https://localhost:{GATEWAY_PORT}/api/orders")
+        print("  K=$(.venv/bin/extauth apikey create --client ci-bot --claim roles=reader "
+              "--store .run/apikeys.yaml | tail -1)")
+        print(f"  curl --cacert .run/certs/ca.crt -H \"x-api-key: $K\" https://localhost:{GATEWAY_PORT}/api/orders")
         print("\nRunning; Ctrl-C stops everything.")
         exit_code = _wait_for_stop(stopped, processes)
     print("stopped")

@@ -3,6 +3,7 @@ store reloads, a revoked, expired, unknown or mistyped one is 401 with its reaso
 and the audit trail records the key's id, never the key."""
 
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from extauth.config.schema import ListenAddress
+from extauth.devstack.envoy import REPO_ROOT
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, Response, extauth_config
-from extauth.devstack.processes import extauth_command
-from extauth.devstack.stack import create_empty_key_store
+from extauth.devstack.processes import ManagedProcess, extauth_command, grpc_serving
+from extauth.devstack.stack import StackPaths, create_empty_key_store, prepare_run_dir
 from extauth.devtools.certs import DevCerts
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
@@ -167,3 +170,34 @@ def test_a_broken_store_keeps_the_keys_working_and_is_audited(keyed: KeyedGatewa
     assert keyed.get("/api/orders", key).status == 200
     temporary.write_text(good)
     os.replace(temporary, keyed.store)
+
+
+def test_the_shipped_local_stack_config_serves_a_key_added_to_run_apikeys_yaml(
+        tmp_path: Path, envoy_binary: Path, certs: DevCerts, upstream: RunningUpstream) -> None:
+    """README's flow on envoy/extauth.yaml as shipped: `.run` prepared as `make run` prepares it (the test's
+    certificates standing in for the generated ones), then `extauth apikey create --store .run/apikeys.yaml`
+    from the checkout and the key is 200 on /api/orders within seconds."""
+    shutil.copytree(REPO_ROOT / "envoy", tmp_path / "envoy", ignore=shutil.ignore_patterns("tests"))
+    shutil.copytree(certs.ca_cert.parent, tmp_path / ".run" / "certs")
+    paths = StackPaths(tmp_path / ".run", tmp_path / ".run" / "certs", tmp_path / "envoy" / "envoy.yaml",
+                       tmp_path / "envoy" / "extauth.yaml")
+    prepare_run_dir(paths)
+    assert paths.api_key_store.read_text() == ""
+    address = ListenAddress.parse(f"unix:{tmp_path / '.run' / 'extauth.sock'}")
+    extauth = ManagedProcess("extauth", extauth_command("serve", "--config", str(paths.extauth_config)),
+                             tmp_path / "extauth.log")
+    try:
+        extauth.wait_until(lambda: grpc_serving(address))
+        envoy = EnvoyProcess(tmp_path, certs, upstream.port, [address])
+        try:
+            created = subprocess.run(extauth_command("apikey", "create", "--client", "ci-bot", "--claim",
+                                                     "roles=reader", "--store", ".run/apikeys.yaml"),
+                                     cwd=tmp_path, capture_output=True, text=True, check=True)
+            key = created.stdout.splitlines()[-1]
+            response = eventually(lambda: envoy.get("/api/orders", x_api_key=key), 200)
+            assert response.status == 200, response.body
+            assert response.json()["headers"]["x-extauth-subject"] == "apikey:ci-bot"
+        finally:
+            envoy.stop()
+    finally:
+        extauth.stop()

@@ -145,8 +145,9 @@ class ExtauthServer:
 
     def reload_policy(self) -> None:
         """SIGHUP: reload now (off the loop, after any reload in progress); a broken policy is rejected and the
-        current one keeps serving."""
+        current one keeps serving. The API key store is read again the same way."""
         self.policy.request_reload("sighup")
+        self.authenticator.request_api_key_reload("sighup")
 
     async def _become_ready(self) -> None:
         while not self.authenticator.ready:

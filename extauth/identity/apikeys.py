@@ -57,6 +57,8 @@ class ApiKeyStore:
         self._notify = notify
         self._keys: dict[bytes, StoredKey] = {}
         self._fingerprint: Fingerprint | None = None
+        #: Reloads one at a time: a slower read of an older file must never be swapped in after a newer one.
+        self._serial = asyncio.Lock()
         self.reloads = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -78,6 +80,10 @@ class ApiKeyStore:
 
     async def reload(self, trigger: str) -> bool:
         """Read the store off the loop and swap it in; on any failure keep the current keys. True on success."""
+        async with self._serial:
+            return await self._reload(trigger)
+
+    async def _reload(self, trigger: str) -> bool:
         # Taken first: a write made while reading reloads again.
         self._fingerprint = await asyncio.to_thread(fingerprint, self.path)
         try:
@@ -101,8 +107,9 @@ class ApiKeyStore:
         while True:
             await asyncio.sleep(interval_seconds)
             try:
-                if await asyncio.to_thread(self.changed):
-                    await self.reload("file_change")
+                async with self._serial:
+                    if await asyncio.to_thread(self.changed):
+                        await self._reload("file_change")
             except Exception:
                 log.exception("apikeys_watch_error")
 

@@ -33,6 +33,7 @@ class Authenticator:
         identities = Identities(config.providers, config.forward.max_header_value_bytes,
                                 [config.api_keys.name] if config.api_keys is not None else [])
         self._api_key_watch: asyncio.Task[None] | None = None
+        self._api_key_reloads: set[asyncio.Task[bool]] = set()
         self._verifiers = {
             provider.issuer: JwtVerifier(provider, store, clock, identities)
             for provider, store in zip(config.providers, self._stores, strict=True)
@@ -68,6 +69,14 @@ class Authenticator:
         if self.api_keys is not None and self.api_keys.config.watch:
             self._api_key_watch = asyncio.create_task(
                 self.api_keys.store.watch(self.api_keys.config.watch_interval_seconds))
+
+    def request_api_key_reload(self, trigger: str) -> None:
+        """Reload the API key store soon (SIGHUP), from synchronous code; serialized with the watch's reloads."""
+        if self.api_keys is None:
+            return
+        task = asyncio.get_running_loop().create_task(self.api_keys.store.reload(trigger))
+        self._api_key_reloads.add(task)
+        task.add_done_callback(self._api_key_reloads.discard)
 
     async def stop(self) -> None:
         if self._api_key_watch is not None:

@@ -1,6 +1,7 @@
 """API keys: the store file (file:line errors, reloads that keep the last good store) and a key in, a principal
 or a specific 401 reason out."""
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -274,3 +275,22 @@ def test_the_key_header_cannot_be_an_audited_header(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match=r"audit\.headers lists 'x-client-key'"):
         Config(policy={"path": tmp_path}, audit={"headers": ["x-client-key"]},
                authentication={"api_keys": {"store": tmp_path / "k.yaml", "header": "x-client-key"}})
+
+
+async def test_sighup_reloads_the_store_even_without_the_watch(store: tuple[Path, str]) -> None:
+    """With `watch: false` a new key is unknown until the reload SIGHUP requests, then accepted."""
+    path, _ = store
+    authenticator_ = authenticator(path, watch=False)
+    await authenticator_.start()
+    try:
+        added = new_api_key()
+        write_store(path, entry(added, client="late"))
+        with pytest.raises(AuthenticationError):
+            await authenticator_.authenticate({"x-api-key": added})
+        with capture_logs():
+            authenticator_.request_api_key_reload("sighup")
+            await asyncio.gather(*authenticator_._api_key_reloads)
+        principal = await authenticator_.authenticate({"x-api-key": added})
+        assert principal is not None and principal.subject == "late"
+    finally:
+        await authenticator_.stop()

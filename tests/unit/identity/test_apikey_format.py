@@ -1,6 +1,7 @@
 """The API key format: a prefix, 256 random bits and a CRC32 checksum that refuses every near miss of a key."""
 
 import re
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -96,3 +97,12 @@ def test_the_problem_never_quotes_the_key(key: str) -> None:
 def test_the_audit_scrubber_masks_a_key_wherever_it_appears(key: str, before: str) -> None:
     """A key that turns up in a path, a query or a header value is masked by its shape."""
     assert scrub_text(f"{before}{key}/rest") == f"{before}{MASK}/rest"
+
+
+def test_the_scanner_regex_in_the_docs_is_the_key_pattern() -> None:
+    """docs/apikeys.md gives secret scanners KEY_PATTERN between word boundaries, and it finds a key in text."""
+    docs = (Path(__file__).parents[3] / "docs" / "apikeys.md").read_text()
+    documented = docs.split("<!-- example: skip: a regular expression")[1].split("```")[1].strip()
+    assert documented == rf"\b{KEY_PATTERN}\b"
+    key = new_api_key()
+    assert re.findall(documented, f"token={key}; other=eak_short") == [key]

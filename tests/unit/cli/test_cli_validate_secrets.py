@@ -37,9 +37,9 @@ def inline_credentials(draw: st.DrawFn) -> tuple[str, str]:
     hosts = "/run/redis.sock" if scheme == "unix" else ",".join(
         f"h{index}.internal:{6379 + index}" for index in range(draw(st.integers(1, 3))))
     encoded = quote(password, safe="")
-    url = draw(st.sampled_from([
-        f"{scheme}://:{encoded}@{hosts}/0", f"{scheme}://app:{encoded}@{hosts}/0", f"{scheme}://{hosts}?password={encoded}",
-    ])) if scheme != "unix" else f"unix://:{encoded}@{hosts}?db=0"
+    spellings = [f"{scheme}://:{encoded}@{hosts}/0", f"{scheme}://app:{encoded}@{hosts}/0",
+                 f"{scheme}://{hosts}?password={encoded}"]
+    url = draw(st.sampled_from(spellings)) if scheme != "unix" else f"unix://:{encoded}@{hosts}?db=0"
     return url, password
 
 

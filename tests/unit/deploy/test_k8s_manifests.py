@@ -25,7 +25,7 @@ CRD_KINDS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring",
     ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy"): "integrations/envoy-gateway",
     ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"): "integrations/envoy-gateway",
-    ("gateway.networking.k8s.io/v1alpha3", "BackendTLSPolicy"): "integrations/envoy-gateway",
+    ("gateway.networking.k8s.io/v1", "BackendTLSPolicy"): "integrations/envoy-gateway",
     ("security.istio.io/v1", "AuthorizationPolicy"): "integrations/istio",
     ("networking.istio.io/v1", "DestinationRule"): "integrations/istio",
 }
@@ -217,6 +217,18 @@ def test_integrations_call_the_shared_service_fail_closed() -> None:
     assert provider["service"] == "extauth.extauth.svc.cluster.local"
     assert provider["port"] == grpc_port
     assert provider["failOpen"] is False
+
+
+def test_istio_sidecars_use_the_client_certificate_secret_of_their_own_namespace() -> None:
+    """Istio applies a DestinationRule's credentialName at sidecars only with a workloadSelector, and reads the
+    Secret from the proxies' namespace: the rule selects the AuthorizationPolicy's workloads, in their namespace."""
+    istio = render(K8S / "integrations" / "istio")
+    authorization = find(istio, "AuthorizationPolicy", "app-extauth")
+    rule = find(istio, "DestinationRule", "extauth")
+    assert rule["spec"]["trafficPolicy"]["tls"]["mode"] == "MUTUAL"
+    assert rule["spec"]["trafficPolicy"]["tls"]["credentialName"]
+    assert rule["metadata"]["namespace"] == authorization["metadata"]["namespace"]
+    assert rule["spec"]["workloadSelector"] == authorization["spec"]["selector"]
 
 
 def test_example_secrets_name_every_secret_key_the_manifests_mount() -> None:

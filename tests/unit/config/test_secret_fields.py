@@ -34,7 +34,7 @@ def redis_urls(draw: st.DrawFn, password: str | None) -> str:
     encoded = quote(password, safe="")
     spelling = draw(st.sampled_from(["colon", "user", "query", "raw"]))
     if spelling == "query":
-        return f"{scheme}://{authority}{path}?{draw(st.sampled_from(['password', 'PASSWORD', 'Password']))}={encoded}"
+        return f"{scheme}://{authority}{path}?{draw(st.sampled_from(['password', 'PASSWORD', 'pass%77ord']))}={encoded}"
     if spelling == "raw":  # not encoded: `@`, `/`, `:` in a password as people paste them
         return f"{scheme}://:{password}@{authority}{path}"
     user = draw(st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)) if spelling == "user" else ""
@@ -70,6 +70,16 @@ def test_backend_file_is_read_at_load_without_its_trailing_newline(tmp_path_fact
     assert limits.backend == value
     assert limits.backend_file == tmp_path / "redis-url"
     assert value not in repr(limits)
+
+
+def test_a_secret_volume_of_symlinks_is_read_through_them(tmp_path: Path) -> None:
+    """The kubelet mounts a Secret as `url -> ..data/url`, `..data -> ..TIMESTAMP/`: the file is read through them."""
+    (tmp_path / "secret" / "..2026_11_28_12_00_00.1").mkdir(parents=True)
+    (tmp_path / "secret" / "..2026_11_28_12_00_00.1" / "url").write_text("rediss://:S3cret@r:6380/0\n")
+    (tmp_path / "secret" / "..data").symlink_to("..2026_11_28_12_00_00.1")
+    (tmp_path / "secret" / "url").symlink_to("..data/url")
+    config = write_config(tmp_path, "  backend_file: secret/url\n")
+    assert load_config(config).rate_limit.backend == "rediss://:S3cret@r:6380/0"
 
 
 def test_backend_env_is_read_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -82,6 +82,12 @@ def test_every_container_runs_with_least_privilege(core: list[Manifest]) -> None
             assert all("subPath" not in mount for mount in container.get("volumeMounts", [])), where
 
 
+def test_every_namespaced_resource_lands_in_the_extauth_namespace(core: list[Manifest]) -> None:
+    """Overlay resources too: a Redis or NetworkPolicy applied to another namespace protects nothing there."""
+    for manifest in (m for m in core if m["kind"] != "Namespace"):
+        assert manifest["metadata"].get("namespace") == "extauth", (manifest["kind"], manifest["metadata"]["name"])
+
+
 def test_service_accounts_have_no_token_and_no_rbac_exists(core: list[Manifest]) -> None:
     """No ServiceAccount token is mounted by default and no Role or binding is shipped."""
     kinds = {manifest["kind"] for manifest in core}

@@ -104,11 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_serve)
 
     validate = commands.add_parser(
-        "validate", help="check a config file and everything serve would load from it; exit 0 valid, 1 invalid, "
-        "2 usage error")
+        "validate", help="check a config file and everything serve would load from it; exit 0 valid (warnings "
+        "included, unless --strict), 1 invalid, 2 usage error")
     validate.add_argument("config", type=Path, help="the YAML config file (docs/configuration.md)")
     validate.add_argument("--online", action="store_true",
                           help="also fetch each provider's JWKS (or OIDC discovery document) once")
+    validate.add_argument("--strict", action="store_true",
+                          help="exit 1 on warnings too (a secret written inline in the config file)")
     validate.set_defaults(run=_validate)
 
     test = commands.add_parser(
@@ -258,8 +260,13 @@ def _validate(args: argparse.Namespace) -> int:
         asyncio.run(fetch_key_sources(loaded, check))
         for line in check.fetched:
             print(line)
+    inline_secrets = loaded.inline_secrets()
+    for warning in inline_secrets:
+        print(f"warning: {warning}", file=sys.stderr)
     if check.issues:
         print(ConfigError(check.issues), file=sys.stderr)
+        return 1
+    if inline_secrets and args.strict:
         return 1
     versions = "; ".join(f"{label} {version}" for label, version in check.policy_versions.items())
     print(f"{args.config}: ok ({len(loaded.config.authentication.providers)} providers; {versions})")

@@ -6,9 +6,11 @@ Relative paths are resolved against the directory of the file that names them.
 
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
+from urllib.parse import parse_qsl
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +22,8 @@ from pydantic import (
     model_validator,
 )
 
+from extauth.config.files import read_secret_environment, read_secret_file
+from extauth.documents.errors import FieldValueError
 from extauth.documents.fields import HeaderName, Name, Strict
 from extauth.documents.headers import header_value_problem
 from extauth.documents.regex_safety import UnsafeRegexError, compile_safe
@@ -54,6 +58,97 @@ def _listen_address(value: str) -> str:
 
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+_ENVIRONMENT_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _environment_variable(value: str) -> str:
+    if not _ENVIRONMENT_VARIABLE.match(value):
+        raise ValueError(f"{value!r} is not an environment variable name (letters, digits, '_'; not a digit first)")
+    return value
+
+
+EnvironmentVariable = Annotated[str, AfterValidator(_environment_variable)]
+
+
+def _no_problem(_: str) -> str | None:
+    return None
+
+
+def _always(_: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class SecretField:
+    """A secret-valued setting `NAME`, given one way only: inline (`NAME:`, which `extauth validate` warns about),
+    from a mounted file (`NAME_file:`, e.g. a Kubernetes Secret volume; the trailing newline is not part of it), or
+    from an environment variable (`NAME_env:`). The file or variable is read once, when the config is loaded, into
+    `NAME`: the code that uses the value never knows where it came from, and a rotated Secret takes a restart.
+    Errors name the file or the variable, never the value. A model lists it in `SecretHolder.secret_fields` and
+    declares `NAME_file: ConfigPath | None` and `NAME_env: EnvironmentVariable | None` beside `NAME`.
+    """
+
+    name: str
+    #: The setting's own check of a value read from a file or variable: why it is wrong without echoing it, or None.
+    problem: Callable[[str], str | None] = _no_problem
+    #: Whether an inline value is secret (a Redis URL is only when it holds a password).
+    secret_when_inline: Callable[[str], bool] = _always
+
+    @property
+    def file_field(self) -> str:
+        return f"{self.name}_file"
+
+    @property
+    def env_field(self) -> str:
+        return f"{self.name}_env"
+
+    def resolve(self, data: object, info: ValidationInfo) -> object:
+        """`data` with the value of `NAME_file` or `NAME_env` in `NAME` (a FieldValueError at the field that
+        names an unreadable file, an unset variable or a value the setting refuses)."""
+        if not isinstance(data, dict):
+            return data  # not a mapping: the model reports it
+        given = [field for field in (self.name, self.file_field, self.env_field) if field in data]
+        if len(given) > 1:
+            raise FieldValueError(given[-1], f"set only one of {self.name}, {self.file_field}, {self.env_field} "
+                                             f"(got {' and '.join(given)})")
+        source = given[0] if given else self.name
+        reference = data.get(source)
+        if source == self.name or not isinstance(reference, str):
+            return data  # inline, absent, or a reference of the wrong type that the field itself reports
+        try:
+            if source == self.file_field:
+                path = _resolve_path(Path(reference), info)
+                origin = str(path)
+                secret = read_secret_file(path)
+            elif _ENVIRONMENT_VARIABLE.match(reference):
+                origin = f"environment variable {reference}"
+                secret = read_secret_environment(reference)
+            else:
+                return data  # not a variable name: the field reports it
+            value = secret.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FieldValueError(source, f"{origin} does not hold UTF-8 text") from None
+        except ValueError as error:
+            raise FieldValueError(source, str(error)) from None
+        problem = self.problem(value)
+        if problem is not None:
+            raise FieldValueError(source, f"the value of {origin} {problem}")
+        return {**data, self.name: value}
+
+
+class SecretHolder(Strict):
+    """A model with secret-valued fields (`secret_fields`), each resolved from its file or variable at load and
+    checked by `extauth validate` for being written inline (LoadedConfig.inline_secrets)."""
+
+    secret_fields: ClassVar[tuple[SecretField, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_secrets(cls, data: object, info: ValidationInfo) -> object:
+        for secret in cls.secret_fields:
+            data = secret.resolve(data, info)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -517,10 +612,37 @@ class BreakerConfig(Strict):
     cooldown_seconds: float = Field(1.0, ge=0.05, le=300)
 
 
-class RateLimitConfig(Strict):
+BACKEND_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+
+
+def _backend_problem(url: str) -> str | None:
+    """Why `url` is no limit store; it never echoes the URL, which may carry a password."""
+    if url.startswith(BACKEND_SCHEMES):
+        return None
+    return f"is not a limit-store URL: it must start with one of {', '.join(BACKEND_SCHEMES)}"
+
+
+def url_carries_credentials(url: str) -> bool:
+    """Whether a limit-store URL holds a password, however spelled: user info before an `@` (`redis://:pw@h`,
+    `redis://user:pw@h`, a cluster's `redis+cluster://:pw@h1,h2`, percent-encoded or not) or a `password` query
+    parameter. Any `@` counts: Redis URLs have no other use for one, so a user name alone is flagged too."""
+    if "@" in url:
+        return True
+    query = url.partition("?")[2].partition("#")[0]
+    return any(key.strip().lower() == "password" for key, _ in parse_qsl(query, keep_blank_values=True))
+
+
+class RateLimitConfig(SecretHolder):
+    secret_fields = (SecretField("backend", _backend_problem, url_carries_credentials),)
+
     #: `memory://` (in-process, per replica), `redis://host:port/db`, `rediss://...`, `unix:///path.sock`,
-    #: or `redis+cluster://host:port,host:port`. `serve --rate-limit-backend` overrides it.
-    backend: str = "memory://"
+    #: or `redis+cluster://host:port,host:port`. `serve --rate-limit-backend` overrides it. A URL with a
+    #: password belongs in `backend_file` or `backend_env` (docs/deployment.md#secrets).
+    backend: str = Field("memory://", repr=False)
+    #: A file holding the backend URL (a mounted Secret), read at start.
+    backend_file: ConfigPath | None = None
+    #: An environment variable holding the backend URL, read at start.
+    backend_env: EnvironmentVariable | None = None
     #: Per call to the store; past it the limit's failure mode answers.
     timeout_ms: float = Field(50.0, ge=1, le=5000)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
@@ -533,9 +655,9 @@ class RateLimitConfig(Strict):
     @field_validator("backend")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        schemes = ("memory://", "redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
-        if not value.startswith(schemes):
-            raise ValueError(f"{value!r} must start with one of {', '.join(schemes)}")
+        problem = _backend_problem(value)
+        if problem is not None:
+            raise ValueError(f"the value {problem}")
         return value
 
 

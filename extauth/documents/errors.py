@@ -30,6 +30,14 @@ class ConfigError(Exception):
         return cls([ConfigIssue(file, line, field, message)])
 
 
+class FieldValueError(ValueError):
+    """A model check's finding about one of its fields: reported at that field's line, not the model's."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def sorted_issues(issues: list[ConfigIssue]) -> list[ConfigIssue]:
     """By file, then line (file-wide issues first, then the order found); an issue found twice is reported once."""
     return sorted(dict.fromkeys(issues), key=lambda issue: (str(issue.file), issue.line or 0))

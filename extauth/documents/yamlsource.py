@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pydantic
 import yaml
 
-from extauth.documents.errors import ConfigError, ConfigIssue, sorted_issues
+from extauth.documents.errors import ConfigError, ConfigIssue, FieldValueError, sorted_issues
 
 FieldPath = tuple[str | int, ...]
 LineMap = dict[FieldPath, int]
@@ -201,6 +201,8 @@ def _issue(error: Any, lines: LineMap, path: Path) -> ConfigIssue:
         message = "unknown field"
     elif error["type"] == "value_error":
         message = str(error["ctx"]["error"])
+        if isinstance(error["ctx"]["error"], FieldValueError):
+            at = (*at, error["ctx"]["error"].field)
     return ConfigIssue(path, line_for(lines, at), dotted(at), message)
 
 

@@ -1,14 +1,15 @@
 """The dev overlay boots: its pods' processes, started exactly as the rendered manifests say, serve requests.
 
 The test plays the kubelet for the gateway, demo-upstream and Redis pods of `kubectl kustomize k8s/overlays/dev`:
-it writes each ConfigMap's data where the pod mounts it and fills each Secret volume with the dev PKI, then runs
-every container's `command` + `args` (with `$(VAR)` expanded from its `env`) in one fresh network namespace,
+it writes each ConfigMap's data where the pod mounts it and fills each Secret volume (generated, or the dev PKI),
+then runs every container's `command` + `args` (with `$(VAR)` expanded from its `env`) in one fresh network namespace,
 so the ports are the pod's own. Only two things differ from a cluster: mount paths live under a temporary root
 (each mountPath in args and in the mounted files is prefixed with it), and /etc/hosts, bind-mounted in the
 namespace, resolves the Services' names to the namespace's loopback. This is what catches manifests that do not
 match the config they carry (a path, a port, a socket or a probe that no longer line up).
 """
 
+import base64
 import os
 import re
 import shutil
@@ -29,6 +30,8 @@ SERVICES = ("demo-upstream", "redis")
 #: Which file of `extauth dev-certs` each Secret key of the manifests holds (k8s/examples/secrets.example.yaml).
 SECRET_KEY_FILES = {"tls.crt": "server.crt", "tls.key": "server.key", "ca.crt": "ca.crt", "jwks.json": "jwks.json",
                     "upstream.crt": "upstream.crt", "upstream.key": "upstream.key"}
+#: Secrets the operator creates that hold no file of the dev PKI: a stand-in value (the shared service's Redis).
+SECRET_KEY_VALUES = {"url": "rediss://:dev-password@redis.extauth.svc.cluster.local:6380/0\n"}
 ENV_REFERENCE = re.compile(r"\$\((\w+)\)")
 CLIENT = """
 import http.client, ssl, sys
@@ -112,7 +115,8 @@ def under_root(text: str, root: Path, mount_paths: list[str]) -> str:
 
 def mount_volumes(manifests: list[Manifest], pod_spec: Manifest, container: Manifest, root: Path,
                   certs: DevCerts) -> None:
-    """What the kubelet would mount, under `root`: ConfigMap data as files, Secret items from the dev PKI."""
+    """What the kubelet would mount, under `root`: ConfigMap data as files; Secret items from the Secret when the
+    kustomization generates it, else from the dev PKI (or a stand-in value)."""
     volumes = {volume["name"]: volume for volume in pod_spec.get("volumes", [])}
     mount_paths = [mount["mountPath"] for mount in container.get("volumeMounts", [])]
     for mount in container.get("volumeMounts", []):
@@ -125,8 +129,15 @@ def mount_volumes(manifests: list[Manifest], pod_spec: Manifest, container: Mani
             for key, text in data.items():
                 (target / key).write_text(under_root(text, root, mount_paths))
         elif "secret" in volume:
+            generated = [m for m in manifests if m["kind"] == "Secret"
+                         and m["metadata"]["name"] == volume["secret"]["secretName"]]
             for item in volume["secret"]["items"]:
-                shutil.copy(certs.ca_cert.parent / SECRET_KEY_FILES[item["key"]], target / item["path"])
+                if generated:
+                    (target / item["path"]).write_bytes(base64.b64decode(generated[0]["data"][item["key"]]))
+                elif item["key"] in SECRET_KEY_VALUES:
+                    (target / item["path"]).write_text(SECRET_KEY_VALUES[item["key"]])
+                else:
+                    shutil.copy(certs.ca_cert.parent / SECRET_KEY_FILES[item["key"]], target / item["path"])
         else:
             assert "emptyDir" in volume, f"volume {mount['name']}: unexpected kind {volume}"
 
@@ -194,6 +205,19 @@ def test_dev_overlay_boots_and_answers_200_with_a_dev_token_and_401_without(
     https = container_port(envoy, "https")
     assert pod.get(https, "/api/orders", certs.ca_cert, dev_token(certs)) == "200", pod.logs()
     assert pod.get(https, "/api/orders", certs.ca_cert) == "401", pod.logs()
+
+
+def test_dev_gateway_counts_in_the_redis_its_generated_secret_names(
+        dev_pod: tuple[Pod, Manifest, DevCerts]) -> None:
+    """extauth reads the Redis URL from the mounted Secret file (never its command line) and counts there: a
+    limited request leaves a counter in the pod's Redis (Redis down would count in-process, leaving none)."""
+    pod, gateway, certs = dev_pod
+    wait_ready(pod, gateway)
+    envoy = next(c for c in gateway["spec"]["template"]["spec"]["containers"] if c["name"] == "envoy")
+    assert pod.get(container_port(envoy, "https"), "/api/limited", certs.ca_cert, dev_token(certs)) == "200"
+    counters = subprocess.run(pod.enter(executable("redis-cli"), "-p", "6379", "--scan"), capture_output=True,
+                              text=True, check=False, timeout=30)
+    assert counters.stdout.split(), f"{counters.stdout}{counters.stderr}\n{pod.logs()}"
 
 
 def test_shared_service_config_validates_with_the_files_its_pod_mounts(tmp_path: Path) -> None:

@@ -150,3 +150,14 @@ def test_compose_runs_the_demo_policy_and_the_k8s_configs(compose_services: dict
     sources = {Path(volume.split(":")[0]).resolve() for volume in compose_services["extauth"]["volumes"]
                if volume.startswith("/")}
     assert {REPO / "envoy" / "policies", K8S / "base" / "config"} <= sources
+
+
+def test_compose_gives_extauth_the_redis_url_as_a_secret_file_where_its_config_reads_it(
+        compose_services: dict[str, dict]) -> None:
+    """No service passes the Redis URL on its command line; extauth gets it as the file its config's
+    rate_limit.backend_file names, the dev overlay's URL."""
+    for name, service in compose_services.items():
+        assert "--rate-limit-backend" not in [*service.get("entrypoint", []), *service.get("command", [])], name
+    config = yaml.safe_load((K8S / "base" / "config" / "extauth.yaml").read_text())
+    assert compose_services["extauth"]["secrets"] == [
+        {"source": "redis-url", "target": config["rate_limit"]["backend_file"]}]

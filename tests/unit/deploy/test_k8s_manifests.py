@@ -14,6 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.kustomize import K8S, REPO, Manifest, find, render
 
+from extauth.config.schema import url_carries_credentials
+
 KUBERNETES_VERSION = "1.33"
 CORE_KUSTOMIZATIONS = ["base", "overlays/dev", "overlays/prod", "shared-service"]
 #: Resources of other projects' CRDs, which kubernetes-validate has no schema for: each is expected only in the
@@ -23,7 +25,7 @@ CRD_KINDS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring",
     ("gateway.envoyproxy.io/v1alpha1", "SecurityPolicy"): "integrations/envoy-gateway",
     ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"): "integrations/envoy-gateway",
-    ("gateway.networking.k8s.io/v1alpha3", "BackendTLSPolicy"): "integrations/envoy-gateway",
+    ("gateway.networking.k8s.io/v1", "BackendTLSPolicy"): "integrations/envoy-gateway",
     ("security.istio.io/v1", "AuthorizationPolicy"): "integrations/istio",
     ("networking.istio.io/v1", "DestinationRule"): "integrations/istio",
 }
@@ -80,6 +82,12 @@ def test_every_container_runs_with_least_privilege(core: list[Manifest]) -> None
             assert all("subPath" not in mount for mount in container.get("volumeMounts", [])), where
 
 
+def test_every_namespaced_resource_lands_in_the_extauth_namespace(core: list[Manifest]) -> None:
+    """Overlay resources too: a Redis or NetworkPolicy applied to another namespace protects nothing there."""
+    for manifest in (m for m in core if m["kind"] != "Namespace"):
+        assert manifest["metadata"].get("namespace") == "extauth", (manifest["kind"], manifest["metadata"]["name"])
+
+
 def test_service_accounts_have_no_token_and_no_rbac_exists(core: list[Manifest]) -> None:
     """No ServiceAccount token is mounted by default and no Role or binding is shipped."""
     kinds = {manifest["kind"] for manifest in core}
@@ -134,12 +142,37 @@ def test_the_gateway_service_exposes_only_envoys_tls_port(overlay: str) -> None:
     assert ingress == [{"ports": [{"protocol": "TCP", "port": 8443}]}]
 
 
-def test_prod_reads_the_redis_url_from_a_secret() -> None:
-    """In prod the rate-limit backend URL (with its password) comes from the Secret extauth-redis."""
-    gateway = find(render(K8S / "overlays" / "prod"), "Deployment", "gateway")["spec"]["template"]["spec"]
-    extauth = next(container for container in gateway["containers"] if container["name"] == "extauth")
-    variable = next(v for v in extauth["env"] if v["name"] == "EXTAUTH_RATE_LIMIT_BACKEND")
-    assert variable["valueFrom"]["secretKeyRef"] == {"name": "extauth-redis", "key": "url"}
+def test_no_secret_is_on_a_command_line_or_in_a_plain_environment_variable(core: list[Manifest]) -> None:
+    """Command lines are in the pod spec, `ps` and /proc: no container passes a credential (or the Redis URL at all)
+    in its command, args or a literal env value."""
+    for workload in workloads(core):
+        for container in workload["spec"]["template"]["spec"]["containers"]:
+            where = f"{workload['metadata']['name']} container {container['name']}"
+            words = [*container.get("command", []), *container.get("args", []),
+                     *(variable["value"] for variable in container.get("env", []) if "value" in variable)]
+            assert not any(SECRET_LOOKING.search(word) or url_carries_credentials(word) for word in words), where
+            assert "--rate-limit-backend" not in words, where
+
+
+@pytest.mark.parametrize(("kustomization", "workload"), [("overlays/dev", "gateway"), ("overlays/prod", "gateway"),
+                                                         ("shared-service", "extauth")])
+def test_extauth_reads_the_redis_url_from_the_secret_mounted_where_its_config_says(kustomization: str,
+                                                                                    workload: str) -> None:
+    """The config in the ConfigMap names rate_limit.backend_file, and that path is the `url` key of the Secret
+    extauth-redis (generated with a hashed name in dev, the operator's own elsewhere)."""
+    manifests = render(K8S / kustomization)
+    pod = find(manifests, "Deployment", workload)["spec"]["template"]["spec"]
+    extauth = next(container for container in pod["containers"] if container["name"] == "extauth")
+    config_path = Path(extauth["args"][extauth["args"].index("--config") + 1])
+    mount = next(m for m in extauth["volumeMounts"] if m["mountPath"] == str(config_path.parent))
+    config_map = next(v for v in pod["volumes"] if v["name"] == mount["name"])["configMap"]["name"]
+    config = yaml.safe_load(find(manifests, "ConfigMap", config_map)["data"][config_path.name])
+    backend_file = Path(config["rate_limit"]["backend_file"])
+    assert not {"backend", "backend_env"} & set(config["rate_limit"])
+    secret_mount = next(m for m in extauth["volumeMounts"] if m["mountPath"] == str(backend_file.parent))
+    volume = next(v for v in pod["volumes"] if v["name"] == secret_mount["name"])["secret"]
+    assert re.fullmatch(r"extauth-redis(-[a-z0-9]{10})?", volume["secretName"])
+    assert volume["items"] == [{"key": "url", "path": backend_file.name}]
 
 
 @pytest.mark.parametrize("copy", ["base/policies", "shared-service/policies"])
@@ -192,16 +225,32 @@ def test_integrations_call_the_shared_service_fail_closed() -> None:
     assert provider["failOpen"] is False
 
 
+def test_istio_sidecars_use_the_client_certificate_secret_of_their_own_namespace() -> None:
+    """Istio applies a DestinationRule's credentialName at sidecars only with a workloadSelector, and reads the
+    Secret from the proxies' namespace: the rule selects the AuthorizationPolicy's workloads, in their namespace."""
+    istio = render(K8S / "integrations" / "istio")
+    authorization = find(istio, "AuthorizationPolicy", "app-extauth")
+    rule = find(istio, "DestinationRule", "extauth")
+    assert rule["spec"]["trafficPolicy"]["tls"]["mode"] == "MUTUAL"
+    assert rule["spec"]["trafficPolicy"]["tls"]["credentialName"]
+    assert rule["metadata"]["namespace"] == authorization["metadata"]["namespace"]
+    assert rule["spec"]["workloadSelector"] == authorization["spec"]["selector"]
+
+
 def test_example_secrets_name_every_secret_key_the_manifests_mount() -> None:
-    """Each Secret volume item and secretKeyRef has its example, and every example says it is one."""
+    """Each Secret volume item and secretKeyRef the operator creates has its example (a Secret the kustomization
+    generates needs none), and every example says it is one."""
     examples = {doc["metadata"]["name"]: doc for doc in
                 yaml.safe_load_all((K8S / "examples" / "secrets.example.yaml").read_text())}
     for example in examples.values():
         assert all(value.startswith("EXAMPLE") for value in example["stringData"].values())
     for kustomization in CORE_KUSTOMIZATIONS:
-        for workload in workloads(render(K8S / kustomization)):
+        manifests = render(K8S / kustomization)
+        generated = {m["metadata"]["name"] for m in manifests if m["kind"] == "Secret"}
+        for workload in workloads(manifests):
             pod = workload["spec"]["template"]["spec"]
-            for volume in (v for v in pod.get("volumes", []) if "secret" in v):
+            for volume in (v for v in pod.get("volumes", []) if "secret" in v
+                           and v["secret"]["secretName"] not in generated):
                 keys = {item["key"] for item in volume["secret"]["items"]}
                 assert keys <= set(examples[volume["secret"]["secretName"]]["stringData"]), volume
             for container in pod["containers"]:

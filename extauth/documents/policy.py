@@ -362,8 +362,9 @@ EGRESS_KEY_PARTS = frozenset({"peer", "host", "method", "route", "client_ip", "h
 
 
 def _egress_host(value: str) -> str:
-    """An external host as the egress gateway's Envoy routes it: a DNS name (IDNA names in their `xn--` form),
-    never an IP literal, which would bypass the name the TLS origination checks."""
+    """An external host as the egress gateway's Envoy routes it: a DNS name (IDNA names in their `xn--` form) whose
+    top-level label starts with a letter, so no IP literal in any notation (`10.0.0.1`, `0x0a000001`), which a
+    resolver would take as an address; a wildcard covers names below a registrable domain, never a whole TLD."""
     if not value.isascii():
         try:
             hint = f" (write {value.encode('idna').decode()!r})"
@@ -371,8 +372,10 @@ def _egress_host(value: str) -> str:
             hint = ""
         raise ValueError(f"{value!r}: write internationalised names in their ASCII (xn--) form{hint}")
     host = syntax.host_pattern(value)
-    if host.rsplit(".", 1)[-1].isdigit():
+    if not host.rsplit(".", 1)[-1][0].isalpha():
         raise ValueError(f"{value!r}: an egress destination is a DNS name, not an IP address")
+    if host.startswith("*.") and "." not in host[2:]:
+        raise ValueError(f"{value!r}: a wildcard would cover a whole top-level domain; name the domain (*.example.com)")
     return host
 
 

@@ -194,6 +194,8 @@ BAD_ENTRIES = {
                      "internationalised names in their ASCII (xn--) form (write 'xn--bcher-kva.example')"),
     "ip host": ("hosts: [203.0.113.7]", "egress[0].hosts[0]: '203.0.113.7': an egress destination is a "
                 "DNS name, not an IP address"),
+    "hex ip host": ("hosts: ['0x7f000001']", "egress[0].hosts[0]: '0x7f000001': an egress destination is a DNS name"),
+    "tld wildcard": ("hosts: ['*.com']", "egress[0].hosts[0]: '*.com': a wildcard would cover a whole top-level"),
     "host with port": ("hosts: ['api.partner.com:443']", "egress[0].hosts[0]: 'api.partner.com:443' is "
                        "not a host name or '*.' followed by one"),
     "caller not spiffe": ("callers: [checkout]", "egress[0].callers[0]: 'checkout' is not a SPIFFE ID"),

@@ -2,6 +2,7 @@
 apart from ingress routes; every other spelling of an allowed host or caller that names something else is refused."""
 
 import asyncio
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,10 @@ from extauth.ratelimit.phase import RateLimitPhase
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.respond import Responder
+from extauth.tools.policy_tests import run_policy_tests
 from extauth.tools.synthetic import check_request
 
+SHIPPED = Path(__file__).parents[3] / "envoy" / "policies"
 CHECKOUT = "spiffe://cluster.local/ns/shop/sa/checkout"
 BATCH = "spiffe://cluster.local/ns/batch/sa/nightly"
 EGRESS = {"direction": "egress"}
@@ -185,6 +188,55 @@ def test_a_prefix_never_covers_itself_nor_a_longer_segment() -> None:
     assert parse_peer("spiffe://corp/ns/shop/sa/a").under(prefix)  # type: ignore[union-attr]
     for other in ("spiffe://corp/ns/shop", "spiffe://corp/ns/shopx/sa/a", "spiffe://corp2/ns/shop/sa/a"):
         assert not parse_peer(other).under(prefix)  # type: ignore[union-attr]
+
+
+#: Cases for the shipped egress allowlist; each call carries `direction: egress` as the egress listener sets it.
+EGRESS_CASES = """\
+apiVersion: extauth/v1
+kind: PolicyTest
+metadata:
+  name: egress
+cases:
+  - name: the demo client calls the partner API
+    request:
+      url: https://api.partner.example/v1/rates
+      peer: spiffe://extauth.local/ns/demo/sa/client
+      context_extensions: {direction: egress}
+    expect:
+      decision: allow
+      rule: egress/egress/partner-api
+      limits:
+        - name: egress/egress/partner-api/per-caller
+          key: "egress/egress/partner-api/per-caller|peer=spiffe://extauth.local/ns/demo/sa/client|host=api.partner.example"
+  - name: another workload may not call it
+    request:
+      url: https://api.partner.example/v1/rates
+      peer: spiffe://extauth.local/ns/other/sa/batch
+      context_extensions: {direction: egress}
+    expect: {decision: deny, status: 403, reason: forbidden}
+  - name: a host no entry lists is refused
+    request:
+      url: https://api.partner.example.evil.example/v1/rates
+      peer: spiffe://extauth.local/ns/demo/sa/client
+      context_extensions: {direction: egress}
+    expect: {decision: deny, status: 403, reason: no_matching_route}
+  - name: the demo namespace reaches the partner's status pages
+    request:
+      url: https://eu.status.partner.example/
+      peer: spiffe://extauth.local/ns/demo/sa/batch
+      context_extensions: {direction: egress}
+    expect: {decision: allow, rule: egress/egress/partner-status}
+"""
+
+
+def test_policy_tests_judge_egress_cases_by_the_egress_allowlist(tmp_path: Path) -> None:
+    """`extauth test` runs a case marked `direction: egress` as the Check path does: by caller and host, limits too."""
+    shutil.copy(SHIPPED / "egress.yaml", tmp_path / "egress.yaml")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "egress.yaml").write_text(EGRESS_CASES)
+    results = run_policy_tests(tmp_path)
+    assert len(results) == 4
+    assert all(result.passed for result in results), [result.outcome for result in results]
 
 
 # --- the schema ---

@@ -93,7 +93,8 @@ class Pipeline:
                 shadow_decision = await self._shadow_decide(shadow, request)
                 shadow_limits = _shadow_limit_changes(live, authorized, shadow, shadow_decision, request)
                 watch.lap("shadow")
-            response = self._responder.render(decision, request.request_id, live.engine.owned_headers)
+            response = self._responder.render(decision, request.request_id, live.engine.owned_headers,
+                                              egress=request.is_egress)
             watch.lap("respond")
             return response
         except Exception:
@@ -124,6 +125,11 @@ class Pipeline:
             watch.lap("screen")
         if screened is not None:
             return replace(screened, policy_version=policy.version)
+        if request.is_egress:  # the caller is its certificate: a token it carries is for the external API
+            decision = policy.egress.authorize(request)
+            if watch:
+                watch.lap("authorize")
+            return decision
         try:
             principal = await self._authenticator.authenticate(request.headers)
         except AuthenticationError as error:

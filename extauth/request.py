@@ -21,6 +21,9 @@ _HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]*[a-z0-9_])?")
 _PORT = re.compile(r"[0-9]{1,5}")
 _KNOWN_HOSTS: dict[str, str | None] = {}
 _KNOWN_HOSTS_MAX = 4096
+#: The `context_extensions` entry the egress listener's Envoy routes set (`direction: egress`, envoy/egress.yaml).
+DIRECTION = "direction"
+EGRESS = "egress"
 
 
 def canonical_method(method: str) -> str:
@@ -213,6 +216,12 @@ class Request:
                 address = address.ipv4_mapped
             self._source_ip = address
         return self._source_ip  # type: ignore[return-value]
+
+    @property
+    def is_egress(self) -> bool:
+        """A call leaving the cluster through the egress gateway: set by that listener's Envoy routes
+        (`context_extensions`), which a client cannot send, so no request can choose the allowlist it is judged by."""
+        return self.context_extensions.get(DIRECTION) == EGRESS
 
     @property
     def peer_principal(self) -> str:

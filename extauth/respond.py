@@ -59,10 +59,16 @@ class Responder:
         self._owned: tuple[tuple[str, ...], tuple[str, ...]] = ((), self._headers_to_remove)
         self._status_by_code = {status: HttpStatus(code=status) for status in _ERROR_BY_STATUS}
 
-    def render(self, decision: Decision, request_id: str, owned_headers: tuple[str, ...] = ()) -> CheckResponse:
-        """`owned_headers`: every header the live policy's rules can set (`PolicyEngine.owned_headers`)."""
+    def render(self, decision: Decision, request_id: str, owned_headers: tuple[str, ...] = (), *,
+               egress: bool = False) -> CheckResponse:
+        """`owned_headers`: every header the live policy's rules can set (`PolicyEngine.owned_headers`).
+        `egress`: a call leaving through the egress gateway goes out as the workload sent it (its `Authorization`
+        is for the external API, and extauth vouches for nothing there), with only the rate-limit fields added."""
         if decision.allowed:
-            return self._allow(decision, owned_headers)
+            ok = OkHttpResponse() if egress else self._upstream_changes(decision, owned_headers)
+            for name, value in decision.client_headers:
+                ok.response_headers_to_add.append(_header(name, value))
+            return CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
         return self._deny(decision, request_id)
 
     def _removal(self, owned_headers: tuple[str, ...]) -> tuple[str, ...]:
@@ -72,7 +78,7 @@ class Responder:
             self._owned = (owned_headers, removal)
         return removal
 
-    def _allow(self, decision: Decision, owned_headers: tuple[str, ...]) -> CheckResponse:
+    def _upstream_changes(self, decision: Decision, owned_headers: tuple[str, ...]) -> OkHttpResponse:
         identity = self._identity_headers(decision.principal)
         # A rule header whose value is not header-safe is left out (and so removed), never altered.
         limit = self._forward.max_header_value_bytes
@@ -85,14 +91,12 @@ class Responder:
             names = {name for name, _ in identity}.union(name for name, _ in rule_headers)
             removed = tuple(name for name in removed if name not in names)
         ok = OkHttpResponse(headers_to_remove=removed)
-        for name, value in decision.client_headers:
-            ok.response_headers_to_add.append(_header(name, value))
         headers = ok.headers
         for name, value in identity:
             headers.append(_header(name, value))
         for name, value in rule_headers:
             headers.append(_header(name, value))
-        return CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
+        return ok
 
     def _identity_headers(self, principal: Principal | None) -> list[tuple[str, str]]:
         """Identity and issuer go out exactly as authentication accepted them (it refuses any that would need

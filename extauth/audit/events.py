@@ -73,6 +73,8 @@ def decision_event(request: Request, decision: Decision, latency_us: int, instan
         client_id = claims.get("client_id") or claims.get("azp")
         event.update(subject=principal.subject, issuer=principal.issuer, key_id=principal.key_id,
                      client_id=client_id if isinstance(client_id, str) else None, roles=sorted(principal.roles))
+    if request.is_egress:  # ingress events carry no `direction` (docs/audit.md)
+        event.update(direction="egress", destination=request.hostname or None)
     if redactor.include_query and request.query:
         event["query"] = request.query
     if request.path != request.wire_path:  # what the policy decided on (docs/security.md), when it differs

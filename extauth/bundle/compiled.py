@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+from extauth.authorization.egress import EgressEngine
 from extauth.authorization.engine import PolicyEngine
 from extauth.clock import Clock
 from extauth.documents.errors import ConfigError, sorted_issues
@@ -20,6 +21,7 @@ class CompiledPolicy:
     engine: PolicyEngine
     screener: Screener
     limits: RateLimitPlan
+    egress: EgressEngine
 
 
 def compile_policy(path: Path, clock: Clock) -> CompiledPolicy:
@@ -33,4 +35,4 @@ def compile_policy(path: Path, clock: Clock) -> CompiledPolicy:
         raise ConfigError(issues)
     granting = policy_set.granting_roles()  # once per load, shared by authorization and rate limiting
     return CompiledPolicy(policy_set.version, PolicyEngine(policy_set, clock, granting), screener,
-                          RateLimitPlan(policy_set, clock, granting))
+                          RateLimitPlan(policy_set, clock, granting), EgressEngine(policy_set))

@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,11 @@ from extauth.config.schema import ListenAddress
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_BOOTSTRAP = REPO_ROOT / "envoy" / "envoy.yaml"
+SHIPPED_EGRESS_BOOTSTRAP = REPO_ROOT / "envoy" / "egress.yaml"
 TOOLS_ENVOY = REPO_ROOT / ".tools" / "envoy" / "envoy" / "_bin" / "envoy"
 SHIPPED_CERTS_DIR = ".run/certs/"
 INGRESS_LISTENER = "ingress"
+EGRESS_LISTENER = "egress"
 EXTAUTH_CLUSTER = "extauth"
 UPSTREAM_CLUSTER = "demo_upstream"
 HTTP_CONNECTION_MANAGER = "envoy.filters.network.http_connection_manager"
@@ -104,17 +106,51 @@ def render_bootstrap(
     """The shipped bootstrap with its environment replaced: ports (0 lets the kernel choose), the extauth
     endpoints (one per worker socket; they also receive the gRPC access log), the certificate directory and,
     optionally, the file of the JSON access log and mutual TLS on the connections to extauth."""
-    if not extauth_endpoints:
-        raise ValueError("at least one extauth endpoint is needed")
     bootstrap: Node = yaml.safe_load(Path(source).read_text())
-    resources = bootstrap["static_resources"]
-
-    bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
-    listener = _named(resources["listeners"], INGRESS_LISTENER)
-    listener["address"]["socket_address"]["port_value"] = listen_port
-    upstream = _named(resources["clusters"], UPSTREAM_CLUSTER)
+    upstream = _named(bootstrap["static_resources"]["clusters"], UPSTREAM_CLUSTER)
     for lb_endpoint in _lb_endpoints(upstream):
         lb_endpoint["endpoint"]["address"]["socket_address"]["port_value"] = upstream_port
+    _adapt(bootstrap, INGRESS_LISTENER, listen_port, admin_port, extauth_endpoints, Path(certs_dir), access_log,
+           extauth_tls)
+    return yaml.safe_dump(bootstrap, sort_keys=False)
+
+
+def render_egress_bootstrap(
+    source: Path,
+    *,
+    listen_port: int,
+    admin_port: int,
+    destinations: Mapping[str, tuple[str, int]],
+    extauth_endpoints: Sequence[ListenAddress],
+    certs_dir: Path,
+    access_log: Path | None = None,
+) -> str:
+    """The shipped egress bootstrap (envoy/egress.yaml) with its environment replaced as `render_bootstrap` does,
+    and each external host's cluster (by name) sent to an address and port standing in for it. What the TLS
+    origination checks (SNI, CA, SAN) stays as shipped, so a stand-in must present the external host's name."""
+    bootstrap: Node = yaml.safe_load(Path(source).read_text())
+    for name, (address, port) in destinations.items():
+        cluster = _named(bootstrap["static_resources"]["clusters"], name)
+        cluster["type"] = "STATIC"
+        cluster.pop("dns_lookup_family", None)
+        cluster["load_assignment"]["endpoints"] = [
+            {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": address,
+                                                                           "port_value": port}}}}]}]
+    _adapt(bootstrap, EGRESS_LISTENER, listen_port, admin_port, extauth_endpoints, Path(certs_dir), access_log)
+    return yaml.safe_dump(bootstrap, sort_keys=False)
+
+
+def _adapt(bootstrap: Node, listener_name: str, listen_port: int, admin_port: int,
+           extauth_endpoints: Sequence[ListenAddress], certs_dir: Path, access_log: Path | None,
+           extauth_tls: ExtauthClientTls | None = None) -> None:
+    """What every rendered bootstrap changes: its ports, the extauth endpoints, the certificate directory and
+    the JSON access log's file."""
+    if not extauth_endpoints:
+        raise ValueError("at least one extauth endpoint is needed")
+    resources = bootstrap["static_resources"]
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    listener = _named(resources["listeners"], listener_name)
+    listener["address"]["socket_address"]["port_value"] = listen_port
     extauth = _named(resources["clusters"], EXTAUTH_CLUSTER)
     extauth["load_assignment"]["endpoints"] = [
         {"lb_endpoints": [{"endpoint": {"address": _envoy_address(address)}} for address in extauth_endpoints]}
@@ -126,8 +162,7 @@ def render_bootstrap(
             for logger in connection_manager.get("access_log", []):
                 if logger["name"] == FILE_ACCESS_LOGGER:  # the gRPC one follows the extauth cluster
                     logger["typed_config"]["path"] = str(access_log)
-    _replace_certs_dir(bootstrap, Path(certs_dir))
-    return yaml.safe_dump(bootstrap, sort_keys=False)
+    _replace_certs_dir(bootstrap, certs_dir)
 
 
 def envoy_command(config_path: Path, *, concurrency: int = 1, log_level: str = "warning") -> list[str]:

@@ -22,12 +22,14 @@ from extauth.config.schema import ListenAddress
 from extauth.devstack.envoy import (
     REPO_ROOT,
     SHIPPED_BOOTSTRAP,
+    SHIPPED_EGRESS_BOOTSTRAP,
     UPSTREAM_CLUSTER,
     ExtauthClientTls,
     Node,
     connection_managers,
     envoy_command,
     render_bootstrap,
+    render_egress_bootstrap,
 )
 from extauth.devstack.processes import ManagedProcess, envoy_ready, extauth_command, grpc_serving
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER
@@ -161,6 +163,43 @@ class EnvoyProcess:
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
         return self.request("GET", path, {name.replace("_", "-"): value for name, value in headers.items()})
+
+    def stop(self) -> int:
+        return self.process.stop()
+
+
+class EgressEnvoyProcess:
+    """Envoy running the shipped egress bootstrap (envoy/egress.yaml) on free ports, each external host's cluster
+    sent to a local stand-in (`destinations`: cluster name → port on 127.0.0.1)."""
+
+    def __init__(self, run_dir: Path, certs: DevCerts, destinations: Mapping[str, int],
+                 extauth_endpoints: list[ListenAddress]) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.admin_port = free_port()
+        bootstrap = render_egress_bootstrap(
+            SHIPPED_EGRESS_BOOTSTRAP, listen_port=self.port, admin_port=self.admin_port,
+            destinations={name: ("127.0.0.1", port) for name, port in destinations.items()},
+            extauth_endpoints=extauth_endpoints, certs_dir=certs.ca_cert.parent,
+            access_log=run_dir / "envoy-access.log")
+        config_path = run_dir / "egress.yaml"
+        config_path.write_text(bootstrap)
+        self.process = ManagedProcess("envoy-egress", envoy_command(config_path), run_dir / "envoy.log", cwd=run_dir)
+        self.process.wait_until(lambda: envoy_ready(self.admin_port))
+
+    def request(self, host: str, path: str, client_cert: tuple[Path, Path] | None, ca_cert: Path,
+                headers: Mapping[str, str] | None = None) -> Response:
+        """One call as a workload makes it: mutual TLS with `client_cert` (cert, key), `host` as the Host."""
+        context = ssl.create_default_context(cafile=str(ca_cert))
+        if client_cert is not None:
+            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+        connection = http.client.HTTPSConnection("localhost", self.port, context=context, timeout=10)
+        try:
+            connection.request("GET", path, headers={"host": host, **(headers or {})})
+            reply = connection.getresponse()
+            return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read())
+        finally:
+            connection.close()
 
     def stop(self) -> int:
         return self.process.stop()

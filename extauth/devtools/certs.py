@@ -114,10 +114,20 @@ def create_dev_certs(directory: Path, *, force: bool = False) -> DevCerts:
 def issue_client_certificate(certs: DevCerts, cert_path: Path, key_path: Path, common_name: str,
                              names: list[SubjectAltName]) -> None:
     """One more client certificate from the dev CA (tests use it for identities outside an allowlist)."""
+    _issue_from_dev_ca(certs, cert_path, key_path, common_name, names, ExtendedKeyUsageOID.CLIENT_AUTH)
+
+
+def issue_server_certificate(certs: DevCerts, cert_path: Path, key_path: Path, host: str) -> None:
+    """A server certificate from the dev CA for `host` (tests stand in for an external API with it)."""
+    _issue_from_dev_ca(certs, cert_path, key_path, host, [x509.DNSName(host)], ExtendedKeyUsageOID.SERVER_AUTH)
+
+
+def _issue_from_dev_ca(certs: DevCerts, cert_path: Path, key_path: Path, common_name: str,
+                       names: list[SubjectAltName], usage: x509.ObjectIdentifier) -> None:
     ca_key = serialization.load_pem_private_key(certs.ca_key.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca_cert = x509.load_pem_x509_certificate(certs.ca_cert.read_bytes())
-    _write_leaf(ca_key, ca_cert, cert_path, key_path, common_name, names, ExtendedKeyUsageOID.CLIENT_AUTH)
+    _write_leaf(ca_key, ca_cert, cert_path, key_path, common_name, names, usage)
 
 
 def _write_leaf(ca_key: TlsKey, ca_cert: x509.Certificate, cert_path: Path, key_path: Path, common_name: str,

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from extauth.documents import syntax
 from extauth.documents.errors import ConfigError, ConfigIssue, sorted_issues
-from extauth.documents.policy import PolicyDocument, RateLimit, Route, RouteMatch, Rule
+from extauth.documents.policy import EgressDestination, PolicyDocument, RateLimit, Route, RouteMatch, Rule
 from extauth.documents.roles import granting_roles
 from extauth.documents.screening import ScreeningDocument
 from extauth.documents.yamlsource import LineMap, line_for, parse_documents, read_text, validate
@@ -47,6 +47,12 @@ class PolicySet:
         for loaded in self.documents:
             for route in loaded.document.routes:
                 yield f"{loaded.document.metadata.name}/{route.name}", route
+
+    def egress(self) -> Iterator[tuple[str, EgressDestination]]:
+        """Every egress destination with its id `policy/egress/name` (its limits' prefix), in file order."""
+        for loaded in self.documents:
+            for destination in loaded.document.egress:
+                yield f"{loaded.document.metadata.name}/egress/{destination.name}", destination
 
     def granting_roles(self) -> dict[str, frozenset[str]]:
         """role → the roles that grant it, across every document (compile once per load and share)."""

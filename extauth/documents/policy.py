@@ -213,7 +213,7 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 #: The rate-limit key part kinds, and whether a kind names something (`claim:NAME`): the one table the schema
 #: validates against and the limit planner (ratelimit/plan.py) builds from.
 KEY_PART_KINDS: dict[str, bool] = {"subject": False, "issuer": False, "client_ip": False, "route": False,
-                                   "method": False, "host": False,
+                                   "method": False, "host": False, "peer": False,
                                    "claim": True, "param": True, "header": True, "context": True}
 KEY_PARTS = tuple(kind for kind, named in KEY_PART_KINDS.items() if not named)
 KEY_PART_PREFIXES = tuple(f"{kind}:" for kind, named in KEY_PART_KINDS.items() if named)
@@ -360,6 +360,70 @@ def _check_public_rules(rules: list[Rule]) -> None:
                              input=None) for loc, message in errors])
 
 
+#: Limit key parts that mean something for a workload calling out (it has a certificate, not a token or a route).
+EGRESS_KEY_PARTS = frozenset({"peer", "host", "method", "route", "client_ip", "header", "context"})
+
+
+def _egress_host(value: str) -> str:
+    """An external host as the egress gateway's Envoy routes it: a DNS name (IDNA names in their `xn--` form) whose
+    top-level label starts with a letter, so no IP literal in any notation (`10.0.0.1`, `0x0a000001`), which a
+    resolver would take as an address; a wildcard covers names below a registrable domain, never a whole TLD."""
+    if not value.isascii():
+        try:
+            hint = f" (write {value.encode('idna').decode()!r})"
+        except UnicodeError:
+            hint = ""
+        raise ValueError(f"{value!r}: write internationalised names in their ASCII (xn--) form{hint}")
+    host = syntax.host_pattern(value)
+    if not host.rsplit(".", 1)[-1][0].isalpha():
+        raise ValueError(f"{value!r}: an egress destination is a DNS name, not an IP address")
+    if host.startswith("*.") and "." not in host[2:]:
+        raise ValueError(f"{value!r}: a wildcard would cover a whole top-level domain; name the domain (*.example.com)")
+    return host
+
+
+def _caller(value: str) -> str:
+    """A SPIFFE ID (`spiffe://cluster.local/ns/shop/sa/checkout`), or one ending in `/*` for every ID below it."""
+    exact = value.removesuffix("/*")
+    parsed = syntax.spiffe_id(exact)
+    if parsed is None or (exact != value and not parsed[1]):
+        raise ValueError(f"{value!r} is not a SPIFFE ID (spiffe://<trust domain>/<path>, lower-case trust domain, "
+                         "segments of letters, digits, '.', '_', '-') nor one followed by '/*'")
+    return value
+
+
+class EgressDestination(Strict):
+    """External hosts workloads may reach through the egress gateway, which workloads, and how often
+    (docs/egress.md)."""
+
+    name: Name
+    #: `api.partner.com` or `*.partner.com`, compared with the request's canonical host (case, trailing dot, port).
+    hosts: list[Annotated[str, AfterValidator(_egress_host)]] = Field(min_length=1)
+    #: The calling workloads' SPIFFE IDs (from their verified client certificates): exact, or a prefix ending `/*`.
+    callers: list[Annotated[str, AfterValidator(_caller)]] = Field(min_length=1)
+    #: Counted for every call this entry allows; key parts: peer, host, method, route, client_ip, header, context.
+    limits: list[RateLimit] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _limits_read_the_call(self) -> "EgressDestination":
+        errors = [(("limits", index, "key", position), f"{part!r}: an egress call has no token, route parameters "
+                   f"or claims; use {', '.join(sorted(EGRESS_KEY_PARTS))}")
+                  for index, limit in enumerate(self.limits) for position, part in enumerate(limit.key)
+                  if part.partition(":")[0] not in EGRESS_KEY_PARTS]
+        errors += [(("limits", index, "overrides", o_index, "when", part),
+                    f"{part} reads a token; an egress call has none")
+                   for index, limit in enumerate(self.limits) for o_index, override in enumerate(limit.overrides)
+                   for part in override.when.principal_parts()]
+        names = [limit.name for limit in self.limits]
+        errors += [(("limits", index, "name"), f"limit {name!r} defined twice")
+                   for index, name in enumerate(names) if name in names[:index]]
+        if errors:
+            raise ValidationError.from_exception_data("EgressDestination", [
+                InitErrorDetails(type=PydanticCustomError("value_error", "{error}", {"error": message}), loc=loc,
+                                 input=None) for loc, message in errors])
+        return self
+
+
 class Metadata(Strict):
     name: Name
 
@@ -371,3 +435,16 @@ class PolicyDocument(Strict):
     #: role -> roles it inherits (`admin: [writer]`, `writer: [reader]`).
     roles: dict[Name, list[Name]] = Field(default_factory=dict)
     routes: list[Route] = Field(default_factory=list)
+    #: The egress allowlist: which workloads may call which external hosts (docs/egress.md).
+    egress: list[EgressDestination] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_egress_names(self) -> "PolicyDocument":
+        names = [destination.name for destination in self.egress]
+        duplicates = [index for index, name in enumerate(names) if name in names[:index]]
+        if duplicates:
+            raise ValidationError.from_exception_data("PolicyDocument", [
+                InitErrorDetails(type=PydanticCustomError("value_error", "{error}", {
+                    "error": f"egress destination {names[index]!r} defined twice"}), loc=("egress", index, "name"),
+                    input=None) for index in duplicates])
+        return self

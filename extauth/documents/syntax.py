@@ -13,6 +13,10 @@ _TIME = re.compile(r"^([01][0-9]|2[0-4]):([0-5][0-9])$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _CLAIM_PATH = re.compile(r"^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TRUST_DOMAIN = re.compile(r"[a-z0-9._-]{1,255}")
+_SPIFFE_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_SPIFFE_MAX_LENGTH = 2048
+SPIFFE_SCHEME = "spiffe://"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,21 @@ def host_pattern(text: str) -> str:
     if not _HOST.match(lowered):
         raise ValueError(f"{text!r} is not a host name or '*.' followed by one")
     return lowered
+
+
+def spiffe_id(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """(trust domain, path segments) of a SPIFFE ID in its one canonical spelling (SPIFFE ID standard, section 2):
+    a lower-case trust domain of `[a-z0-9._-]`, segments of `[A-Za-z0-9._-]`, no empty, `.` or `..` segment, no
+    port, user info, query, fragment or percent-encoding; None for anything else."""
+    if not text.startswith(SPIFFE_SCHEME) or len(text) > _SPIFFE_MAX_LENGTH:
+        return None
+    trust_domain, slash, path = text[len(SPIFFE_SCHEME):].partition("/")
+    if not _TRUST_DOMAIN.fullmatch(trust_domain):
+        return None
+    segments = tuple(path.split("/")) if slash else ()
+    if any(segment in (".", "..") or not _SPIFFE_SEGMENT.fullmatch(segment) for segment in segments):
+        return None
+    return trust_domain, segments
 
 
 def seconds_of_day(value: object) -> int:

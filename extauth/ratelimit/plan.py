@@ -124,6 +124,7 @@ _KEY_PART_BUILDERS: dict[str, Callable[[str, int, int], KeyPart]] = {
     "route": lambda name, v4, v6: lambda request, principal, decision: decision.route or "~",
     "method": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.method),
     "host": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.hostname),
+    "peer": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.peer_principal or "~"),
     "claim": lambda name, v4, v6: _claim_part(name),
     "param": lambda name, v4, v6: lambda request, principal, decision: _bounded(decision.params.get(name, "~")),
     "context": lambda name, v4, v6: lambda request, principal, decision: (
@@ -244,6 +245,10 @@ class RateLimitPlan:
                 rule_id = f"{route_id}/{rule.name}"
                 if rule.limits:
                     by_scope[rule_id] = tuple(_compile(rule_id, limit, granting, clock) for limit in rule.limits)
+        for destination_id, destination in policy_set.egress():
+            if destination.limits:
+                by_scope[destination_id] = tuple(_compile(destination_id, limit, granting, clock)
+                                                 for limit in destination.limits)
         self._by_scope: Mapping[str, tuple[CompiledLimit, ...]] = by_scope
 
     def __bool__(self) -> bool:

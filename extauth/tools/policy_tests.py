@@ -138,8 +138,12 @@ def load_cases(files: list[Path]) -> list[tuple[Path, int | None, Case]]:
 
 
 def evaluate(policy: CompiledPolicy, request: Request, who: Principal | None) -> Decision:
-    """Screening then authorization, as the Check pipeline runs them once the caller is authenticated."""
-    return policy.screener.screen(request) or policy.engine.authorize(request, who)
+    """Screening then authorization, as the Check pipeline runs them once the caller is authenticated; a call the
+    egress listener marks (`context_extensions: {direction: egress}`) is judged by the egress allowlist."""
+    screened = policy.screener.screen(request)
+    if screened is not None:
+        return screened
+    return policy.egress.authorize(request) if request.is_egress else policy.engine.authorize(request, who)
 
 
 def run_policy_tests(policy_dir: Path, against: Path | None = None, now: float | None = None) -> list[CaseResult]:

@@ -265,3 +265,64 @@ def test_policies_configmap_keeps_its_name_so_updates_reload_in_place() -> None:
     names = {m["metadata"]["name"] for m in render(K8S / "base") if m["kind"] == "ConfigMap"}
     assert "extauth-policies" in names
     assert any(Path(name).name.startswith("gateway-envoy-") for name in names)
+
+
+PRIVATE_RANGES = {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16", "127.0.0.0/8", "100.64.0.0/10"}
+EGRESS_BOOTSTRAPS = [REPO / "envoy" / "egress.yaml",
+                     K8S / "components" / "egress-gateway" / "config" / "envoy-egress.yaml"]
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])
+def test_only_the_egress_gateway_reaches_public_addresses_and_only_on_443(overlay: str) -> None:
+    """An `ipBlock` open to the whole internet exists only for the egress gateway's pods, excludes the private,
+    shared, link-local and loopback ranges, and opens port 443 alone."""
+    policies = [m for m in render(K8S / overlay) if m["kind"] == "NetworkPolicy"]
+    open_to_all = [(policy, rule) for policy in policies for rule in policy["spec"].get("egress", [])
+                   if any(peer.get("ipBlock", {}).get("cidr") in ("0.0.0.0/0", "::/0") for peer in rule["to"])]
+    assert open_to_all
+    for policy, rule in open_to_all:
+        assert policy["spec"]["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "egress-gateway"}}
+        assert rule["ports"] == [{"protocol": "TCP", "port": 443}]
+        v4 = next(peer["ipBlock"] for peer in rule["to"] if peer["ipBlock"]["cidr"] == "0.0.0.0/0")
+        assert set(v4["except"]) >= PRIVATE_RANGES
+        v6 = next(peer["ipBlock"] for peer in rule["to"] if peer["ipBlock"]["cidr"] == "::/0")
+        assert set(v6["except"]) >= {"fc00::/7", "fe80::/10", "::1/128"}
+
+
+@pytest.mark.parametrize("overlay", ["overlays/dev", "overlays/prod"])
+def test_the_egress_gateway_admits_only_labelled_workloads_on_its_mtls_port(overlay: str) -> None:
+    """Its Service exposes Envoy's mTLS port alone; only pods labelled as egress clients may connect to it, and
+    those pods may open nothing else but DNS (the namespace's default deny holds the rest)."""
+    manifests = render(K8S / overlay)
+    service = find(manifests, "Service", "egress-gateway")["spec"]["ports"]
+    assert [(port["port"], port["targetPort"]) for port in service] == [(443, "mtls")]
+    pod = find(manifests, "Deployment", "egress-gateway")["spec"]["template"]["spec"]
+    envoy = next(container for container in pod["containers"] if container["name"] == "envoy")
+    assert next(port for port in envoy["ports"] if port["name"] == "mtls")["containerPort"] == 10443
+    clients = {"matchLabels": {"extauth.io/egress-client": "true"}}
+    admitted = find(manifests, "NetworkPolicy", "egress-gateway-from-clients")["spec"]["ingress"]
+    assert admitted == [{"from": [{"podSelector": clients}], "ports": [{"protocol": "TCP", "port": 10443}]}]
+    outbound = find(manifests, "NetworkPolicy", "clients-to-egress-gateway")["spec"]
+    assert outbound["podSelector"] == clients
+    gateway = {"matchLabels": {"app.kubernetes.io/name": "egress-gateway"}}
+    assert outbound["egress"] == [{"to": [{"podSelector": gateway}], "ports": [{"protocol": "TCP", "port": 10443}]}]
+
+
+@pytest.mark.parametrize("bootstrap", EGRESS_BOOTSTRAPS, ids=lambda path: path.parent.name)
+def test_egress_bootstraps_require_client_certificates_and_mark_every_route_egress(bootstrap: Path) -> None:
+    """The egress listener refuses connections without a client certificate, every route tells extauth the call is
+    egress (an unmarked route would be judged as ingress), and every cluster but extauth originates verified TLS."""
+    resources = yaml.safe_load(bootstrap.read_text())["static_resources"]
+    listener = next(item for item in resources["listeners"] if item["name"] == "egress")
+    (chain,) = listener["filter_chains"]
+    assert chain["transport_socket"]["typed_config"]["require_client_certificate"] is True
+    manager = chain["filters"][0]["typed_config"]
+    routes = [route for host in manager["route_config"]["virtual_hosts"] for route in host["routes"]]
+    assert routes
+    for route in routes:
+        settings = route["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["check_settings"]
+        assert settings["context_extensions"]["direction"] == "egress", route
+    for cluster in (c for c in resources["clusters"] if c["name"] != "extauth"):
+        tls = cluster["transport_socket"]["typed_config"]
+        sans = tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
+        assert [san["matcher"]["exact"] for san in sans] == [tls["sni"]], cluster["name"]

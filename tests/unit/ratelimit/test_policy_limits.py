@@ -153,7 +153,7 @@ BAD_LIMITS = {
     "bad duration": ("windows: [{requests: 5, per: 10 seconds}]",
                      "windows[0].per: '10 seconds' is not a duration such as 500ms, 10s, 5m, 1h or 1d"),
     "bad key part": ("key: [user]", "key[0]: 'user' is not a key part: use one of subject, issuer, client_ip, "
-                                    "route, method, host, or claim:NAME, param:NAME, header:NAME, "
+                                    "route, method, host, peer, or claim:NAME, param:NAME, header:NAME, "
                                     "context:NAME"),
     "unknown path parameter": ("key: [param:tenant]", "key[0]: the route's path has no parameter 'tenant'"),
     "undefined role in override": ("overrides: [{when: {roles: [vip]}, windows: [{requests: 1, per: 1s}]}]",

@@ -41,9 +41,11 @@ EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"
 WARMUP_SECONDS = 2
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
-#: h2load clients for the fixed-rate run, and streams each may keep open: enough that a slow answer never
-#: holds back the next scheduled request (which would make the run closed-loop again).
-FIXED_RATE_CLIENTS = 4
+#: h2load's rate timer ticks every max(10 ms, 1/rate-per-client) and sends what fell due since the last tick:
+#: at most 100 requests/s per client keeps that to one request per tick, spread, not bursts every 10 ms.
+MAX_RPS_PER_CLIENT = 100
+#: Streams each client may keep open: enough that a slow answer never holds back the next scheduled request
+#: (which would make the run closed-loop again).
 FIXED_RATE_STREAMS = 64
 #: Variant h cycles through more distinct tokens than the verification cache holds: with an LRU, a cycle
 #: longer than the capacity misses on every request.
@@ -251,10 +253,15 @@ def rotating_tokens_script(tokens: list[str], path: Path) -> Path:
     return path
 
 
+def fixed_rate_clients(rate: float) -> int:
+    return max(1, math.ceil(rate / MAX_RPS_PER_CLIENT))
+
+
 def h2load(url: str, headers: Mapping[str, str], rate: float, seconds: int, log_file: Path) -> LatencyRun:
-    """`rate` requests/s spread over FIXED_RATE_CLIENTS HTTP/2 connections for `seconds`."""
-    command = ["h2load", f"--clients={FIXED_RATE_CLIENTS}", f"--max-concurrent-streams={FIXED_RATE_STREAMS}",
-               f"--rps={rate / FIXED_RATE_CLIENTS:.2f}", f"--duration={seconds}", f"--log-file={log_file}", url]
+    """`rate` requests/s spread over HTTP/2 connections of at most MAX_RPS_PER_CLIENT each, for `seconds`."""
+    clients = fixed_rate_clients(rate)
+    command = ["h2load", f"--clients={clients}", f"--max-concurrent-streams={FIXED_RATE_STREAMS}",
+               f"--rps={rate / clients:.2f}", f"--duration={seconds}", f"--log-file={log_file}", url]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=seconds + 30)
@@ -490,8 +497,8 @@ def main() -> int:
         rotating = rotating_tokens_script(tokens, work_dir / "tokens.lua") if unique else None
         print(f"{started:%Y-%m-%d %H:%M} UTC  {machine_description()}\n"
               f"capacity: wrk -t1 -c{args.connections} -d{args.duration}s (+{WARMUP_SECONDS}s warm-up), HTTP/1.1; "
-              f"latency: h2load {FIXED_RATE_CLIENTS} clients x {FIXED_RATE_STREAMS} streams at a fixed rate, "
-              f"HTTP/2, {args.duration}s; HTTPS, Envoy --concurrency 1, direct_response 200")
+              f"latency: h2load at a fixed rate, <= {MAX_RPS_PER_CLIENT} rps per HTTP/2 connection, "
+              f"{FIXED_RATE_STREAMS} streams each, {args.duration}s; HTTPS, Envoy --concurrency 1, direct_response 200")
         print(f"extauth audit goes to a file, as in production: {work_dir}/<variant>/audit.jsonl\n")
         results: dict[str, Result] = {}
         try:

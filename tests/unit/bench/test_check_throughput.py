@@ -11,6 +11,7 @@ from typing import ClassVar
 
 import pytest
 from check_throughput import (
+    MAX_RPS_PER_CLIENT,
     POLICIES,
     RATIOS,
     VARIANTS,
@@ -19,6 +20,7 @@ from check_throughput import (
     Result,
     Variant,
     WrkRun,
+    fixed_rate_clients,
     half_of_b,
     limits_of,
     parse_commandstats,
@@ -203,6 +205,13 @@ def test_the_fixed_rate_is_half_of_b_unless_overridden() -> None:
     assert half_of_b(750.0, d, {"b": measured_b}, _wrk_run(1000.0)) == 750.0
     assert half_of_b(None, d, {}, _wrk_run(1000.0)) is None
 
+
+@given(st.floats(min_value=0.5, max_value=1e6))
+def test_fixed_rate_clients_each_send_at_most_one_request_per_timer_tick(rate: float) -> None:
+    """The rate is split over the fewest h2load clients that keep each at or under MAX_RPS_PER_CLIENT."""
+    clients = fixed_rate_clients(rate)
+    assert rate / clients <= MAX_RPS_PER_CLIENT
+    assert clients == 1 or rate / (clients - 1) > MAX_RPS_PER_CLIENT
 
 def test_limits_name_a_backend_and_optionally_a_policy_file() -> None:
     """`memory`/`redis` count limited.yaml; `redis-leased` counts leased.yaml in Redis; other backends fail."""

@@ -17,9 +17,10 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -50,6 +51,9 @@ FIXED_RATE_STREAMS = 64
 #: Variant h cycles through more distinct tokens than the verification cache holds: with an LRU, a cycle
 #: longer than the capacity misses on every request.
 UNIQUE_TOKENS = AuthenticationConfig.model_fields["token_cache_size"].default * 11 // 10
+#: What Envoy answers when a Check times out or extauth is unavailable (`status_on_error`): at a fixed rate
+#: above a variant's capacity that is overload, reported in the latency table, not a reason to stop.
+OVERLOADED = 503
 #: commandstats names of the commands that run a script: EVAL, EVALSHA, FCALL and their `_ro` forms.
 SCRIPT_COMMAND_PREFIXES = ("eval", "fcall")
 #: The ratios the issue's targets are stated in (numerator/denominator variant keys).
@@ -131,6 +135,8 @@ class LatencyRun:
     p50_ms: float
     p99_ms: float
     p999_ms: float
+    #: How many of each non-2xx status (-1: a failed stream), to say what went wrong when non_2xx is not 0.
+    failures: Mapping[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -281,6 +287,7 @@ def parse_h2load_log(text: str, offered_rps: float, seconds: float) -> LatencyRu
         achieved_rps=len(rows) / seconds,
         requests=len(rows),
         non_2xx=sum(1 for status in statuses if not 200 <= status < 300),
+        failures=Counter(status for status in statuses if not 200 <= status < 300),
         p50_ms=percentile(durations_ms, 0.50),
         p99_ms=percentile(durations_ms, 0.99),
         p999_ms=percentile(durations_ms, 0.999),
@@ -369,14 +376,21 @@ def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, load: Load, se
         # h2load sends one header set, so it cannot rotate tokens: h's fixed-rate run would be d's cache hits.
         if rate and load.script is None:
             latency = h2load(url, load.headers, rate, seconds, run_dir / "h2load.log")
-    for what, non_2xx, total in (("wrk", run.non_2xx, run.requests),
-                                 ("h2load", latency.non_2xx if latency else 0, latency.requests if latency else 0)):
-        if non_2xx:
-            raise BenchError(f"({variant.key}) {non_2xx} of {total} {what} responses were not 2xx: "
-                             "the figures would measure denials, not the Check path")
+    refuse_denials(variant.key, run, latency)
     if servicer.audit is not None and not (servicer.audit.exists() and servicer.audit.stat().st_size):
         raise BenchError(f"({variant.key}) extauth wrote no audit events: the run skipped work production does")
     return Result(variant, run, cpu_us.get("servicer"), cpu_us["envoy"], calls_per_check, latency)
+
+
+def refuse_denials(key: str, run: WrkRun, latency: LatencyRun | None) -> None:
+    """A BenchError if the figures would measure denials, not the Check path: any non-2xx in the capacity run,
+    or in the fixed-rate run anything but OVERLOADED (reported there: the rate was beyond the variant)."""
+    if run.non_2xx:
+        raise BenchError(f"({key}) {run.non_2xx} of {run.requests} responses were not 2xx: "
+                         "the figures would measure denials, not the Check path")
+    if latency is not None and set(latency.failures) - {OVERLOADED}:
+        raise BenchError(f"({key}) the fixed-rate run had non-2xx answers other than {OVERLOADED} "
+                         f"(status: count {dict(latency.failures)}): they would measure denials")
 
 
 def half_of_b(override: float | None, variant: Variant, results: Mapping[str, Result], run: WrkRun) -> float | None:
@@ -413,7 +427,7 @@ def report(results: Iterable[Result], when: datetime, machine: str) -> dict[str,
             figures["fixed_rate"] = {"offered_rps": round(result.latency.offered_rps, 1),
                                      "achieved_rps": round(result.latency.achieved_rps, 1),
                                      "p50_ms": result.latency.p50_ms, "p99_ms": result.latency.p99_ms,
-                                     "p99_9_ms": result.latency.p999_ms}
+                                     "p99_9_ms": result.latency.p999_ms, "non_2xx": result.latency.non_2xx}
         variants[result.variant.key] = figures
     return {"date": when.isoformat(timespec="seconds"), "machine": machine, "variants": variants,
             "ratios": ratios({key: figures["rps"] for key, figures in variants.items()})}
@@ -455,17 +469,18 @@ def throughput_table(results: list[Result]) -> Iterator[str]:
 def latency_table(results: list[Result]) -> Iterator[str]:
     base = next((r.latency for r in results if r.variant.key == "b" and r.latency is not None), None)
     yield (f"| {'variant':<42} | {'offered rps':>11} | {'achieved rps':>12} | {'p50 ms':>6} | {'p99 ms':>6} | "
-           f"{'p99.9 ms':>8} | {'p99 - b p99 ms':>14} |")
-    yield f"|{'-' * 44}|{'-' * 12}:|{'-' * 13}:|{'-' * 7}:|{'-' * 7}:|{'-' * 9}:|{'-' * 15}:|"
+           f"{'p99.9 ms':>8} | {'p99 - b p99 ms':>14} | {'503s':>6} |")
+    yield f"|{'-' * 44}|{'-' * 12}:|{'-' * 13}:|{'-' * 7}:|{'-' * 7}:|{'-' * 9}:|{'-' * 15}:|{'-' * 7}:|"
     for result in results:
         latency = result.latency
         name = f"{result.variant.key}. {result.variant.title}"
         if latency is None:
-            yield f"| {name:<42} | {'-':>11} | {'-':>12} | {'-':>6} | {'-':>6} | {'-':>8} | {'-':>14} |"
+            yield f"| {name:<42} | {'-':>11} | {'-':>12} | {'-':>6} | {'-':>6} | {'-':>8} | {'-':>14} | {'-':>6} |"
             continue
         added = f"{latency.p99_ms - base.p99_ms:+.2f}" if base is not None else "-"
         yield (f"| {name:<42} | {latency.offered_rps:>11.0f} | {latency.achieved_rps:>12.0f} | "
-               f"{latency.p50_ms:>6.2f} | {latency.p99_ms:>6.2f} | {latency.p999_ms:>8.2f} | {added:>14} |")
+               f"{latency.p50_ms:>6.2f} | {latency.p99_ms:>6.2f} | {latency.p999_ms:>8.2f} | {added:>14} | "
+               f"{latency.non_2xx:>6} |")
 
 
 def main() -> int:

@@ -29,6 +29,7 @@ from check_throughput import (
     percentile,
     ratios,
     redis_calls,
+    refuse_denials,
     report,
     rotating_tokens_script,
     script_calls_between,
@@ -105,7 +106,7 @@ def test_h2load_log_gives_nearest_rank_percentiles_and_counts_failures(sample: l
     ordered = sorted(micros / 1e3 for _, micros in sample)
     assert run.requests == len(sample)
     assert run.achieved_rps == len(sample) / seconds
-    assert run.non_2xx == sum(1 for status, _ in sample if not 200 <= status < 300)
+    assert run.non_2xx == sum(1 for status, _ in sample if not 200 <= status < 300) == sum(run.failures.values())
     assert (run.p50_ms, run.p99_ms, run.p999_ms) == tuple(percentile(ordered, q) for q in (0.5, 0.99, 0.999))
     assert run.p50_ms <= run.p99_ms <= run.p999_ms <= ordered[-1]
 
@@ -185,7 +186,7 @@ def test_json_report_has_the_issue_shape() -> None:
         assert set(figures) - REQUIRED_VARIANT_FIELDS == ({"fixed_rate", "redis_calls_per_check"} if key == "g"
                                                           else {"fixed_rate"})
         assert figures["fixed_rate"] == {"offered_rps": 1000, "achieved_rps": 998.5, "p50_ms": 1.1,
-                                         "p99_ms": 2.2, "p99_9_ms": 3.3}
+                                         "p99_ms": 2.2, "p99_9_ms": 3.3, "non_2xx": 0}
     assert document["variants"]["n"]["servicer_cpu_us"] is None
     assert document["variants"]["g"]["redis_calls_per_check"] == 0.25
     assert document["ratios"] == {"d/b": 0.5, "g/b": 0.25, "d/n": 0.25, "g/n": 0.125}
@@ -212,6 +213,25 @@ def test_fixed_rate_clients_each_send_at_most_one_request_per_timer_tick(rate: f
     clients = fixed_rate_clients(rate)
     assert rate / clients <= MAX_RPS_PER_CLIENT
     assert clients == 1 or rate / (clients - 1) > MAX_RPS_PER_CLIENT
+
+def _latency(**failures: int) -> LatencyRun:
+    counts = {int(status.removeprefix("s")): count for status, count in failures.items()}
+    return LatencyRun(offered_rps=100, achieved_rps=100, requests=1000, non_2xx=sum(counts.values()), p50_ms=1,
+                      p99_ms=2, p999_ms=3, failures=counts)
+
+
+def test_denials_stop_the_bench_but_fixed_rate_overload_is_reported() -> None:
+    """Any non-2xx under wrk, or a non-503 under h2load, is a BenchError; 503s at the fixed rate (Check
+    timeouts: the rate is beyond the variant) are figures, not a failure."""
+    clean = _wrk_run(100.0)
+    refuse_denials("d", clean, _latency())
+    refuse_denials("d", clean, _latency(s503=12))
+    refuse_denials("d", clean, None)
+    with pytest.raises(BenchError, match="not 2xx"):
+        refuse_denials("d", WrkRun(**{**clean.__dict__, "non_2xx": 1}), None)
+    for status in ("s401", "s403", "s429", "s-1"):
+        with pytest.raises(BenchError, match="other than 503"):
+            refuse_denials("d", clean, _latency(s503=1, **{status: 1}))
 
 def test_limits_name_a_backend_and_optionally_a_policy_file() -> None:
     """`memory`/`redis` count limited.yaml; `redis-leased` counts leased.yaml in Redis; other backends fail."""

@@ -146,8 +146,9 @@ class Servicer:
     #: The process whose CPU (with its children's) is charged to the servicer; None without ext_authz.
     pid: int | None = None
     audit: Path | None = None
-    #: The redis-server counting the limits, whose command statistics give Redis calls per Check.
-    redis_port: int | None = None
+    #: The redis-server counting the limits: its command statistics give Redis calls per Check, its CPU the
+    #: Redis share of a Check.
+    redis: RedisServer | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,7 @@ class Result:
     envoy_cpu_us: float
     redis_calls_per_check: float | None = None
     latency: LatencyRun | None = None
+    redis_cpu_us: float | None = None
 
 
 @dataclass(frozen=True)
@@ -328,14 +330,14 @@ def start_servicer(variant: Variant, run_dir: Path, certs: DevCerts, stack: Exit
         return Servicer([address], noop.process.pid)
     workers = ("--workers", str(variant.workers)) if variant.workers > 1 else ()
     sections = {}
-    redis_port = None
+    redis = None
     if variant.limits:
         limits = limits_of(variant.limits)
         backend = "memory://"
         if limits.redis:
             redis = RedisServer(run_dir / "redis").start()
             stack.callback(redis.stop)
-            backend, redis_port = redis.url, redis.port
+            backend = redis.url
         sections = {"policy": {"path": str(limits.policy)}, "rate_limit": {"backend": backend}}
     extauth = ExtauthProcess(run_dir, extauth_config(run_dir, certs, **sections), *workers)
     stack.callback(extauth.stop)
@@ -343,7 +345,7 @@ def start_servicer(variant: Variant, run_dir: Path, certs: DevCerts, stack: Exit
                  for address in extauth.addresses for index in range(variant.workers)]
     for address in addresses:
         extauth.wait_serving(address)
-    return Servicer(addresses, extauth.process.process.pid, extauth.audit_path, redis_port)
+    return Servicer(addresses, extauth.process.process.pid, extauth.audit_path, redis)
 
 
 def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, load: Load, seconds: int, connections: int,
@@ -363,13 +365,15 @@ def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, load: Load, se
         pids = {"envoy": envoy.process.process.pid}
         if servicer.pid is not None:
             pids["servicer"] = servicer.pid
+        if servicer.redis is not None and servicer.redis.process is not None:
+            pids["redis"] = servicer.redis.process.process.pid
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        redis_before = redis_calls(servicer.redis_port) if servicer.redis_port else {}
+        redis_before = redis_calls(servicer.redis.port) if servicer.redis is not None else {}
         run = wrk(url, load, seconds, connections)
         cpu_us = {name: (cpu_seconds(pid) - before[name]) * 1e6 / max(run.requests, 1) for name, pid in pids.items()}
         calls_per_check = None
-        if servicer.redis_port:
-            calls = script_calls_between(redis_before, redis_calls(servicer.redis_port))
+        if servicer.redis is not None:
+            calls = script_calls_between(redis_before, redis_calls(servicer.redis.port))
             calls_per_check = calls / max(run.requests, 1)
         latency = None
         rate = fixed_rate(run)
@@ -379,7 +383,8 @@ def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, load: Load, se
     refuse_denials(variant.key, run, latency)
     if servicer.audit is not None and not (servicer.audit.exists() and servicer.audit.stat().st_size):
         raise BenchError(f"({variant.key}) extauth wrote no audit events: the run skipped work production does")
-    return Result(variant, run, cpu_us.get("servicer"), cpu_us["envoy"], calls_per_check, latency)
+    return Result(variant, run, cpu_us.get("servicer"), cpu_us["envoy"], calls_per_check, latency,
+                  cpu_us.get("redis"))
 
 
 def refuse_denials(key: str, run: WrkRun, latency: LatencyRun | None) -> None:
@@ -423,6 +428,7 @@ def report(results: Iterable[Result], when: datetime, machine: str) -> dict[str,
         }
         if result.redis_calls_per_check is not None:
             figures["redis_calls_per_check"] = round(result.redis_calls_per_check, 4)
+            figures["redis_cpu_us"] = _rounded(result.redis_cpu_us)
         if result.latency is not None:
             figures["fixed_rate"] = {"offered_rps": round(result.latency.offered_rps, 1),
                                      "achieved_rps": round(result.latency.achieved_rps, 1),
@@ -453,16 +459,18 @@ def throughput_table(results: list[Result]) -> Iterator[str]:
 
     yield (f"| {'variant':<42} | {'rps':>7} | {'/b':>5} | {'/n':>5} | {'/a':>5} | {'p50 ms':>6} | {'p99 ms':>6} | "
            f"{'servicer CPU-µs/req':>19} | {'Envoy CPU-µs/req':>16} | {'Redis calls/req':>15} | "
+           f"{'Redis CPU-µs/req':>16} | "
            f"{'non-2xx':>7} | {'sock err':>8} |")
     yield (f"|{'-' * 44}|{'-' * 8}:|{'-' * 6}:|{'-' * 6}:|{'-' * 6}:|{'-' * 7}:|{'-' * 7}:|{'-' * 20}:|"
-           f"{'-' * 17}:|{'-' * 16}:|{'-' * 8}:|{'-' * 9}:|")
+           f"{'-' * 17}:|{'-' * 16}:|{'-' * 17}:|{'-' * 8}:|{'-' * 9}:|")
     for result in results:
         run = result.run
         servicer = f"{result.servicer_cpu_us:.0f}" if result.servicer_cpu_us is not None else "-"
         redis = f"{result.redis_calls_per_check:.3f}" if result.redis_calls_per_check is not None else "-"
+        redis_cpu = f"{result.redis_cpu_us:.0f}" if result.redis_cpu_us is not None else "-"
         yield (f"| {result.variant.key}. {result.variant.title:<39} | {run.rps:>7.0f} | {ratio(result, 'b'):>5} | "
                f"{ratio(result, 'n'):>5} | {ratio(result, 'a'):>5} | {run.p50_ms:>6.2f} | {run.p99_ms:>6.2f} | "
-               f"{servicer:>19} | {result.envoy_cpu_us:>16.0f} | {redis:>15} | {run.non_2xx:>7} | "
+               f"{servicer:>19} | {result.envoy_cpu_us:>16.0f} | {redis:>15} | {redis_cpu:>16} | {run.non_2xx:>7} | "
                f"{run.socket_errors:>8} |")
 
 

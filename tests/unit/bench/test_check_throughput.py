@@ -163,11 +163,12 @@ def test_a_ratio_is_reported_exactly_when_both_of_its_variants_ran(rps: dict[str
         assert value == round(rps[top] / rps[bottom], 3)
 
 
-def _result(key: str, rps: float, latency: LatencyRun | None = None, redis: float | None = None) -> Result:
+def _result(key: str, rps: float, latency: LatencyRun | None = None, redis: float | None = None,
+            redis_cpu: float | None = None) -> Result:
     variant = next(v for v in VARIANTS if v.key == key)
     run = WrkRun(requests=int(rps * 10), seconds=10.0, rps=rps, p50_ms=1.5, p99_ms=9.25, non_2xx=0, socket_errors=0)
     servicer = None if variant.servicer in ("none", "native") else 321.5
-    return Result(variant, run, servicer, 98.76, redis, latency)
+    return Result(variant, run, servicer, 98.76, redis, latency, redis_cpu)
 
 
 def test_json_report_has_the_issue_shape() -> None:
@@ -175,7 +176,7 @@ def test_json_report_has_the_issue_shape() -> None:
     calls per Check and the fixed-rate percentiles are added only where the variant has them."""
     latency = LatencyRun(offered_rps=1000, achieved_rps=998.5, requests=9985, non_2xx=0, p50_ms=1.1, p99_ms=2.2,
                          p999_ms=3.3)
-    results = [_result("b", 4000.0, latency), _result("d", 2000.0, latency), _result("g", 1000.0, latency, 0.25),
+    results = [_result("b", 4000.0, latency), _result("d", 2000.0, latency), _result("g", 1000.0, latency, 0.25, 41.04),
                _result("n", 8000.0, latency)]
     document = json.loads(json.dumps(report(results, datetime(2026, 11, 28, 13, 0, tzinfo=UTC), "2 CPUs")))
     assert set(document) == {"date", "machine", "variants", "ratios"}
@@ -183,12 +184,13 @@ def test_json_report_has_the_issue_shape() -> None:
     assert set(document["variants"]) == {"b", "d", "g", "n"}
     for key, figures in document["variants"].items():
         assert set(figures) >= REQUIRED_VARIANT_FIELDS
-        assert set(figures) - REQUIRED_VARIANT_FIELDS == ({"fixed_rate", "redis_calls_per_check"} if key == "g"
-                                                          else {"fixed_rate"})
+        assert set(figures) - REQUIRED_VARIANT_FIELDS == (
+            {"fixed_rate", "redis_calls_per_check", "redis_cpu_us"} if key == "g" else {"fixed_rate"})
         assert figures["fixed_rate"] == {"offered_rps": 1000, "achieved_rps": 998.5, "p50_ms": 1.1,
                                          "p99_ms": 2.2, "p99_9_ms": 3.3, "non_2xx": 0}
     assert document["variants"]["n"]["servicer_cpu_us"] is None
     assert document["variants"]["g"]["redis_calls_per_check"] == 0.25
+    assert document["variants"]["g"]["redis_cpu_us"] == 41.0
     assert document["ratios"] == {"d/b": 0.5, "g/b": 0.25, "d/n": 0.25, "g/n": 0.125}
 
 

@@ -377,7 +377,7 @@ def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, load: Load, se
             calls_per_check = calls / max(run.requests, 1)
         latency = None
         rate = fixed_rate(run)
-        # h2load sends one header set, so it cannot rotate tokens: h's fixed-rate run would be d's cache hits.
+        # h2load sends one header set, so it cannot rotate tokens: h's fixed-rate run would be g's cache hits.
         if rate and load.script is None:
             latency = h2load(url, load.headers, rate, seconds, run_dir / "h2load.log")
     refuse_denials(variant.key, run, latency)

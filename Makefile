@@ -21,8 +21,10 @@ run: $(VENV_STAMP) $(ENVOY)
 test: system-packages $(VENV_STAMP) $(ENVOY)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# The table goes to the terminal, the figures to bench/results/<UTC time>.json (gitignored); BENCH_ARGS passes
+# options through, e.g. `make bench BENCH_ARGS="--only b,d,g --duration 5"`.
 bench: system-packages $(VENV_STAMP) $(ENVOY)
-	$(VENV)/bin/python bench/check_throughput.py
+	$(VENV)/bin/python bench/check_throughput.py --json bench/results/$$(date -u +%Y%m%dT%H%M%SZ).json $(BENCH_ARGS)
 
 lint: $(VENV_STAMP)
 	$(VENV)/bin/ruff check extauth tests bench

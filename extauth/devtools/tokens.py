@@ -28,18 +28,31 @@ def mint_token(
 ) -> str:
     """An RS256 token with the registered claims filled in; `claims` are applied last so a test can
     override any of them (a wrong `aud`, a list audience) to build a token that must be rejected."""
+    return mint_tokens(key_file, 1, subject=subject, claims=claims, ttl_seconds=ttl_seconds, issuer=issuer,
+                       audience=audience, now=now)[0]
+
+
+def mint_tokens(
+    key_file: Path,
+    count: int,
+    *,
+    subject: str,
+    claims: Mapping[str, object] = {},
+    ttl_seconds: int = 3600,
+    issuer: str = DEV_ISSUER,
+    audience: str = DEV_AUDIENCE,
+    now: float | None = None,
+) -> list[str]:
+    """`count` tokens like `mint_token`'s, each distinct by its `jti`. The key is loaded once: loading (with
+    its consistency checks) costs ~100× a signature, so the bench's thousands of cache-missing tokens take
+    seconds, not minutes."""
+    key = _private_key(key_file)
     issued_at = int(time.time() if now is None else now)
-    payload: dict[str, object] = {
-        "iss": issuer,
-        "sub": subject,
-        "aud": audience,
-        "iat": issued_at,
-        "nbf": issued_at,
-        "exp": issued_at + ttl_seconds,
-        "jti": uuid.uuid4().hex,
-        **claims,
-    }
-    return jwt.encode(payload, _private_key(key_file), algorithm="RS256", headers={"kid": DEV_KEY_ID})
+    registered = {"iss": issuer, "sub": subject, "aud": audience, "iat": issued_at, "nbf": issued_at,
+                  "exp": issued_at + ttl_seconds}
+    return [jwt.encode({**registered, "jti": uuid.uuid4().hex, **claims}, key, algorithm="RS256",
+                       headers={"kid": DEV_KEY_ID})
+            for _ in range(count)]
 
 
 def dev_signing_key() -> Path:

@@ -7,7 +7,7 @@ import pytest
 
 from extauth.devtools import DEV_AUDIENCE, DEV_ISSUER, DEV_KEY_ID
 from extauth.devtools.certs import DevCerts, create_dev_certs
-from extauth.devtools.tokens import mint_token, parse_claim, parse_json_claim
+from extauth.devtools.tokens import mint_token, mint_tokens, parse_claim, parse_json_claim
 
 NOW = 1_700_000_000.0
 
@@ -37,6 +37,15 @@ def test_token_verifies_against_dev_jwks(certs: DevCerts) -> None:
     token = mint_token(certs.jwt_signing_key, subject="alice")
     claims = jwt.decode(token, _verification_key(certs), algorithms=["RS256"], audience=DEV_AUDIENCE, issuer=DEV_ISSUER)
     assert claims["sub"] == "alice"
+
+def test_minted_batch_tokens_are_distinct_and_each_verifies(certs: DevCerts) -> None:
+    """`mint_tokens` returns `count` different tokens (distinct `jti`), every one verifying with the dev JWKS."""
+    tokens = mint_tokens(certs.jwt_signing_key, 5, subject="bench", claims={"roles": ["reader"]}, now=NOW)
+    assert len(set(tokens)) == 5
+    claims = [_claims_at(token, certs) for token in tokens]
+    assert {claim["sub"] for claim in claims} == {"bench"}
+    assert len({claim["jti"] for claim in claims}) == 5
+    assert all(claim["roles"] == ["reader"] and claim["exp"] == NOW + 3600 for claim in claims)
 
 
 def test_header_names_dev_key(certs: DevCerts) -> None:

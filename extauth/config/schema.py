@@ -481,6 +481,13 @@ class BreakerConfig(Strict):
     cooldown_seconds: float = Field(1.0, ge=0.05, le=300)
 
 
+class LeaseConfig(Strict):
+    """Leased mode (`mode: leased` limits): how long a lease lives and how many units it may hold at most."""
+
+    ttl_ms: int = Field(100, ge=1, le=60_000)
+    max_tokens: int = Field(64, ge=1, le=100_000)
+
+
 class RateLimitConfig(Strict):
     #: `memory://` (in-process, per replica), `redis://host:port/db`, `rediss://...`, `unix:///path.sock`,
     #: or `redis+cluster://host:port,host:port`. `serve --rate-limit-backend` overrides it.
@@ -488,6 +495,7 @@ class RateLimitConfig(Strict):
     #: Per call to the store; past it the limit's failure mode answers.
     timeout_ms: float = Field(50.0, ge=1, le=5000)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
     #: Concurrent checks within this window share one Redis pipeline; 0 batches only what is already queued,
     #: null sends each check on its own.
     batch_window_us: float | None = Field(0, ge=0, le=100_000)

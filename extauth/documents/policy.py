@@ -285,6 +285,9 @@ class RateLimit(Strict):
     overrides: list[LimitOverride] = Field(default_factory=list)
     #: When the limit store (Redis) cannot answer: allow, refuse (503), or count in this process instead.
     failure_mode: Literal["open", "closed", "local"] = "local"
+    #: `exact`: every request is counted in the store; `leased`: this process leases units from the store and
+    #: spends them locally (fewer store calls, a bounded over-admission: docs/ratelimit.md, "Leased mode").
+    mode: Literal["exact", "leased"] = "exact"
     #: Count and report would-be rejections without enforcing them.
     shadow: bool = False
     cost: int = Field(1, ge=1, le=1000)

@@ -19,6 +19,7 @@ from extauth.clock import Clock
 from extauth.metrics.registry import RedisMetrics
 from extauth.notify import Notify, ignore
 from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
+from extauth.ratelimit.lease import Grant, LeaseBook, LeaseSource, lease_source_for
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import ALLOWED, LimitCheck, LimitOutcome, RateLimitResult
 from extauth.ratelimit.storage import CheckError, Storage, StorageError, SynchronousStorage
@@ -26,6 +27,8 @@ from extauth.ratelimit.storage import CheckError, Storage, StorageError, Synchro
 log = structlog.get_logger("extauth.ratelimit")
 #: The one store operation: a GCRA script call covering every limit of one request.
 _OPERATION = "gcra"
+#: The leased mode's store operation: one lease script call for the leases one request (or batch) needs.
+_LEASE_OPERATION = "lease"
 
 
 @dataclass
@@ -40,6 +43,7 @@ class LimiterStats:
     short_circuited: int = 0     # requests not sent because the breaker was open
     batches: int = 0             # backend round trips made by the batcher
     check_errors: int = 0        # requests the backend could not evaluate alone (answered by failure modes)
+    lease_calls: int = 0         # lease script calls (leased mode): requests minus these were answered locally
 
 
 class _Batcher:
@@ -96,11 +100,22 @@ class _Batcher:
                 future.set_result(answer)
 
 
+def _not_evaluated(check: LimitCheck) -> LimitOutcome:
+    """An exact check of a request its leased checks already rejected: not sent to the store, nothing consumed."""
+    return LimitOutcome(key=check.key, limit=check.limit, allowed=True, remaining=check.limit.limit,
+                        reset_after_seconds=0.0, retry_after_seconds=0.0, shadow=check.shadow,
+                        failure_mode=check.failure_mode)
+
+
 class RateLimiter:
     def __init__(self, storage: Storage, clock: Clock, *, timeout_ms: float = 50.0,
                  breaker: CircuitBreaker | None = None, local_fallback: MemoryStorage | None = None,
                  batch_window_us: float | None = None, max_batch: int = 256,
-                 metrics: RedisMetrics | None = None, notify: Notify = ignore) -> None:
+                 metrics: RedisMetrics | None = None, notify: Notify = ignore,
+                 leases: LeaseBook | None = None, lease_source: LeaseSource | None = None) -> None:
+        """`leases`: this process's lease book for `mode: leased` limits (default: one with its defaults);
+        `lease_source`: where leases come from (default: the Redis storage; none in process, where leased
+        limits are counted exactly)."""
         self.storage = storage
         self.clock = clock
         self.timeout_seconds = timeout_ms / 1000
@@ -115,6 +130,8 @@ class RateLimiter:
         self._embedded = storage if isinstance(storage, SynchronousStorage) else None
         self._batcher = (None if batch_window_us is None or self._embedded is not None
                          else _Batcher(storage, batch_window_us / 1e6, max_batch, self.stats))
+        self._lease_source = lease_source or (None if self._embedded is not None else lease_source_for(storage))
+        self.leases = leases or LeaseBook()
 
     @property
     def breaker_state(self) -> BreakerState:
@@ -146,6 +163,8 @@ class RateLimiter:
         now_ms = int(self.clock.now() * 1000)
         if self._embedded is not None:
             outcomes = self._embedded.acquire_now([checks], now_ms)[0]
+        elif self._lease_source is not None and any(check.leased for check in checks):
+            outcomes = await self._from_leases(checks, now_ms)
         else:
             outcomes = await self._from_backend(checks, now_ms)
         result = RateLimitResult(tuple(outcomes))
@@ -190,6 +209,55 @@ class RateLimiter:
         self.metrics.observe(_OPERATION, time.perf_counter() - started)
         self.breaker.record_success()
         return outcomes
+
+    async def _from_leases(self, checks: Sequence[LimitCheck], now_ms: int) -> list[LimitOutcome]:
+        """Leased checks from this process's leases, then the exact ones from the store, all-or-nothing: a
+        request a leased check rejects does not reach the store for its exact checks (their outcomes say
+        allowed, not evaluated), and one the store rejects gives its leased units back."""
+        leased = [check for check in checks if check.leased]
+        taken = await self.leases.take(leased, now_ms, self._fetch_leases)
+        failed = [check for check, outcome in zip(leased, taken.outcomes, strict=True) if outcome is None]
+        by_failure_mode = iter(self._degrade(failed, now_ms))
+        leased_outcomes = [outcome or next(by_failure_mode) for outcome in taken.outcomes]
+        exact = [check for check in checks if not check.leased]
+        if exact and all(outcome.allowed for outcome in leased_outcomes):
+            exact_outcomes = await self._from_backend(exact, now_ms)
+        else:
+            exact_outcomes = [_not_evaluated(check) for check in exact]
+        from_leases, from_store = iter(leased_outcomes), iter(exact_outcomes)
+        outcomes = [next(from_leases) if check.leased else next(from_store) for check in checks]
+        if not RateLimitResult(tuple(outcomes)).allowed:
+            self.leases.give_back(taken)
+        return outcomes
+
+    async def _fetch_leases(self, wants: Sequence[tuple[LimitCheck, int]], now_ms: int) -> list[Grant | None]:
+        """Leases under the same timeout, breaker and metrics as the exact calls; None answers by failure mode."""
+        stats = self.stats
+        if not self.breaker.allow():
+            stats.short_circuited += 1
+            return [None] * len(wants)
+        assert self._lease_source is not None
+        stats.lease_calls += 1
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                answers = await self._lease_source.fetch(wants, now_ms)
+        except TimeoutError:
+            stats.timeouts += 1
+            self.metrics.error(_LEASE_OPERATION, "timeout")
+            self._failed(f"{self.storage.name}: no lease within {self.timeout_seconds * 1000:g} ms")
+            return [None] * len(wants)
+        except StorageError as error:
+            self.metrics.error(_LEASE_OPERATION, "storage")
+            self._failed(str(error))
+            return [None] * len(wants)
+        self.metrics.observe(_LEASE_OPERATION, time.perf_counter() - started)
+        self.breaker.record_success()
+        for answer in answers:
+            if isinstance(answer, StorageError):
+                stats.check_errors += isinstance(answer, CheckError)
+                self.metrics.error(_LEASE_OPERATION, "check" if isinstance(answer, CheckError) else "storage")
+        return [None if isinstance(answer, StorageError) else answer for answer in answers]
 
     def _failed(self, error: str) -> None:
         self.stats.backend_errors += 1

@@ -6,6 +6,8 @@ from typing import Literal
 
 FailureMode = Literal["open", "closed", "local"]
 FAILURE_MODES: tuple[FailureMode, ...] = ("open", "closed", "local")
+#: `exact`: every request is counted in the store; `leased`: in units leased from it (lease.py).
+LimitMode = Literal["exact", "leased"]
 # GCRA works in 1/limit ms (see gcra.py); these bounds keep Lua's doubles exact.
 MAX_LIMIT = 10_000_000
 MAX_CAPACITY = 2**52
@@ -62,6 +64,7 @@ class LimitCheck:
     failure_mode: FailureMode = "closed"
     shadow: bool = False
     public_name: str = ""
+    mode: LimitMode = "exact"
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -72,6 +75,11 @@ class LimitCheck:
             raise ValueError(f"cost must be at least 1, got {self.cost}")
         if self.failure_mode not in FAILURE_MODES:
             raise ValueError(f"failure_mode must be one of {FAILURE_MODES}, got {self.failure_mode!r}")
+
+    @property
+    def leased(self) -> bool:
+        """Counted from this process's lease (a shadow check is always exact: it reports, so it counts exactly)."""
+        return self.mode == "leased" and not self.shadow
 
     @property
     def storage_key(self) -> str:

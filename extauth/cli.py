@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("config", type=Path, help="the YAML config file (docs/configuration.md)")
     validate.add_argument("--online", action="store_true",
                           help="also fetch each provider's JWKS (or OIDC discovery document) once")
+    validate.add_argument("--envoy-bootstrap", type=Path, metavar="FILE",
+                          help="the Envoy bootstrap whose ext_authz timeout every queued limit's max_wait must stay "
+                               "under (default: the shipped envoy/envoy.yaml, when present)")
     validate.set_defaults(run=_validate)
 
     test = commands.add_parser(
@@ -251,7 +254,14 @@ def _validate(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
-    check = check_startup(loaded)
+    bootstrap = args.envoy_bootstrap
+    if bootstrap is None:
+        from extauth.devstack.envoy import SHIPPED_BOOTSTRAP
+
+        bootstrap = SHIPPED_BOOTSTRAP if SHIPPED_BOOTSTRAP.exists() else None
+    elif not bootstrap.exists():
+        return _missing_config(bootstrap)
+    check = check_startup(loaded, envoy_bootstrap=bootstrap)
     if args.online:
         asyncio.run(fetch_key_sources(loaded, check))
         for line in check.fetched:

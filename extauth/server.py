@@ -78,7 +78,7 @@ class ExtauthServer:
             open_storage(limits.backend, timeout_ms=limits.timeout_ms), clock, timeout_ms=limits.timeout_ms,
             breaker=CircuitBreaker(clock, limits.breaker.failure_threshold, limits.breaker.cooldown_seconds),
             batch_window_us=limits.batch_window_us, metrics=REDIS, notify=notify,
-            leases=LeaseBook(limits.lease.ttl_ms, limits.lease.max_tokens))
+            leases=LeaseBook(limits.lease.ttl_ms, limits.lease.max_tokens), queue_max_waiting=limits.queue.max_waiting)
         self.pipeline = Pipeline(self.authenticator, self.policy, Responder(config.authentication.forward),
                                  self.audit, self.instance, redactor=redactor, metrics=CheckMetrics(),
                                  rate_limit=RateLimitPhase(self.rate_limiter, limits.headers_on_allow))

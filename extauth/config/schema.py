@@ -488,6 +488,12 @@ class LeaseConfig(Strict):
     max_tokens: int = Field(64, ge=1, le=100_000)
 
 
+class QueueConfig(Strict):
+    """Queued mode (`on_limit: queue` limits): how many Checks may wait for one key in this process."""
+
+    max_waiting: int = Field(100, ge=1, le=100_000)
+
+
 class RateLimitConfig(Strict):
     #: `memory://` (in-process, per replica), `redis://host:port/db`, `rediss://...`, `unix:///path.sock`,
     #: or `redis+cluster://host:port,host:port`. `serve --rate-limit-backend` overrides it.
@@ -496,6 +502,7 @@ class RateLimitConfig(Strict):
     timeout_ms: float = Field(50.0, ge=1, le=5000)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     lease: LeaseConfig = Field(default_factory=LeaseConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
     #: Concurrent checks within this window share one Redis pipeline; 0 batches only what is already queued,
     #: null sends each check on its own.
     batch_window_us: float | None = Field(0, ge=0, le=100_000)

@@ -65,6 +65,8 @@ class LimitCheck:
     shadow: bool = False
     public_name: str = ""
     mode: LimitMode = "exact"
+    #: Queued mode (`on_limit: queue`): over the limit, wait up to this long for the request to conform (0: 429).
+    max_wait_ms: int = 0
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -73,6 +75,8 @@ class LimitCheck:
             raise ValueError(f"a limit key must be valid UTF-8 of at most {MAX_KEY_BYTES} bytes")
         if self.cost < 1:
             raise ValueError(f"cost must be at least 1, got {self.cost}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must not be negative, got {self.max_wait_ms}")
         if self.failure_mode not in FAILURE_MODES:
             raise ValueError(f"failure_mode must be one of {FAILURE_MODES}, got {self.failure_mode!r}")
 
@@ -131,6 +135,8 @@ class RateLimitResult:
 
     outcomes: tuple[LimitOutcome, ...] = ()
     allowed: bool = field(init=False)
+    #: Queued mode: how long the request waited for its reservation before it was allowed.
+    waited_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed", all(o.allowed for o in self.outcomes if not o.shadow))

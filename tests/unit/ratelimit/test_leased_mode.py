@@ -51,11 +51,12 @@ async def admit(book: LeaseBook, source: BucketSource, check: LimitCheck, now_ms
 @pytest.mark.parametrize("backend", ["redis", "redis-cluster"])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 40)), min_size=1, max_size=12),
-       limit=st.integers(1, 50), period_ms=st.sampled_from([1, 999, 1000, 60_000]))
+       limit=st.integers(1, 50), period_ms=st.sampled_from([999, 1000, 60_000]))
 def test_lease_script_grants_what_its_python_twin_grants(request: pytest.FixtureRequest, backend: str,
                                                          steps: list[tuple[int, int]], limit: int,
                                                          period_ms: int) -> None:
-    """Over generated sequences of (time step, units wanted), the Lua script and `grant` answer identically."""
+    """Over generated sequences of (time step, units wanted), the Lua script and `grant` answer identically
+    (windows of at least 20 ms per unit: Redis expires keys on its own clock, which the steps do not move)."""
     server: RedisServer | RedisCluster = request.getfixturevalue(
         "redis_server" if backend == "redis" else "redis_cluster")
     check = leased(limit, period_ms / 1000)

@@ -39,14 +39,16 @@ Grant = tuple[int, int, int, int]  # granted, remaining, reset_after_ms, retry_a
 GrantAnswer = Grant | StorageError
 
 
-def grant(state: State | None, now_ms: int, limit: int, period_ms: int, want: int) -> tuple[State | None, int, Grant]:
-    """The Python twin of `lua/lease.lua` for one key: (new state or None if unchanged, TTL in ms, grant)."""
+def grant(state: State | None, now_ms: int, limit: int, period_ms: int, want: int,
+          need: int = 1) -> tuple[State | None, int, Grant]:
+    """The Python twin of `lua/lease.lua` for one key: (new state or None if unchanged, TTL in ms, grant). Fewer
+    units than `need` (the asking request's cost) are not leased: no request could spend them."""
     backlog = 0 if state is None else max(0, (state[0] - now_ms) * limit + state[1])
     capacity = period_ms * limit
     room = (capacity - backlog) // period_ms
-    granted = max(0, min(want, room))
+    granted = min(want, room) if room >= need else 0
     if granted == 0:
-        return None, 0, (0, 0, -(-backlog // limit), -(-(backlog + period_ms - capacity) // limit))
+        return None, 0, (0, 0, -(-backlog // limit), -(-(backlog + need * period_ms - capacity) // limit))
     after = backlog + granted * period_ms
     ttl = max(1, -(-after // limit))
     return (now_ms + after // limit, after % limit), ttl, (granted, room - granted, ttl, 0)
@@ -97,7 +99,7 @@ class RedisLeaseSource:
     async def _call(self, wants: Sequence[tuple[LimitCheck, int]], now_ms: int) -> list[int]:
         args: list[int] = [now_ms]
         for check, want in wants:
-            args += [check.limit.limit, check.limit.period_ms, want]
+            args += [check.limit.limit, check.limit.period_ms, want, check.cost]
         return await self._script(keys=[check.storage_key for check, _ in wants], args=args)
 
 

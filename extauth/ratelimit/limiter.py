@@ -121,11 +121,13 @@ class RateLimiter:
                  batch_window_us: float | None = None, max_batch: int = 256,
                  metrics: RedisMetrics | None = None, notify: Notify = ignore,
                  leases: LeaseBook | None = None, lease_source: LeaseSource | None = None,
-                 queue_max_waiting: int = 100, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 queue_max_waiting: int = 100, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 reservations: Reservations | None = None) -> None:
         """`leases`: this process's lease book for `mode: leased` limits (default: one with its defaults);
         `lease_source`: where leases come from (default: the Redis storage; none in process, where leased
         limits are counted exactly). `queue_max_waiting`: queued mode's bound on the Checks waiting for one
-        key in this process; `sleep` is how a queued Check waits (injected in tests with the clock)."""
+        key in this process; `sleep` is how a queued Check waits (injected in tests with the clock);
+        `reservations`: where queued Checks reserve (default: the storage's own)."""
         self.storage = storage
         self.clock = clock
         self.timeout_seconds = timeout_ms / 1000
@@ -142,7 +144,7 @@ class RateLimiter:
                          else _Batcher(storage, batch_window_us / 1e6, max_batch, self.stats))
         self._lease_source = lease_source or (None if self._embedded is not None else lease_source_for(storage))
         self.leases = leases or LeaseBook()
-        self._reservations: Reservations | None = reservations_for(storage)
+        self._reservations = reservations or reservations_for(storage)
         self.queue_max_waiting = queue_max_waiting
         self._sleep = sleep
         #: Checks waiting for a reservation, by the key of the limit they wait for.
@@ -268,7 +270,15 @@ class RateLimiter:
         enforced = [check for check in checks if not check.shadow]
         self.waiting[key] = waiting + 1
         try:
-            reservation = await self._reserve([(check, check.max_wait_ms) for check in enforced], now_ms)
+            # Shielded: a Check cancelled while the store reserves cannot tell whether its units were taken, so
+            # the reservation finishes on its own and is released if it was made.
+            reserving = asyncio.ensure_future(self._reserve([(check, check.max_wait_ms) for check in enforced], now_ms))
+            try:
+                reservation = await asyncio.shield(reserving)
+            except asyncio.CancelledError:
+                stats.queue_cancelled += 1
+                reserving.add_done_callback(lambda done: self._release_if_made(done, enforced))
+                raise
             if reservation is None or not reservation.reserved:
                 stats.queue_refused += 1
                 return result
@@ -314,6 +324,12 @@ class RateLimiter:
         self.metrics.observe(_RESERVE_OPERATION, time.perf_counter() - started)
         self.breaker.record_success()
         return reservation
+
+    def _release_if_made(self, reserving: "asyncio.Future[Reservation | None]", checks: Sequence[LimitCheck]) -> None:
+        if not reserving.cancelled() and reserving.exception() is None:
+            reservation = reserving.result()
+            if reservation is not None and reservation.reserved:
+                self._release_later(checks)
 
     def _release_later(self, checks: Sequence[LimitCheck]) -> None:
         """Release a cancelled waiter's units in a task of its own (the waiter's task is being cancelled)."""

@@ -61,7 +61,7 @@ def reserve(checks: Sequence[Tolerant], now_ms: int, states: dict[str, State | N
         after = backlog + check.cost * period
         ahead = max(0, _ceil_div(after - period * limit, limit))
         wait = max(wait, ahead)
-        fits = fits and ahead <= tolerance_ms
+        fits = fits and ahead <= tolerance_ms and check.cost <= limit  # a cost above the limit never conforms
         backlogs[key] = (after, limit)
     if not fits:
         return Reservation(False, wait), {}

@@ -4,8 +4,9 @@
 --
 -- KEYS[i]   window key of lease i (rl:{<key>}:<limit>/<period_ms>); all KEYS of one call in one Cluster slot
 -- ARGV[1]   now, whole milliseconds, from the caller's clock
--- ARGV[2+3*(i-1) .. 4+3*(i-1)]  for lease i: limit, period_ms, want (units, >= 1)
--- return    flat array, 4 integers per lease: granted (0..want; -1: the key could not be read), remaining
+-- ARGV[2+4*(i-1) .. 5+4*(i-1)]  for lease i: limit, period_ms, want (units, >= 1), need (the cost of the
+--           request asking: fewer units than that are not leased, they would be stranded)
+-- return    flat array, 4 integers per lease: granted (0 or need..want; -1: the key could not be read), remaining
 --           after the grant, reset_after_ms, retry_after_ms (until one unit fits; 0 when granted > 0)
 
 local now = tonumber(ARGV[1])
@@ -17,10 +18,10 @@ end
 local result = {}
 for i = 1, #KEYS do
   local key = KEYS[i]
-  local base = 2 + 3 * (i - 1)
+  local base = 2 + 4 * (i - 1)
   local limit = tonumber(ARGV[base])
   local period = tonumber(ARGV[base + 1])
-  local want = tonumber(ARGV[base + 2])
+  local want, need = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local r = 4 * (i - 1)
   local value = redis.pcall('GET', key)
   if type(value) == 'table' then
@@ -33,7 +34,8 @@ for i = 1, #KEYS do
     end
     local capacity = period * limit
     local room = math.floor((capacity - backlog) / period)
-    local granted = math.max(0, math.min(want, room))
+    local granted = 0
+    if room >= need then granted = math.min(want, room) end
     if granted > 0 then
       local after = backlog + granted * period
       local ttl = math.max(1, ceil_div(after, limit))
@@ -41,7 +43,7 @@ for i = 1, #KEYS do
       result[r + 1], result[r + 2], result[r + 3], result[r + 4] = granted, room - granted, ttl, 0
     else
       result[r + 1], result[r + 2] = 0, 0
-      result[r + 3], result[r + 4] = ceil_div(backlog, limit), ceil_div(backlog + period - capacity, limit)
+      result[r + 3], result[r + 4] = ceil_div(backlog, limit), ceil_div(backlog + need * period - capacity, limit)
     end
   end
 end

@@ -7,7 +7,8 @@
 -- ARGV[2+4*(i-1) .. 5+4*(i-1)]  for check i: limit, period_ms, cost, tolerance_ms (how far ahead of now this
 --           check may be reserved: its max_wait; 0 for a check that must conform now)
 -- return    {status, wait_ms}: 1 reserved (every check consumed; the request conforms in wait_ms), 0 some check
---           is further ahead than its tolerance (nothing consumed; wait_ms: the wait it would need),
+--           is further ahead than its tolerance, or costs more than its limit (nothing consumed; wait_ms: the
+--           wait it would need),
 --           -1 a key could not be read (nothing consumed)
 
 local now = tonumber(ARGV[1])
@@ -37,7 +38,8 @@ for i = 1, #KEYS do
   local after = backlog + cost * period
   local ahead = math.max(0, ceil_div(after - period * limit, limit))
   if ahead > wait then wait = ahead end
-  if ahead > tolerance then fits = false end
+  -- A cost above the limit never conforms, however long it waits.
+  if ahead > tolerance or cost > limit then fits = false end
   states[key] = after
 end
 if not fits then return {0, wait} end

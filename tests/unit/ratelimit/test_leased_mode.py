@@ -31,7 +31,7 @@ class BucketSource:
         for check, want in wants:
             entry = self.buckets.get(check.storage_key)
             state = entry[0] if entry is not None and entry[1] > now_ms else None
-            new_state, ttl, answer = grant(state, now_ms, check.limit.limit, check.limit.period_ms, want)
+            new_state, ttl, answer = grant(state, now_ms, check.limit.limit, check.limit.period_ms, want, check.cost)
             if new_state is not None:
                 self.buckets[check.storage_key] = (new_state, now_ms + ttl)
             grants.append(answer)
@@ -50,16 +50,17 @@ async def admit(book: LeaseBook, source: BucketSource, check: LimitCheck, now_ms
 
 @pytest.mark.parametrize("backend", ["redis", "redis-cluster"])
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 40)), min_size=1, max_size=12),
+@given(steps=st.lists(st.tuples(st.integers(0, 3000), st.integers(1, 40), st.integers(1, 3)), min_size=1, max_size=12),
        limit=st.integers(1, 50), period_ms=st.sampled_from([999, 1000, 60_000]))
 def test_lease_script_grants_what_its_python_twin_grants(request: pytest.FixtureRequest, backend: str,
-                                                         steps: list[tuple[int, int]], limit: int,
+                                                         steps: list[tuple[int, int, int]], limit: int,
                                                          period_ms: int) -> None:
-    """Over generated sequences of (time step, units wanted), the Lua script and `grant` answer identically
-    (windows of at least 20 ms per unit: Redis expires keys on its own clock, which the steps do not move)."""
+    """Over generated sequences of (time step, units wanted, cost of the asking request), the Lua script and
+    `grant` answer identically (windows of at least 20 ms per unit: Redis expires keys on its own clock, which
+    the steps do not move)."""
     server: RedisServer | RedisCluster = request.getfixturevalue(
         "redis_server" if backend == "redis" else "redis_cluster")
-    check = leased(limit, period_ms / 1000)
+    key = f"lease/{uuid.uuid4().hex[:8]}|sub=alice"
 
     async def run() -> None:
         storage = RedisStorage.from_url(server.url, timeout_ms=2000)
@@ -67,11 +68,12 @@ def test_lease_script_grants_what_its_python_twin_grants(request: pytest.Fixture
         state: State | None = None
         now_ms = 1_700_000_000_000
         try:
-            for step, want in steps:
+            for step, want, cost in steps:
                 now_ms += step
+                check, want = leased(limit, period_ms / 1000, cost, key), max(want, cost)
                 if state is not None and state[0] * limit + state[1] <= now_ms * limit:
                     state = None  # the key's TTL has run out in Redis too
-                expected_state, _, expected = grant(state, now_ms, limit, period_ms, want)
+                expected_state, _, expected = grant(state, now_ms, limit, period_ms, want, cost)
                 assert (await source.fetch([(check, want)], now_ms)) == [expected]
                 state = expected_state or state
         finally:
@@ -137,6 +139,18 @@ def test_units_go_back_to_the_lease_when_the_request_is_rejected_after_all() -> 
         return lease.left - before
 
     assert asyncio.run(run()) == 1
+
+
+def test_a_request_costing_more_than_the_bucket_holds_leases_nothing() -> None:
+    """Cost 3 on 10 per day: after 3 requests 1 unit is left; the 4th is rejected and leaves that unit in Redis
+    (a lease of fewer units than the cost would strand them)."""
+    book, source, check = LeaseBook(ttl_ms=100), BucketSource(), leased(10, 86_400, cost=3)
+
+    async def run() -> list[bool]:
+        return [await admit(book, source, check, now_ms) for now_ms in range(4)]
+
+    assert asyncio.run(run()) == [True, True, True, False]
+    assert source.buckets[check.storage_key][0] == (9 * 8_640_000, 0)  # TAT after 9 units of 8640 s each
 
 
 @settings(max_examples=60, deadline=None)

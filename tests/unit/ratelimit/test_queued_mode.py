@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from extauth.bundle.compiled import compile_policy
@@ -15,7 +15,7 @@ from extauth.config import ConfigError
 from extauth.devstack.redis import RedisCluster, RedisServer
 from extauth.ratelimit import Limit, LimitCheck, MemoryStorage, RateLimiter
 from extauth.ratelimit.gcra import State
-from extauth.ratelimit.queue import RedisReservations, Reservation, release, reserve
+from extauth.ratelimit.queue import InProcessReservations, RedisReservations, Reservation, release, reserve
 from extauth.ratelimit.redis import RedisStorage
 
 pytestmark = pytest.mark.redis
@@ -110,6 +110,31 @@ async def test_a_burst_waits_exactly_until_each_request_conforms_within_max_wait
     assert limiter.stats.rejections == 10 - allowed
 
 
+@settings(max_examples=80, deadline=None)
+@example(burst=3, limit=1, period_ms=1000, max_wait_ms=8000, cost=2)  # a cost above the limit: never conforms
+@given(burst=st.integers(1, 40), limit=st.integers(1, 20), period_ms=st.sampled_from([1000, 7000, 60_000]),
+       max_wait_ms=st.integers(1, 8000), cost=st.integers(1, 3))
+def test_every_burst_admits_the_limit_then_whoever_conforms_within_max_wait_at_its_exact_time(
+        burst: int, limit: int, period_ms: int, max_wait_ms: int, cost: int) -> None:
+    """Over generated bursts at one instant: the first `limit // cost` pass at once, the j-th after them waits
+    exactly ceil(j x cost x period / limit) ms (TAT − now), and everyone whose wait exceeds max_wait gets 429."""
+    sleep = RecordingSleep()
+    limiter = RateLimiter(MemoryStorage(), ManualClock(), sleep=sleep)
+    check = queued("burst|sub=x", max_wait_ms, Limit(limit, period_ms / 1000), cost)
+
+    async def run() -> list[float]:
+        return [(await limiter.check([check])).waited_seconds for _ in range(burst)]
+
+    asyncio.run(run())
+    at_once = limit // cost
+    expected = [-(-(at_once * cost + j * cost - limit) * period_ms // limit) for j in range(1, burst - at_once + 1)]
+    within = [wait for wait in expected if wait <= max_wait_ms]
+    if at_once == 0:
+        within = []  # a cost above the limit never conforms
+    assert [round(wait * 1000) for wait in sleep.waits] == within
+    assert limiter.stats.rejections == burst - min(burst, at_once) - len(within)
+
+
 async def test_a_limit_without_queueing_and_a_shadow_limit_keep_their_answers(key: str) -> None:
     """A request over a limit that does not queue gets its 429 even if another of its limits queues; a shadow
     limit's would-be rejection never makes a request wait."""
@@ -160,6 +185,42 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_gives_back_its_units(stor
     limiter._sleep = recording
     assert (await limiter.check([check])).waited_seconds == 0.2
     assert recording.waits == [0.2]
+
+
+class SlowReservations(InProcessReservations):
+    """Reserves, then answers only when `answer` is set: a store reply still on its way when Envoy cancels."""
+
+    def __init__(self, storage: MemoryStorage) -> None:
+        super().__init__(storage)
+        self.answer = asyncio.Event()
+        self.reserved = asyncio.Event()
+
+    async def reserve(self, checks, now_ms: int) -> Reservation:
+        reservation = await super().reserve(checks, now_ms)
+        self.reserved.set()
+        await self.answer.wait()
+        return reservation
+
+
+async def test_a_check_cancelled_while_the_store_reserves_releases_the_reservation(key: str) -> None:
+    """Cancelled before the reservation's reply arrives: once it arrives, the reserved units are released."""
+    storage = MemoryStorage()
+    reservations = SlowReservations(storage)
+    recording = RecordingSleep()
+    limiter = RateLimiter(storage, ManualClock(), sleep=recording, reservations=reservations)
+    check = queued(key, 5000)
+    for _ in range(5):
+        assert (await limiter.check([check])).allowed
+    waiter = asyncio.create_task(limiter.check([check]))
+    await reservations.reserved.wait()
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert limiter.waiting == {} and limiter.stats.queue_cancelled == 1
+    reservations.answer.set()
+    for _ in range(100):  # the reply lands, then its release starts
+        await asyncio.sleep(0)
+    await asyncio.gather(*limiter._releases)
+    assert (await limiter.check([check])).waited_seconds == 0.2
 
 
 def test_a_reservation_is_all_or_nothing_across_a_requests_limits() -> None:

@@ -188,7 +188,7 @@ class RateLimiter:
             outcomes = await self._from_backend(checks, now_ms)
         result = RateLimitResult(tuple(outcomes))
         if not result.allowed and self._reservations is not None and any(check.max_wait_ms for check in checks):
-            result = await self._queue(checks, result, now_ms)
+            result = await self._queue(checks, result)
         if not result.allowed:
             stats.rejections += 1
         for outcome in outcomes:
@@ -251,13 +251,15 @@ class RateLimiter:
             self.leases.give_back(taken)
         return outcomes
 
-    async def _queue(self, checks: Sequence[LimitCheck], result: RateLimitResult, now_ms: int) -> RateLimitResult:
+    async def _queue(self, checks: Sequence[LimitCheck], result: RateLimitResult) -> RateLimitResult:
         """Over a queued limit: reserve the request's units for when it conforms and wait until then, if every
         rejecting limit is queued, that wait is within each one's `max_wait` and fewer than `queue_max_waiting`
         Checks already wait for the key; otherwise the rejection stands (429)."""
         stats = self.stats
         rejected = [(check, outcome) for check, outcome in zip(checks, result.outcomes, strict=True)
                     if not outcome.allowed and not check.shadow]
+        if not any(check.max_wait_ms for check, _ in rejected):
+            return result  # rejected by limits that do not queue
         if not all(check.max_wait_ms and not check.leased and not outcome.degraded
                    and outcome.retry_after_seconds * 1000 <= check.max_wait_ms for check, outcome in rejected):
             stats.queue_refused += 1
@@ -272,7 +274,9 @@ class RateLimiter:
         try:
             # Shielded: a Check cancelled while the store reserves cannot tell whether its units were taken, so
             # the reservation finishes on its own and is released if it was made.
-            reserving = asyncio.ensure_future(self._reserve([(check, check.max_wait_ms) for check in enforced], now_ms))
+            # The wait is counted from now, after the first store call: TAT − now, exactly.
+            reserving = asyncio.ensure_future(self._reserve([(check, check.max_wait_ms) for check in enforced],
+                                                            int(self.clock.now() * 1000)))
             try:
                 reservation = await asyncio.shield(reserving)
             except asyncio.CancelledError:

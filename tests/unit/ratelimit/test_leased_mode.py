@@ -3,17 +3,21 @@
 import asyncio
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from extauth.bundle.compiled import compile_policy
 from extauth.clock import ManualClock
 from extauth.devstack.redis import RedisCluster, RedisServer
 from extauth.ratelimit import Limit, LimitCheck, RateLimiter
 from extauth.ratelimit.gcra import State
 from extauth.ratelimit.lease import LEASE_SHARE, Grant, LeaseBook, RedisLeaseSource, grant
 from extauth.ratelimit.redis import RedisStorage
+from extauth.request import Request
+from extauth.tools.synthetic import check_request, principal
 
 pytestmark = pytest.mark.redis
 
@@ -196,3 +200,28 @@ async def test_the_limiter_answers_leased_checks_from_its_lease_and_exact_ones_f
     assert admitted == 200
     assert limiter.stats.lease_calls < 300 / 4
     assert limiter.stats.backend_calls == 200  # requests their lease rejected never reached the store
+
+
+LEASED_POLICY = """\
+apiVersion: extauth/v1
+kind: Policy
+metadata: {name: shop}
+roles: {free: []}
+routes:
+  - name: search
+    match: {path: {prefix: /search}}
+    rules: [{name: members, when: {roles: [free]}}]
+    limits:
+      - {name: per-subject, key: [subject], windows: [{requests: 500, per: 1s}], mode: leased}
+"""
+
+
+def test_a_leased_limit_reaches_its_checks_and_explain_names_the_mode(tmp_path: Path) -> None:
+    """`mode: leased` becomes `mode="leased"` on every window, and explain and change summaries show it."""
+    (tmp_path / "shop.yaml").write_text(LEASED_POLICY)
+    policy = compile_policy(tmp_path, ManualClock())
+    request = Request(check_request("/search"))
+    decision = policy.engine.authorize(request, principal("alice", ["free"]))
+    assert [check.leased for check in policy.limits.checks_for(request, decision)] == [True]
+    (applied,) = policy.limits.applicable(request, decision)
+    assert "leased mode" in applied.describe() and applied.summary.endswith(", leased")

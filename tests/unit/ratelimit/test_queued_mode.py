@@ -268,3 +268,7 @@ def test_a_queued_limit_reaches_its_checks_with_its_max_wait(tmp_path: Path) -> 
     request = Request(check_request("/search"))
     decision = policy.engine.authorize(request, principal("alice", ["free"]))
     assert [check.max_wait_ms for check in policy.limits.checks_for(request, decision)] == [250]
+    (applied,) = policy.limits.applicable(request, decision)
+    assert "queued up to 250ms over the limit" in applied.describe()
+    assert applied.summary.endswith(", queued up to 250ms")
+

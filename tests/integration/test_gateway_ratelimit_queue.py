@@ -111,9 +111,10 @@ def test_a_burst_over_a_queued_limit_waits_within_max_wait(
 def test_waiters_envoy_gives_up_on_release_their_places(
         tmp_path: Path, certs: DevCerts, upstream: RunningUpstream, envoy_binary: Path,
         redis_server: RedisServer) -> None:
-    """Envoy's timeout (300 ms) is shorter than the waits (up to 1 s): the waiters it cancels are audited as
-    cancelled and give back their reserved units, so a request right after the burst waits for none of them."""
-    envoy, extauth, token = queued_gateway(tmp_path, certs, upstream, redis_server, "2s", 0.3)
+    """Envoy's timeout (the shipped 500 ms) is shorter than the waits (up to 1 s): the waiters it cancels are
+    audited as cancelled and give back their reserved units, so a request right after the burst waits for none
+    of them (without the release it would wait some 700 ms, past Envoy's timeout)."""
+    envoy, extauth, token = queued_gateway(tmp_path, certs, upstream, redis_server, "2s", 0.5)
     try:
         statuses = Counter(burst(envoy, certs, "/burst", token, 10))
         assert statuses[200] >= 5 and statuses[200] + statuses[503] == 10 and statuses[503] >= 3

@@ -225,3 +225,27 @@ def test_a_leased_limit_reaches_its_checks_and_explain_names_the_mode(tmp_path: 
     assert [check.leased for check in policy.limits.checks_for(request, decision)] == [True]
     (applied,) = policy.limits.applicable(request, decision)
     assert "leased mode" in applied.describe() and applied.summary.endswith(", leased")
+
+
+@pytest.mark.parametrize("failure_mode,allowed,unavailable", [("open", True, False), ("closed", False, True),
+                                                               ("local", True, False)])
+async def test_a_lease_the_store_cannot_give_is_answered_by_the_failure_mode(
+        failure_mode: str, allowed: bool, unavailable: bool) -> None:
+    """Redis refusing connections: a leased check is answered by its failure mode, degraded, and the failures
+    count towards the breaker as exact calls do."""
+    from extauth.devstack.redis import free_port
+    from extauth.ratelimit import BreakerState, CircuitBreaker
+
+    clock = ManualClock()
+    storage = RedisStorage.from_url(f"redis://127.0.0.1:{free_port()}/0", timeout_ms=500)
+    limiter = RateLimiter(storage, clock, timeout_ms=500,
+                          breaker=CircuitBreaker(clock, failure_threshold=2, cooldown_seconds=5))
+    check = LimitCheck("down|sub=alice", Limit(100, 1), failure_mode=failure_mode, mode="leased")
+    try:
+        for _ in range(3):
+            result = await limiter.check([check])
+            assert (result.allowed, result.unavailable, result.degraded) == (allowed, unavailable, True)
+        assert limiter.breaker_state is BreakerState.OPEN
+        assert limiter.stats.lease_calls == 2 and limiter.stats.short_circuited == 1
+    finally:
+        await storage.close()

@@ -17,6 +17,7 @@ from extauth.ratelimit import Limit, LimitCheck, MemoryStorage, RateLimiter
 from extauth.ratelimit.gcra import State
 from extauth.ratelimit.queue import InProcessReservations, RedisReservations, Reservation, release, reserve
 from extauth.ratelimit.redis import RedisStorage
+from extauth.ratelimit.storage import StorageError
 
 pytestmark = pytest.mark.redis
 
@@ -272,3 +273,23 @@ def test_a_queued_limit_reaches_its_checks_with_its_max_wait(tmp_path: Path) -> 
     assert "queued up to 250ms over the limit" in applied.describe()
     assert applied.summary.endswith(", queued up to 250ms")
 
+
+
+class FailingReservations(InProcessReservations):
+    """The store fails at the reservation (after the first call answered)."""
+
+    async def reserve(self, checks, now_ms: int) -> Reservation:
+        raise StorageError("redis: ConnectionError: gone")
+
+
+async def test_a_reservation_the_store_cannot_make_keeps_the_429(key: str) -> None:
+    """The store failing between the rejection and the reservation: the request gets its 429 at once, leaves the
+    queue, and the failure counts towards the breaker."""
+    storage = MemoryStorage()
+    sleep = RecordingSleep()
+    limiter = RateLimiter(storage, ManualClock(), sleep=sleep, reservations=FailingReservations(storage))
+    check = queued(key, 5000)
+    results = [await limiter.check([check]) for _ in range(6)]
+    assert [result.allowed for result in results] == [True] * 5 + [False]
+    assert sleep.waits == [] and limiter.waiting == {}
+    assert limiter.stats.queue_refused == 1 and limiter.breaker.consecutive_failures == 1

@@ -10,10 +10,10 @@ units (`lua/release.lua`): they are taken back out of each bucket, and the next 
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from extauth.ratelimit.gcra import State
 from extauth.ratelimit.memory import MemoryStorage
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 _LUA = resources.files("extauth.ratelimit").joinpath("lua")
 RESERVE_LUA = _LUA.joinpath("reserve.lua").read_text()
 RELEASE_LUA = _LUA.joinpath("release.lua").read_text()
+_T = TypeVar("_T")
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -162,7 +163,7 @@ class RedisReservations:
             args += [check.limit.limit, check.limit.period_ms, check.cost]
         return int(await self._release(keys=[check.storage_key for check in checks], args=args))
 
-    async def _run(self, *calls):  # type: ignore[no-untyped-def]
+    async def _run(self, *calls: Awaitable[_T]) -> list[_T]:
         from extauth.ratelimit.redis import BACKEND_ERRORS
 
         storage = self.storage

@@ -249,3 +249,15 @@ async def test_a_lease_the_store_cannot_give_is_answered_by_the_failure_mode(
         assert limiter.stats.lease_calls == 2 and limiter.stats.short_circuited == 1
     finally:
         await storage.close()
+
+
+async def test_in_process_a_leased_limit_is_counted_exactly() -> None:
+    """With the in-process store there is no round trip to save: every request is counted in the bucket itself."""
+    from extauth.ratelimit import MemoryStorage
+
+    storage = MemoryStorage()
+    limiter = RateLimiter(storage, ManualClock())
+    check = leased(3, 60)
+    assert [(await limiter.check([check])).allowed for _ in range(5)] == [True, True, True, False, False]
+    assert len(limiter.leases) == 0 and limiter.stats.lease_calls == 0
+    assert storage.bucket(check.storage_key, int(ManualClock().now() * 1000)) is not None

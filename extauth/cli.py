@@ -111,6 +111,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="also fetch each provider's JWKS (or OIDC discovery document) once")
     validate.add_argument("--strict", action="store_true",
                           help="exit 1 on warnings too (a secret written inline in the config file)")
+    validate.add_argument("--envoy-bootstrap", type=Path, metavar="FILE",
+                          help="the Envoy bootstrap whose ext_authz timeout every queued limit's max_wait must stay "
+                               "under (default: the shipped envoy/envoy.yaml, when present)")
     validate.set_defaults(run=_validate)
 
     test = commands.add_parser(
@@ -255,7 +258,14 @@ def _validate(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1
-    check = check_startup(loaded)
+    bootstrap = args.envoy_bootstrap
+    if bootstrap is None:
+        from extauth.devstack.envoy import SHIPPED_BOOTSTRAP
+
+        bootstrap = SHIPPED_BOOTSTRAP if SHIPPED_BOOTSTRAP.exists() else None
+    elif not bootstrap.exists():
+        return _missing_config(bootstrap)
+    check = check_startup(loaded, envoy_bootstrap=bootstrap)
     if args.online:
         asyncio.run(fetch_key_sources(loaded, check))
         for line in check.fetched:

@@ -87,7 +87,8 @@ class Pipeline:
         try:
             decision = authorized = await self._decide(live, request, watch)
             if decision.allowed and live.limits:
-                decision = await self._rate_limit.apply(live.limits, request, decision)
+                decision = None  # a Check cancelled while it waits for its limit (queued mode) is audited as cancelled
+                decision = await self._rate_limit.apply(live.limits, request, authorized)
                 watch.lap("rate_limit")
             if shadow is not None:
                 shadow_decision = await self._shadow_decide(shadow, request)

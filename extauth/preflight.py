@@ -6,10 +6,15 @@ CA bundle, the API key store, the audit signing key (Ed25519), the policy files 
 the audit output and the unix socket paths (creatable; an existing file that is not a socket is never replaced).
 Key URLs are checked only as URLs (by the schema), unless `online`: then each remote key source is fetched once
 with the real fetcher. Every problem is a ConfigIssue: the config file, the line of the field, the field, the message.
+
+With an Envoy bootstrap (`validate --envoy-bootstrap`, default: the shipped envoy/envoy.yaml), a queued limit's
+`max_wait` must be shorter than that bootstrap's ext_authz timeout: a longer wait would be cut off by Envoy (a
+503) instead of ending in an allow or a 429.
 """
 
 import asyncio
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +25,8 @@ from extauth.config import ConfigError, ConfigIssue, LoadedConfig
 from extauth.config.schema import JwtProviderConfig, ListenAddress, pem_certificates
 from extauth.documents.apikeys import read_key_store
 from extauth.documents.errors import sorted_issues
-from extauth.documents.loader import policy_files
+from extauth.documents.loader import policy_files, read_policies
+from extauth.documents.policy import RateLimit
 from extauth.identity.http import HttpFetcher, UrllibFetcher
 from extauth.identity.jwks import JwksStore, load_jwks_file, load_shared_secret
 from extauth.identity.keys import KeyLoadError
@@ -36,9 +42,13 @@ class StartupCheck:
     fetched: list[str] = field(default_factory=list)
 
 
-def check_startup(loaded: LoadedConfig, clock: Clock | None = None) -> StartupCheck:
-    """Everything `serve` reads at start, read now; issues sorted by file and line."""
+def check_startup(loaded: LoadedConfig, clock: Clock | None = None,
+                  envoy_bootstrap: Path | None = None) -> StartupCheck:
+    """Everything `serve` reads at start, read now; issues sorted by file and line. With `envoy_bootstrap`, also
+    every queued limit's `max_wait` against its ext_authz timeout."""
     check = StartupCheck()
+    if envoy_bootstrap is not None:
+        check.issues += _queue_wait_issues(loaded, envoy_bootstrap)
     check.issues += _key_issues(loaded)
     check.issues += _api_key_issues(loaded)
     check.issues += _audit_issues(loaded)
@@ -67,6 +77,88 @@ async def fetch_key_sources(loaded: LoadedConfig, check: StartupCheck, fetcher: 
     await asyncio.gather(*(fetch(index, provider) for index, provider in providers
                            if provider.jwks is not None and provider.jwks.file is None))
     check.issues = sorted_issues(check.issues)
+
+
+#: Envoy's ext_authz timeout when the bootstrap sets none.
+ENVOY_DEFAULT_AUTHZ_TIMEOUT_SECONDS = 0.2
+_ENVOY_DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
+
+
+def ext_authz_timeouts(bootstrap: Path) -> list[float]:
+    """The timeout (seconds) of every ext_authz filter in an Envoy bootstrap, Envoy's default where none is set;
+    raises ValueError when the file cannot be read as one."""
+    import yaml
+
+    try:
+        document = yaml.safe_load(bootstrap.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot read the Envoy bootstrap: {error}") from error
+    timeouts: list[float] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if str(node.get("@type", "")).endswith("ext_authz.v3.ExtAuthz"):
+                service = node.get("grpc_service") or (node.get("http_service") or {}).get("server_uri") or {}
+                timeouts.append(_envoy_seconds(service.get("timeout")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    return timeouts
+
+
+def _envoy_seconds(value: object) -> float:
+    """A protobuf Duration as Envoy's YAML spells it: `0.5s`, or `{seconds, nanos}`."""
+    if value is None:
+        return ENVOY_DEFAULT_AUTHZ_TIMEOUT_SECONDS
+    if isinstance(value, dict):
+        return float(value.get("seconds", 0)) + float(value.get("nanos", 0)) / 1e9
+    found = _ENVOY_DURATION.match(str(value).strip())
+    if not found:
+        raise ValueError(f"{value!r} is not an Envoy duration such as 0.5s")
+    return float(found.group(1))
+
+
+def _queue_wait_issues(loaded: LoadedConfig, bootstrap: Path) -> list[ConfigIssue]:
+    """A queued limit's `max_wait` must be shorter than every ext_authz timeout of the Envoy bootstrap."""
+    try:
+        timeouts = ext_authz_timeouts(bootstrap)
+    except ValueError as error:
+        return [ConfigIssue(bootstrap, None, "", str(error))]
+    if not timeouts:
+        return []
+    timeout = min(timeouts)
+    issues = []
+    for attribute in ("path", "shadow_path"):
+        path: Path | None = getattr(loaded.config.policy, attribute)
+        if path is None or not path.exists():
+            continue
+        try:
+            policy_set, _ = read_policies(path)
+        except (ConfigError, OSError):
+            continue  # the policy's own errors are reported by _policy_issues
+        for document in policy_set.documents:
+            for at, limit in _limits_of(document.document.routes):
+                if limit.max_wait is not None and limit.max_wait >= timeout:
+                    issues.append(document.issue(
+                        (*at, "max_wait"), "max_wait",
+                        f"{limit.max_wait:g}s is not shorter than the ext_authz timeout {timeout:g}s of {bootstrap}: "
+                        "Envoy would cut the wait off with a 503 (lower max_wait, or raise the timeout: "
+                        "docs/ratelimit.md#queued-mode)"))
+    return issues
+
+
+def _limits_of(routes: list) -> list[tuple[tuple[str | int, ...], RateLimit]]:  # type: ignore[type-arg]
+    """Every limit of the routes, with its place in the document (`routes[i].limits[j]`, `...rules[k].limits[j]`)."""
+    found = []
+    for i, route in enumerate(routes):
+        found += [(("routes", i, "limits", j), limit) for j, limit in enumerate(route.limits)]
+        for k, rule in enumerate(route.rules):
+            found += [(("routes", i, "rules", k, "limits", j), limit) for j, limit in enumerate(rule.limits)]
+    return found
 
 
 def _key_issues(loaded: LoadedConfig) -> list[ConfigIssue]:

@@ -33,6 +33,7 @@ from extauth.metrics.collector import ExtauthCollector
 from extauth.metrics.http import MetricsServer
 from extauth.pipeline import Pipeline
 from extauth.ratelimit import CircuitBreaker, RateLimiter, open_storage
+from extauth.ratelimit.lease import LeaseBook
 from extauth.ratelimit.phase import RateLimitPhase
 from extauth.respond import Responder
 from extauth.servicer import AuthorizationServicer
@@ -76,7 +77,8 @@ class ExtauthServer:
         self.rate_limiter = RateLimiter(
             open_storage(limits.backend, timeout_ms=limits.timeout_ms), clock, timeout_ms=limits.timeout_ms,
             breaker=CircuitBreaker(clock, limits.breaker.failure_threshold, limits.breaker.cooldown_seconds),
-            batch_window_us=limits.batch_window_us, metrics=REDIS, notify=notify)
+            batch_window_us=limits.batch_window_us, metrics=REDIS, notify=notify,
+            leases=LeaseBook(limits.lease.ttl_ms, limits.lease.max_tokens), queue_max_waiting=limits.queue.max_waiting)
         api_keys = config.authentication.api_keys
         responder = Responder(config.authentication.forward, (api_keys.header,) if api_keys is not None else ())
         self.pipeline = Pipeline(self.authenticator, self.policy, responder,

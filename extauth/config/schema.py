@@ -612,6 +612,19 @@ class BreakerConfig(Strict):
     cooldown_seconds: float = Field(1.0, ge=0.05, le=300)
 
 
+class LeaseConfig(Strict):
+    """Leased mode (`mode: leased` limits): how long a lease lives and how many units it may hold at most."""
+
+    ttl_ms: int = Field(100, ge=1, le=60_000)
+    max_tokens: int = Field(64, ge=1, le=100_000)
+
+
+class QueueConfig(Strict):
+    """Queued mode (`on_limit: queue` limits): how many Checks may wait for one key in this process."""
+
+    max_waiting: int = Field(100, ge=1, le=100_000)
+
+
 BACKEND_SCHEMES = ("memory://", "redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
 
 
@@ -646,6 +659,8 @@ class RateLimitConfig(SecretHolder):
     #: Per call to the store; past it the limit's failure mode answers.
     timeout_ms: float = Field(50.0, ge=1, le=5000)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    lease: LeaseConfig = Field(default_factory=LeaseConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
     #: Concurrent checks within this window share one Redis pipeline; 0 batches only what is already queued,
     #: null sends each check on its own.
     batch_window_us: float | None = Field(0, ge=0, le=100_000)

@@ -288,9 +288,25 @@ class RateLimit(Strict):
     overrides: list[LimitOverride] = Field(default_factory=list)
     #: When the limit store (Redis) cannot answer: allow, refuse (503), or count in this process instead.
     failure_mode: Literal["open", "closed", "local"] = "local"
+    #: `exact`: every request is counted in the store; `leased`: this process leases units from the store and
+    #: spends them locally (fewer store calls, a bounded over-admission: docs/ratelimit.md, "Leased mode").
+    mode: Literal["exact", "leased"] = "exact"
+    #: Over the limit: `reject` (429) or `queue`: wait up to `max_wait` for the request to conform (ratelimit.md).
+    on_limit: Literal["reject", "queue"] = "reject"
+    max_wait: Annotated[float, BeforeValidator(_duration), Field(ge=0.001, le=60)] | None = None
     #: Count and report would-be rejections without enforcing them.
     shadow: bool = False
     cost: int = Field(1, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _queue_needs_max_wait(self) -> "RateLimit":
+        if self.on_limit == "queue" and self.max_wait is None:
+            raise ValueError("on_limit: queue needs max_wait (how long a request may wait, e.g. 500ms)")
+        if self.on_limit != "queue" and self.max_wait is not None:
+            raise ValueError("max_wait is set, but on_limit is not queue")
+        if self.on_limit == "queue" and self.mode == "leased":
+            raise ValueError("on_limit: queue needs mode: exact (a wait is reserved in the store, not in a lease)")
+        return self
 
     @model_validator(mode="after")
     def _prefixes_need_client_ip(self) -> "RateLimit":

@@ -118,8 +118,17 @@ class ExtauthCollector(Collector):
                 "Store calls skipped because the breaker was open.",
                 stats.short_circuited,
             ),
+            ("extauth_ratelimit_queue_refused", "Requests over a queued limit answered at once (429): the wait "
+             "exceeded max_wait or the key's queue was full.", stats.queue_refused),
+            ("extauth_ratelimit_queue_cancelled", "Queued requests that gave up waiting (their units released).",
+             stats.queue_cancelled),
         ):
             yield CounterMetricFamily(name, help_text, value=value)
+        yield histogram_family("extauth_ratelimit_queue_wait_seconds",
+                               "Waits of queued requests that were then allowed.", [],
+                               {(): self._limiter.queue_waits})
+        yield GaugeMetricFamily("extauth_ratelimit_queue_waiting", "Checks waiting in queued mode now.",
+                                value=sum(self._limiter.waiting.values()))
         yield GaugeMetricFamily(
             "extauth_ratelimit_breaker_open",
             "1 while the store's circuit breaker is open or probing.",

@@ -10,22 +10,30 @@ plain attributes of `stats`.
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 
 import structlog
 
 from extauth.clock import Clock
-from extauth.metrics.registry import RedisMetrics
+from extauth.metrics.registry import Histogram, RedisMetrics
 from extauth.notify import Notify, ignore
 from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
+from extauth.ratelimit.lease import Grant, LeaseBook, LeaseSource, lease_source_for
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import ALLOWED, LimitCheck, LimitOutcome, RateLimitResult
+from extauth.ratelimit.queue import Reservation, Reservations, reservations_for
 from extauth.ratelimit.storage import CheckError, Storage, StorageError, SynchronousStorage
 
 log = structlog.get_logger("extauth.ratelimit")
 #: The one store operation: a GCRA script call covering every limit of one request.
 _OPERATION = "gcra"
+#: The leased mode's store operation: one lease script call for the leases one request (or batch) needs.
+_LEASE_OPERATION = "lease"
+#: Queued mode's store operations: reserving a waiting request's units, and releasing them when it gives up.
+_RESERVE_OPERATION, _RELEASE_OPERATION = "reserve", "release"
+#: Seconds; a queued request waits at most its limit's max_wait (bounded by Envoy's ext_authz timeout).
+QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
 @dataclass
@@ -40,6 +48,10 @@ class LimiterStats:
     short_circuited: int = 0     # requests not sent because the breaker was open
     batches: int = 0             # backend round trips made by the batcher
     check_errors: int = 0        # requests the backend could not evaluate alone (answered by failure modes)
+    lease_calls: int = 0         # lease script calls (leased mode): requests minus these were answered locally
+    queued: int = 0              # requests over a queued limit that waited for their reservation, then passed
+    queue_refused: int = 0       # requests over a queued limit answered at once (wait beyond max_wait, queue full)
+    queue_cancelled: int = 0     # waiters that gave up (Envoy cancelled the Check): their units were released
 
 
 class _Batcher:
@@ -96,11 +108,26 @@ class _Batcher:
                 future.set_result(answer)
 
 
+def _not_evaluated(check: LimitCheck) -> LimitOutcome:
+    """An exact check of a request its leased checks already rejected: not sent to the store, nothing consumed."""
+    return LimitOutcome(key=check.key, limit=check.limit, allowed=True, remaining=check.limit.limit,
+                        reset_after_seconds=0.0, retry_after_seconds=0.0, shadow=check.shadow,
+                        failure_mode=check.failure_mode)
+
+
 class RateLimiter:
     def __init__(self, storage: Storage, clock: Clock, *, timeout_ms: float = 50.0,
                  breaker: CircuitBreaker | None = None, local_fallback: MemoryStorage | None = None,
                  batch_window_us: float | None = None, max_batch: int = 256,
-                 metrics: RedisMetrics | None = None, notify: Notify = ignore) -> None:
+                 metrics: RedisMetrics | None = None, notify: Notify = ignore,
+                 leases: LeaseBook | None = None, lease_source: LeaseSource | None = None,
+                 queue_max_waiting: int = 100, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 reservations: Reservations | None = None) -> None:
+        """`leases`: this process's lease book for `mode: leased` limits (default: one with its defaults);
+        `lease_source`: where leases come from (default: the Redis storage; none in process, where leased
+        limits are counted exactly). `queue_max_waiting`: queued mode's bound on the Checks waiting for one
+        key in this process; `sleep` is how a queued Check waits (injected in tests with the clock);
+        `reservations`: where queued Checks reserve (default: the storage's own)."""
         self.storage = storage
         self.clock = clock
         self.timeout_seconds = timeout_ms / 1000
@@ -115,6 +142,15 @@ class RateLimiter:
         self._embedded = storage if isinstance(storage, SynchronousStorage) else None
         self._batcher = (None if batch_window_us is None or self._embedded is not None
                          else _Batcher(storage, batch_window_us / 1e6, max_batch, self.stats))
+        self._lease_source = lease_source or (None if self._embedded is not None else lease_source_for(storage))
+        self.leases = leases or LeaseBook()
+        self._reservations = reservations or reservations_for(storage)
+        self.queue_max_waiting = queue_max_waiting
+        self._sleep = sleep
+        #: Checks waiting for a reservation, by the key of the limit they wait for.
+        self.waiting: dict[str, int] = {}
+        self.queue_waits = Histogram(QUEUE_WAIT_BUCKETS)
+        self._releases: set[asyncio.Task[None]] = set()
 
     @property
     def breaker_state(self) -> BreakerState:
@@ -146,9 +182,13 @@ class RateLimiter:
         now_ms = int(self.clock.now() * 1000)
         if self._embedded is not None:
             outcomes = self._embedded.acquire_now([checks], now_ms)[0]
+        elif self._lease_source is not None and any(check.leased for check in checks):
+            outcomes = await self._from_leases(checks, now_ms)
         else:
             outcomes = await self._from_backend(checks, now_ms)
         result = RateLimitResult(tuple(outcomes))
+        if not result.allowed and self._reservations is not None and any(check.max_wait_ms for check in checks):
+            result = await self._queue(checks, result)
         if not result.allowed:
             stats.rejections += 1
         for outcome in outcomes:
@@ -190,6 +230,156 @@ class RateLimiter:
         self.metrics.observe(_OPERATION, time.perf_counter() - started)
         self.breaker.record_success()
         return outcomes
+
+    async def _from_leases(self, checks: Sequence[LimitCheck], now_ms: int) -> list[LimitOutcome]:
+        """Leased checks from this process's leases, then the exact ones from the store, all-or-nothing: a
+        request a leased check rejects does not reach the store for its exact checks (their outcomes say
+        allowed, not evaluated), and one the store rejects gives its leased units back."""
+        leased = [check for check in checks if check.leased]
+        taken = await self.leases.take(leased, now_ms, self._fetch_leases)
+        failed = [check for check, outcome in zip(leased, taken.outcomes, strict=True) if outcome is None]
+        by_failure_mode = iter(self._degrade(failed, now_ms))
+        leased_outcomes = [outcome or next(by_failure_mode) for outcome in taken.outcomes]
+        exact = [check for check in checks if not check.leased]
+        if exact and all(outcome.allowed for outcome in leased_outcomes):
+            exact_outcomes = await self._from_backend(exact, now_ms)
+        else:
+            exact_outcomes = [_not_evaluated(check) for check in exact]
+        from_leases, from_store = iter(leased_outcomes), iter(exact_outcomes)
+        outcomes = [next(from_leases) if check.leased else next(from_store) for check in checks]
+        if not RateLimitResult(tuple(outcomes)).allowed:
+            self.leases.give_back(taken)
+        return outcomes
+
+    async def _queue(self, checks: Sequence[LimitCheck], result: RateLimitResult) -> RateLimitResult:
+        """Over a queued limit: reserve the request's units for when it conforms and wait until then, if every
+        rejecting limit is queued, that wait is within each one's `max_wait` and fewer than `queue_max_waiting`
+        Checks already wait for the key; otherwise the rejection stands (429)."""
+        stats = self.stats
+        rejected = [(check, outcome) for check, outcome in zip(checks, result.outcomes, strict=True)
+                    if not outcome.allowed and not check.shadow]
+        if not any(check.max_wait_ms for check, _ in rejected):
+            return result  # rejected by limits that do not queue
+        if not all(check.max_wait_ms and not check.leased and not outcome.degraded
+                   and outcome.retry_after_seconds * 1000 <= check.max_wait_ms for check, outcome in rejected):
+            stats.queue_refused += 1
+            return result
+        key = rejected[0][0].key
+        waiting = self.waiting.get(key, 0)
+        if waiting >= self.queue_max_waiting:
+            stats.queue_refused += 1
+            return result
+        enforced = [check for check in checks if not check.shadow]
+        self.waiting[key] = waiting + 1
+        try:
+            # Shielded: a Check cancelled while the store reserves cannot tell whether its units were taken, so
+            # the reservation finishes on its own and is released if it was made.
+            # The wait is counted from now, after the first store call: TAT − now, exactly.
+            reserving = asyncio.ensure_future(self._reserve([(check, check.max_wait_ms) for check in enforced],
+                                                            int(self.clock.now() * 1000)))
+            try:
+                reservation = await asyncio.shield(reserving)
+            except asyncio.CancelledError:
+                stats.queue_cancelled += 1
+                reserving.add_done_callback(lambda done: self._release_if_made(done, enforced))
+                raise
+            if reservation is None or not reservation.reserved:
+                stats.queue_refused += 1
+                return result
+            try:
+                await self._sleep(reservation.wait_ms / 1000)
+            except asyncio.CancelledError:
+                stats.queue_cancelled += 1
+                self._release_later(enforced)
+                raise
+        finally:
+            if self.waiting[key] == 1:
+                del self.waiting[key]
+            else:
+                self.waiting[key] -= 1
+        stats.queued += 1
+        self.queue_waits.observe(reservation.wait_ms / 1000)
+        outcomes = tuple(outcome if check.shadow else replace(
+            outcome, allowed=True, remaining=max(0, outcome.remaining - check.cost) if outcome.allowed else 0,
+            retry_after_seconds=0.0) for check, outcome in zip(checks, result.outcomes, strict=True))
+        return RateLimitResult(outcomes, waited_seconds=reservation.wait_ms / 1000)
+
+    async def _reserve(self, checks: Sequence[tuple[LimitCheck, int]], now_ms: int) -> Reservation | None:
+        """A reservation under the limiter's timeout and breaker; None when the store cannot make it (the
+        request keeps its 429)."""
+        if self._reservations is None or not self.breaker.allow():
+            return None
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                reservation = await self._reservations.reserve(checks, now_ms)
+        except TimeoutError:
+            self.metrics.error(_RESERVE_OPERATION, "timeout")
+            self._failed(f"{self.storage.name}: no reservation within {self.timeout_seconds * 1000:g} ms")
+            return None
+        except CheckError:
+            self.metrics.error(_RESERVE_OPERATION, "check")
+            self.breaker.record_success()
+            return None
+        except StorageError as error:
+            self.metrics.error(_RESERVE_OPERATION, "storage")
+            self._failed(str(error))
+            return None
+        self.metrics.observe(_RESERVE_OPERATION, time.perf_counter() - started)
+        self.breaker.record_success()
+        return reservation
+
+    def _release_if_made(self, reserving: "asyncio.Future[Reservation | None]", checks: Sequence[LimitCheck]) -> None:
+        if not reserving.cancelled() and reserving.exception() is None:
+            reservation = reserving.result()
+            if reservation is not None and reservation.reserved:
+                self._release_later(checks)
+
+    def _release_later(self, checks: Sequence[LimitCheck]) -> None:
+        """Release a cancelled waiter's units in a task of its own (the waiter's task is being cancelled)."""
+        reservations = self._reservations
+        assert reservations is not None
+
+        async def release() -> None:
+            try:
+                async with asyncio.timeout(self.timeout_seconds):
+                    await reservations.release(checks, int(self.clock.now() * 1000))
+            except (TimeoutError, StorageError) as error:
+                self.metrics.error(_RELEASE_OPERATION, "timeout" if isinstance(error, TimeoutError) else "storage")
+                log.warning("ratelimit_release_failed", backend=self.storage.name, error=str(error) or "timeout")
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _fetch_leases(self, wants: Sequence[tuple[LimitCheck, int]], now_ms: int) -> list[Grant | None]:
+        """Leases under the same timeout, breaker and metrics as the exact calls; None answers by failure mode."""
+        stats = self.stats
+        if not self.breaker.allow():
+            stats.short_circuited += 1
+            return [None] * len(wants)
+        assert self._lease_source is not None
+        stats.lease_calls += 1
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                answers = await self._lease_source.fetch(wants, now_ms)
+        except TimeoutError:
+            stats.timeouts += 1
+            self.metrics.error(_LEASE_OPERATION, "timeout")
+            self._failed(f"{self.storage.name}: no lease within {self.timeout_seconds * 1000:g} ms")
+            return [None] * len(wants)
+        except StorageError as error:
+            self.metrics.error(_LEASE_OPERATION, "storage")
+            self._failed(str(error))
+            return [None] * len(wants)
+        self.metrics.observe(_LEASE_OPERATION, time.perf_counter() - started)
+        self.breaker.record_success()
+        for answer in answers:
+            if isinstance(answer, StorageError):
+                stats.check_errors += isinstance(answer, CheckError)
+                self.metrics.error(_LEASE_OPERATION, "check" if isinstance(answer, CheckError) else "storage")
+        return [None if isinstance(answer, StorageError) else answer for answer in answers]
 
     def _failed(self, error: str) -> None:
         self.stats.backend_errors += 1

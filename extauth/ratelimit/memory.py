@@ -55,14 +55,22 @@ class MemoryStorage:
 
     def peek(self, checks: Sequence[LimitCheck], now_ms: int) -> list[LimitOutcome]:
         """What `acquire` would answer, consuming nothing."""
-        buckets = self._buckets
-
-        def get(key: str) -> State | None:
-            entry = buckets.get(key)
-            return entry[0] if entry is not None and entry[1] > now_ms else None
-
-        raw = evaluate([checks], now_ms, get, lambda key, state, ttl: None)[0]
+        raw = evaluate([checks], now_ms, lambda key: self.bucket(key, now_ms), lambda key, state, ttl: None)[0]
         return [LimitOutcome.from_backend(c, r) for c, r in zip(checks, raw, strict=True)]
+
+    def bucket(self, key: str, now_ms: int) -> State | None:
+        """One bucket's state (None when empty or expired), for the queued mode's reservations."""
+        entry = self._buckets.get(key)
+        return entry[0] if entry is not None and entry[1] > now_ms else None
+
+    def set_bucket(self, key: str, state: State, ttl_ms: int, now_ms: int) -> None:
+        if key not in self._buckets and len(self._buckets) >= self.max_keys:
+            self._make_room(now_ms)
+        self._buckets[key] = (state, now_ms + ttl_ms)
+        self._buckets.move_to_end(key)
+
+    def drop_bucket(self, key: str) -> None:
+        self._buckets.pop(key, None)
 
     def _make_room(self, now_ms: int) -> None:
         expired = [key for key, (_, expires) in self._buckets.items() if expires <= now_ms]

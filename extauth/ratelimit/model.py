@@ -6,6 +6,8 @@ from typing import Literal
 
 FailureMode = Literal["open", "closed", "local"]
 FAILURE_MODES: tuple[FailureMode, ...] = ("open", "closed", "local")
+#: `exact`: every request is counted in the store; `leased`: in units leased from it (lease.py).
+LimitMode = Literal["exact", "leased"]
 # GCRA works in 1/limit ms (see gcra.py); these bounds keep Lua's doubles exact.
 MAX_LIMIT = 10_000_000
 MAX_CAPACITY = 2**52
@@ -62,6 +64,9 @@ class LimitCheck:
     failure_mode: FailureMode = "closed"
     shadow: bool = False
     public_name: str = ""
+    mode: LimitMode = "exact"
+    #: Queued mode (`on_limit: queue`): over the limit, wait up to this long for the request to conform (0: 429).
+    max_wait_ms: int = 0
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -70,8 +75,15 @@ class LimitCheck:
             raise ValueError(f"a limit key must be valid UTF-8 of at most {MAX_KEY_BYTES} bytes")
         if self.cost < 1:
             raise ValueError(f"cost must be at least 1, got {self.cost}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must not be negative, got {self.max_wait_ms}")
         if self.failure_mode not in FAILURE_MODES:
             raise ValueError(f"failure_mode must be one of {FAILURE_MODES}, got {self.failure_mode!r}")
+
+    @property
+    def leased(self) -> bool:
+        """Counted from this process's lease (a shadow check is always exact: it reports, so it counts exactly)."""
+        return self.mode == "leased" and not self.shadow
 
     @property
     def storage_key(self) -> str:
@@ -123,6 +135,8 @@ class RateLimitResult:
 
     outcomes: tuple[LimitOutcome, ...] = ()
     allowed: bool = field(init=False)
+    #: Queued mode: how long the request waited for its reservation before it was allowed.
+    waited_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allowed", all(o.allowed for o in self.outcomes if not o.shadow))

@@ -46,6 +46,8 @@ def _audit(outcome: LimitOutcome | None, result: RateLimitResult) -> dict[str, o
     if outcome is not None:
         info.update(key=outcome.key, limit=outcome.limit.limit, period_seconds=outcome.limit.period_seconds,
                     remaining=outcome.remaining)
+    if result.waited_seconds:
+        info["waited_seconds"] = result.waited_seconds
     if result.shadow_rejections:
         info["shadow_rejections"] = sorted({o.key for o in result.shadow_rejections})
     return info

@@ -157,6 +157,8 @@ class CompiledLimit:
     failure_mode: str
     shadow: bool
     cost: int
+    mode: str = "exact"
+    max_wait_ms: int = 0
 
     def key(self, request: Request, principal: Principal | None, decision: Decision) -> str:
         return self.limit_id + "".join(f"|{name}={part(request, principal, decision)}" for name, part in self.parts)
@@ -177,7 +179,7 @@ class CompiledLimit:
             if fired is not None:
                 windows = self.overrides[fired][1]
         return [LimitCheck(key, limit, self.cost, self.failure_mode, self.shadow,  # type: ignore[arg-type]
-                           self.public_name)
+                           self.public_name, self.mode, self.max_wait_ms)  # type: ignore[arg-type]
                 for limit in windows]
 
 
@@ -196,6 +198,8 @@ class AppliedLimit:
     override: int | None
     #: How many overrides the limit declares (so "none fired" can be told from "has none").
     override_count: int = 0
+    mode: str = "exact"
+    max_wait_ms: int = 0
 
     @property
     def windows_text(self) -> str:
@@ -205,7 +209,9 @@ class AppliedLimit:
     @property
     def summary(self) -> str:
         """What is counted, and how: `<key> 5 per 10s, failure mode local` (`, cost 2`, `, shadow`)."""
-        extras = (f", cost {self.cost}" if self.cost != 1 else "") + (", shadow" if self.shadow else "")
+        extras = ((f", cost {self.cost}" if self.cost != 1 else "") + (", shadow" if self.shadow else "")
+                  + (f", {self.mode}" if self.mode != "exact" else "")
+                  + (f", queued up to {self.max_wait_ms}ms" if self.max_wait_ms else ""))
         return f"{self.key} {self.windows_text}, failure mode {self.failure_mode}{extras}"
 
     def describe(self) -> str:
@@ -219,6 +225,10 @@ class AppliedLimit:
             details.append(f"cost {self.cost}")
         if self.shadow:
             details.append("shadow (counted, not enforced)")
+        if self.mode != "exact":
+            details.append(f"{self.mode} mode")
+        if self.max_wait_ms:
+            details.append(f"queued up to {self.max_wait_ms}ms over the limit")
         return f'{self.limit_id} (public "{self.public_name}"): {", ".join(details)}'
 
 
@@ -273,7 +283,7 @@ class RateLimitPlan:
                 applied.append(AppliedLimit(
                     limit.limit_id, limit.public_name, limit.key(request, decision.principal, decision),
                     limit.windows if fired is None else limit.overrides[fired][1], limit.failure_mode, limit.shadow,
-                    limit.cost, fired, len(limit.overrides)))
+                    limit.cost, fired, len(limit.overrides), limit.mode, limit.max_wait_ms))
         return tuple(applied)
 
 
@@ -289,4 +299,6 @@ def _compile(scope: str, limit: RateLimit, granting: Mapping[str, frozenset[str]
         failure_mode=limit.failure_mode,
         shadow=limit.shadow,
         cost=limit.cost,
+        mode=limit.mode,
+        max_wait_ms=round(limit.max_wait * 1000) if limit.on_limit == "queue" and limit.max_wait else 0,
     )

@@ -341,3 +341,50 @@ def test_online_follows_oidc_discovery_and_reports_a_failure_at_its_field(
             "/.well-known/openid-configuration failed: HTTP status 503"]
     finally:
         idp.stop()
+
+
+QUEUED_POLICY = """\
+apiVersion: extauth/v1
+kind: Policy
+metadata: {name: p}
+routes:
+  - name: r
+    public: true
+    limits:
+      - {name: l, key: [client_ip], windows: [{requests: 5, per: 1s}], on_limit: queue, max_wait: MAX_WAIT}
+"""
+
+
+@pytest.mark.parametrize("max_wait,timeout,valid", [
+    ("400ms", None, True),                      # the shipped bootstrap: 0.5s
+    ("500ms", None, False),
+    ("2s", None, False),
+    ("2s", "2.5s", True),
+    ("2s", "{seconds: 2, nanos: 0}", False),
+    ("100ms", "omitted", True),                 # Envoy's default 200ms
+    ("250ms", "omitted", False),
+])
+def test_validate_rejects_a_max_wait_not_shorter_than_envoys_ext_authz_timeout(
+        config: Path, capsys: pytest.CaptureFixture[str], max_wait: str, timeout: str | None, valid: bool) -> None:
+    """A queued limit's max_wait is checked against the ext_authz timeout of the shipped bootstrap, or of the one
+    `--envoy-bootstrap` names (a duration string, a `{seconds, nanos}` map, or Envoy's 200 ms default)."""
+    (config.parent / "policies" / "p.yaml").write_text(QUEUED_POLICY.replace("MAX_WAIT", max_wait))
+    args = ["validate", str(config)]
+    if timeout is not None:
+        shipped = (REPO / "envoy" / "envoy.yaml").read_text()
+        replacement = "" if timeout == "omitted" else f"timeout: {timeout}"
+        bootstrap = config.parent / "envoy.yaml"
+        bootstrap.write_text(shipped.replace("timeout: 0.5s", replacement, 1))
+        args += ["--envoy-bootstrap", str(bootstrap)]
+    assert main(args) == (0 if valid else 1)
+    errors = errors_of(capsys)
+    if not valid:
+        assert len(errors) == 1 and errors[0].startswith(f"{config.parent / 'policies' / 'p.yaml'}:8: max_wait: ")
+        assert "ext_authz timeout" in errors[0]
+
+
+def test_validate_with_a_missing_envoy_bootstrap_is_a_usage_error(config: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`--envoy-bootstrap` naming no file exits 2, as a missing config does."""
+    assert main(["validate", str(config), "--envoy-bootstrap", str(config.parent / "nowhere.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -93,6 +93,8 @@ VARIANTS = (
             limits="redis"),
     Variant("h", "same as g, a new token per request", "extauth", "/api/orders", with_token=True,
             limits="redis", unique_tokens=True),
+    Variant("l", "same as g, both windows in leased mode", "extauth", "/api/orders", with_token=True,
+            limits="redis-leased"),
     Variant("n", "Envoy jwt_authn + rbac + local_ratelimit", "native", "/api/orders", with_token=True),
 )
 

@@ -87,9 +87,9 @@ VARIANTS = (
     Variant("c", "ext_authz -> extauth, public route", "extauth", "/public/x", with_token=False),
     Variant("d", "ext_authz -> extauth, JWT (cache warm)", "extauth", "/api/orders", with_token=True),
     Variant("e", "same as d, extauth --workers 2", "extauth", "/api/orders", with_token=True, workers=2),
-    Variant("f", "same as d + 2 rate-limit windows in process", "extauth", "/api/orders", with_token=True,
+    Variant("f", "same as d + 2 limit windows in process", "extauth", "/api/orders", with_token=True,
             limits="memory"),
-    Variant("g", "same as d + 2 rate-limit windows in Redis", "extauth", "/api/orders", with_token=True,
+    Variant("g", "same as d + 2 limit windows in Redis", "extauth", "/api/orders", with_token=True,
             limits="redis"),
     Variant("h", "same as g, a new token per request", "extauth", "/api/orders", with_token=True,
             limits="redis", unique_tokens=True),
@@ -459,18 +459,18 @@ def throughput_table(results: list[Result]) -> Iterator[str]:
     def ratio(result: Result, key: str) -> str:
         return f"{result.run.rps / by_key[key].run.rps:.2f}" if key in by_key else "-"
 
-    yield (f"| {'variant':<42} | {'rps':>7} | {'/b':>5} | {'/n':>5} | {'/a':>5} | {'p50 ms':>6} | {'p99 ms':>6} | "
+    yield (f"| {'variant':<44} | {'rps':>7} | {'/b':>5} | {'/n':>5} | {'/a':>5} | {'p50 ms':>6} | {'p99 ms':>6} | "
            f"{'servicer CPU-µs/req':>19} | {'Envoy CPU-µs/req':>16} | {'Redis calls/req':>15} | "
            f"{'Redis CPU-µs/req':>16} | "
            f"{'non-2xx':>7} | {'sock err':>8} |")
-    yield (f"|{'-' * 44}|{'-' * 8}:|{'-' * 6}:|{'-' * 6}:|{'-' * 6}:|{'-' * 7}:|{'-' * 7}:|{'-' * 20}:|"
+    yield (f"|{'-' * 46}|{'-' * 8}:|{'-' * 6}:|{'-' * 6}:|{'-' * 6}:|{'-' * 7}:|{'-' * 7}:|{'-' * 20}:|"
            f"{'-' * 17}:|{'-' * 16}:|{'-' * 17}:|{'-' * 8}:|{'-' * 9}:|")
     for result in results:
         run = result.run
         servicer = f"{result.servicer_cpu_us:.0f}" if result.servicer_cpu_us is not None else "-"
         redis = f"{result.redis_calls_per_check:.3f}" if result.redis_calls_per_check is not None else "-"
         redis_cpu = f"{result.redis_cpu_us:.0f}" if result.redis_cpu_us is not None else "-"
-        yield (f"| {result.variant.key}. {result.variant.title:<39} | {run.rps:>7.0f} | {ratio(result, 'b'):>5} | "
+        yield (f"| {result.variant.key}. {result.variant.title:<41} | {run.rps:>7.0f} | {ratio(result, 'b'):>5} | "
                f"{ratio(result, 'n'):>5} | {ratio(result, 'a'):>5} | {run.p50_ms:>6.2f} | {run.p99_ms:>6.2f} | "
                f"{servicer:>19} | {result.envoy_cpu_us:>16.0f} | {redis:>15} | {redis_cpu:>16} | {run.non_2xx:>7} | "
                f"{run.socket_errors:>8} |")
@@ -478,17 +478,17 @@ def throughput_table(results: list[Result]) -> Iterator[str]:
 
 def latency_table(results: list[Result]) -> Iterator[str]:
     base = next((r.latency for r in results if r.variant.key == "b" and r.latency is not None), None)
-    yield (f"| {'variant':<42} | {'offered rps':>11} | {'achieved rps':>12} | {'p50 ms':>6} | {'p99 ms':>6} | "
+    yield (f"| {'variant':<44} | {'offered rps':>11} | {'achieved rps':>12} | {'p50 ms':>6} | {'p99 ms':>6} | "
            f"{'p99.9 ms':>8} | {'p99 - b p99 ms':>14} | {'503s':>6} |")
-    yield f"|{'-' * 44}|{'-' * 12}:|{'-' * 13}:|{'-' * 7}:|{'-' * 7}:|{'-' * 9}:|{'-' * 15}:|{'-' * 7}:|"
+    yield f"|{'-' * 46}|{'-' * 12}:|{'-' * 13}:|{'-' * 7}:|{'-' * 7}:|{'-' * 9}:|{'-' * 15}:|{'-' * 7}:|"
     for result in results:
         latency = result.latency
         name = f"{result.variant.key}. {result.variant.title}"
         if latency is None:
-            yield f"| {name:<42} | {'-':>11} | {'-':>12} | {'-':>6} | {'-':>6} | {'-':>8} | {'-':>14} | {'-':>6} |"
+            yield f"| {name:<44} | {'-':>11} | {'-':>12} | {'-':>6} | {'-':>6} | {'-':>8} | {'-':>14} | {'-':>6} |"
             continue
         added = f"{latency.p99_ms - base.p99_ms:+.2f}" if base is not None else "-"
-        yield (f"| {name:<42} | {latency.offered_rps:>11.0f} | {latency.achieved_rps:>12.0f} | "
+        yield (f"| {name:<44} | {latency.offered_rps:>11.0f} | {latency.achieved_rps:>12.0f} | "
                f"{latency.p50_ms:>6.2f} | {latency.p99_ms:>6.2f} | {latency.p999_ms:>8.2f} | {added:>14} | "
                f"{latency.non_2xx:>6} |")
 

@@ -189,7 +189,7 @@ def start_servicer(variant: Variant, run_dir: Path, certs: DevCerts, stack: Exit
 
 
 def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, token: str, seconds: int,
-                connections: int) -> Result:
+                connections: int, profile_dir: Path | None = None) -> Result:
     headers = {"authorization": f"Bearer {token}"} if variant.with_token else {}
     run_dir.mkdir()
     with ExitStack() as stack:
@@ -206,7 +206,10 @@ def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, token: str, se
         if servicer.pid is not None:
             pids["servicer"] = servicer.pid
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        profiler = profile(servicer.pid, seconds, profile_dir / variant.key) if profile_dir and servicer.pid else None
         run = wrk(url, headers, seconds, connections)
+        if profiler is not None:
+            profiler.wait(timeout=30)
         cpu_us = {name: (cpu_seconds(pid) - before[name]) * 1e6 / max(run.requests, 1) for name, pid in pids.items()}
     if run.non_2xx:
         raise BenchError(f"({variant.key}) {run.non_2xx} of {run.requests} responses were not 2xx: "
@@ -214,6 +217,16 @@ def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, token: str, se
     if servicer.audit is not None and not (servicer.audit.exists() and servicer.audit.stat().st_size):
         raise BenchError(f"({variant.key}) extauth wrote no audit events: the run skipped work production does")
     return Result(variant, run, cpu_us.get("servicer"), cpu_us["envoy"])
+
+
+def profile(pid: int, seconds: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy samples the servicer's Python stacks (without pausing it; idle threads left out) during the measured
+    run and writes collapsed stacks to `<output>.txt` (bench/profile_summary.py summarises them; any flame-graph
+    tool draws them). Sampling still costs some CPU: compare a profiled run's figures only with profiled ones."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+                             "--nonblocking", "--format", "raw", "--output", f"{output}.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def table(results: list[Result]) -> Iterator[str]:
@@ -239,6 +252,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     parser.add_argument("--only", default=",".join(v.key for v in VARIANTS),
                         help="comma-separated variant keys, e.g. a,b,d (default all)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample each servicer with py-spy during its measured run; collapsed stacks to DIR")
     args = parser.parse_args()
     chosen = set(args.only.split(","))
     unknown = chosen - {variant.key for variant in VARIANTS}
@@ -258,7 +273,7 @@ def main() -> int:
                 if variant.key in chosen:
                     print(f"  running {variant.key}: {variant.title} ...", file=sys.stderr, flush=True)
                     results.append(run_variant(variant, work_dir / variant.key, certs, token, args.duration,
-                                               args.connections))
+                                               args.connections, args.profile))
         except (BenchError, ProcessError) as error:
             print(f"FAILED: {error}", file=sys.stderr)
             return 1

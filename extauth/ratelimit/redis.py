@@ -35,7 +35,7 @@ from extauth.ratelimit.model import LimitCheck, LimitOutcome
 from extauth.ratelimit.storage import Answer, CheckError, StorageError
 
 GCRA_LUA = resources.files("extauth.ratelimit").joinpath("lua/gcra.lua").read_text()
-GCRA_SHA = hashlib.sha1(GCRA_LUA.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+GCRA_SHA = hashlib.sha1(GCRA_LUA.encode()).hexdigest()  # Redis names scripts by SHA-1
 BACKEND_ERRORS = (RedisError, RedisClusterException, OSError)
 
 Placed = tuple[int, int, LimitCheck]  # (request index, check index, check)

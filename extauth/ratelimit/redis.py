@@ -8,9 +8,10 @@ URL forms:
 Standalone: every check of every request in one EVALSHA (one round trip), packed here and sent on a connection
 of the storage's own (`ScriptConnection`), not through redis-py's command path and pool: the batcher sends one
 call at a time, so one connection suffices, and a call that finds it busy (unbatched use) takes a pooled one.
-Cluster: checks are grouped by hash
-slot, one EVALSHA per slot, issued concurrently; all windows of one key share a slot (`rl:{<key>}:...`), so a
-request's checks are all-or-nothing per slot, not across slots.
+
+Cluster: checks are grouped by hash slot, one EVALSHA per slot, issued concurrently, through redis-py's cluster
+client; all windows of one key share a slot (`rl:{<key>}:...`), so a request's checks are all-or-nothing per
+slot, not across slots.
 
 One entry cannot fail the others: a key the script cannot read fails only its own request (`CheckError`), and
 a Cluster slot whose call fails fails only the requests with checks in it.
@@ -101,13 +102,10 @@ class ScriptConnection:
             self.busy = False
 
     async def _call(self, packed: bytes | list[bytes]) -> list[int]:
-        connection = self._connection
-        try:
-            await connection.send_packed_command(packed, check_health=False)
-            return await connection.read_response()
-        except (asyncio.CancelledError, TimeoutError):
-            await connection.disconnect(nowait=True)  # a reply may still come: it must not answer the next call
-            raise
+        """redis-py closes the connection when a send or read fails or is cancelled (our timeout), so a late
+        reply can never answer the next call; the next call opens a new one."""
+        await self._connection.send_packed_command(packed, check_health=False)
+        return await self._connection.read_response()
 
     async def close(self) -> None:
         await self._connection.disconnect(nowait=True)

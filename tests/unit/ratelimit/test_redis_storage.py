@@ -197,3 +197,23 @@ def test_the_packed_evalsha_is_the_command_redis_py_would_send(keys, args):
     """Keys with CR/LF, `$`, `*`, multi-byte UTF-8 and any integer pack byte for byte as redis-py packs them."""
     expected = b"".join(Connection().pack_command("EVALSHA", GCRA_SHA, len(keys), *keys, *args))
     assert pack_evalsha(GCRA_SHA, keys, args) == expected
+
+
+async def test_a_call_abandoned_at_its_bound_cannot_answer_the_next_one(tmp_path, key):
+    """A call to a hung server ends as a `StorageError` at its bound; its reply, sent once the server wakes, never
+    answers the next call, which gets its own outcome."""
+    server = RedisServer(tmp_path / "redis").start()
+    storage = RedisStorage.from_url(server.url, timeout_ms=50)
+    try:
+        await storage.acquire([LimitCheck(f"{key}-warm", Limit(5, 10))], NOW)
+        server.pause()
+        try:
+            with pytest.raises(StorageError, match="TimeoutError"):
+                await storage.acquire([LimitCheck(f"{key}-hung", Limit(5, 10))], NOW)
+        finally:
+            server.resume()
+        outcome = (await storage.acquire([LimitCheck(f"{key}-next", Limit(100, 10))], NOW))[0]
+        assert (outcome.allowed, outcome.remaining, outcome.limit.limit) == (True, 99, 100)
+    finally:
+        await storage.close()
+        server.stop()

@@ -351,9 +351,10 @@ def start_servicer(variant: Variant, run_dir: Path, certs: DevCerts, stack: Exit
 
 
 def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, load: Load, seconds: int, connections: int,
-                fixed_rate: Callable[[WrkRun], float | None]) -> Result:
+                fixed_rate: Callable[[WrkRun], float | None], profile_dir: Path | None = None) -> Result:
     """Capacity (wrk) with CPU and Redis calls per request, then latency at the rate `fixed_rate` derives from
-    that capacity run (None: no latency run)."""
+    that capacity run (None: no latency run); with `profile_dir`, py-spy samples the servicer during the
+    capacity run."""
     run_dir.mkdir()
     with ExitStack() as stack:
         servicer = start_servicer(variant, run_dir, certs, stack)
@@ -371,7 +372,10 @@ def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, load: Load, se
             pids["redis"] = servicer.redis.process.process.pid
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         redis_before = redis_calls(servicer.redis.port) if servicer.redis is not None else {}
+        profiler = profile(servicer.pid, seconds, profile_dir / variant.key) if profile_dir and servicer.pid else None
         run = wrk(url, load, seconds, connections)
+        if profiler is not None:
+            profiler.wait(timeout=30)
         cpu_us = {name: (cpu_seconds(pid) - before[name]) * 1e6 / max(run.requests, 1) for name, pid in pids.items()}
         calls_per_check = None
         if servicer.redis is not None:
@@ -453,6 +457,16 @@ def machine_description() -> str:
             f"Python {platform.python_version()}")
 
 
+def profile(pid: int, seconds: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy samples the servicer's Python stacks (without pausing it; idle threads left out) during the measured
+    run and writes collapsed stacks to `<output>.txt` (bench/profile_summary.py summarises them; any flame-graph
+    tool draws them). Sampling still costs some CPU: compare a profiled run's figures only with profiled ones."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+                             "--nonblocking", "--format", "raw", "--output", f"{output}.txt"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def throughput_table(results: list[Result]) -> Iterator[str]:
     by_key = {result.variant.key: result for result in results}
 
@@ -504,6 +518,8 @@ def main() -> int:
                         help="requests/s offered in the latency run (default: half of b's measured capacity; "
                              "without b and without this option there is no latency run)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample each servicer with py-spy during its measured run; collapsed stacks to DIR")
     args = parser.parse_args()
     chosen = set(args.only.split(","))
     unknown = chosen - {variant.key for variant in VARIANTS}
@@ -533,7 +549,7 @@ def main() -> int:
                 print(f"  running {variant.key}: {variant.title} ...", file=sys.stderr, flush=True)
                 results[variant.key] = run_variant(variant, work_dir / variant.key, certs, load, args.duration,
                                                    args.connections, partial(half_of_b, args.fixed_rate, variant,
-                                                                             results))
+                                                                             results), args.profile)
         except (BenchError, ProcessError) as error:
             print(f"FAILED: {error}", file=sys.stderr)
             return 1

@@ -23,6 +23,8 @@ from extauth.identity.principal import Principal
 from extauth.reasons import Reason
 
 _OVERWRITE = HeaderValueOption.HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD
+#: Principals whose identity headers the responder keeps (the token cache's hits); emptied when full.
+IDENTITY_CACHE_SIZE = 4096
 _CONTROL_CHARACTERS = {code: None for code in (*range(0x00, 0x20), 0x7F)}
 _ERROR_BY_STATUS = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 405: "method_not_allowed", 414: "uri_too_long",
@@ -58,6 +60,9 @@ class Responder:
         #: The last policy's owned headers and the full removal list built from them (a policy changes rarely).
         self._owned: tuple[tuple[str, ...], tuple[str, ...]] = ((), self._headers_to_remove)
         self._status_by_code = {status: HttpStatus(code=status) for status in _ERROR_BY_STATUS}
+        #: Identity headers by principal (keyed by id, checked by identity): the token cache hands back the same
+        #: Principal for every request with its token, so they are worked out once per token, not per request.
+        self._identity_by_principal: dict[int, tuple[Principal, tuple[HeaderValueOption, ...], frozenset[str]]] = {}
 
     def render(self, decision: Decision, request_id: str, owned_headers: tuple[str, ...] = (), *,
                egress: bool = False) -> CheckResponse:
@@ -79,7 +84,7 @@ class Responder:
         return removal
 
     def _upstream_changes(self, decision: Decision, owned_headers: tuple[str, ...]) -> OkHttpResponse:
-        identity = self._identity_headers(decision.principal)
+        identity, identity_names = self._identity(decision.principal)
         # A rule header whose value is not header-safe is left out (and so removed), never altered.
         limit = self._forward.max_header_value_bytes
         rule_headers = [(name, value) for name, value in decision.upstream_headers
@@ -88,15 +93,28 @@ class Responder:
         # setting it already overwrites any client-sent copy.
         removed = self._removal(owned_headers)
         if identity or rule_headers:
-            names = {name for name, _ in identity}.union(name for name, _ in rule_headers)
+            names = identity_names.union(name for name, _ in rule_headers)
             removed = tuple(name for name in removed if name not in names)
-        ok = OkHttpResponse(headers_to_remove=removed)
+        ok = OkHttpResponse(headers_to_remove=removed, headers=identity)
         headers = ok.headers
-        for name, value in identity:
-            headers.append(_header(name, value))
         for name, value in rule_headers:
             headers.append(_header(name, value))
         return ok
+
+    def _identity(self, principal: Principal | None) -> tuple[tuple[HeaderValueOption, ...], frozenset[str]]:
+        """The identity headers of `principal`, built once per Principal object (at most IDENTITY_CACHE_SIZE)."""
+        if principal is None:
+            return (), frozenset()
+        cached = self._identity_by_principal.get(id(principal))
+        if cached is not None and cached[0] is principal:
+            return cached[1], cached[2]
+        pairs = self._identity_headers(principal)
+        headers = tuple(_header(name, value) for name, value in pairs)
+        names = frozenset(name for name, _ in pairs)
+        if len(self._identity_by_principal) >= IDENTITY_CACHE_SIZE:
+            self._identity_by_principal.clear()
+        self._identity_by_principal[id(principal)] = (principal, headers, names)
+        return headers, names
 
     def _identity_headers(self, principal: Principal | None) -> list[tuple[str, str]]:
         """Identity and issuer go out exactly as authentication accepted them (it refuses any that would need

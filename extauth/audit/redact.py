@@ -4,7 +4,7 @@ Two steps, both on by default and not switchable off:
 
 1. On the Check path, `Redactor.headers` copies only allowlisted headers (`audit.headers`), and masks those
    whose name says they carry a credential even when an operator allowlisted them.
-2. In the writer, `Redactor.scrub` (a structlog processor) runs over every event before it is rendered:
+2. In the writer, `Redactor.scrub` runs over every event before it is rendered:
    it drops or masks the query string, masks credential-shaped text (JWTs, API keys of known formats,
    `Bearer …`, `user:password@` in URLs, session path parameters, `audit.redact_patterns`) wherever
    request-controlled text appears, also when it is percent-encoded, and keeps only a well-formed `traceparent`.
@@ -21,6 +21,9 @@ from typing import Any
 from extauth.identity.apikey_format import KEY_PATTERN, PREFIX
 
 MASK = "[redacted]"
+#: TextScrubber caches the results for up to this many texts of up to SCRUB_CACHE_MAX_TEXT characters each.
+SCRUB_CACHE_SIZE = 4096
+SCRUB_CACHE_MAX_TEXT = 512
 #: Headers that carry credentials, whatever the allowlist says.
 SECRET_HEADERS = frozenset({
     "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "api-key", "x-auth-token",
@@ -75,8 +78,14 @@ class TextScrubber:
         self._credentials = [(marker, re.compile(pattern)) for marker, pattern in CREDENTIAL_PATTERNS]
         self._any_marker = re.compile("|".join(re.escape(marker) for marker, _ in CREDENTIAL_PATTERNS))
         self._extra = [re.compile(pattern) for pattern in extra_patterns]
+        self._cached = functools.lru_cache(maxsize=SCRUB_CACHE_SIZE)(self._scrub)
 
     def __call__(self, text: str) -> str:
+        """Short texts are cached: the same paths, hosts and header values come back on nearly every event (the
+        writer's largest cost per event was scanning them again); a long or unique text is scanned as before."""
+        return self._cached(text) if len(text) <= SCRUB_CACHE_MAX_TEXT else self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
         spans = self._spans(text)
         view, origin = text, range(len(text) + 1)
         for _ in range(_MAX_DECODES):
@@ -177,10 +186,6 @@ class Redactor:
         if not separator:
             return self._scrub(value)
         return f"{self._scrub(base)}?{redact_query(query, self._scrub) if self.include_query else MASK}"
-
-    def __call__(self, logger: object, method: str, event: dict[str, Any]) -> dict[str, Any]:
-        """The structlog processor form of `scrub`."""
-        return self.scrub(event)
 
     def scrub(self, event: dict[str, Any]) -> dict[str, Any]:
         for field in _CLIENT_TEXT_FIELDS:

@@ -3,10 +3,10 @@
 `emit` (Check path, a few hundred nanoseconds) offers the event to the bounded queue, whose sampling and
 overflow policy live in queue.py (docs/audit.md#overflow).
 
-The writer task takes what is queued (in arrival order), runs the structlog processors (redaction,
-timestamp, JSON), chains each line to the previous one (`chain.py`, so chain order is file order) and
-writes the batch with one `write` in a dedicated thread, so a slow disk or a full stdout pipe stalls only
-the writer, never a Check. `close()` writes every queued event and an `audit_closed` record.
+The writer task takes what is queued (in arrival order), redacts, stamps and renders it (JSON), chains each
+line to the previous one (`chain.py`, so chain order is file order) and writes the batch with one `write` in a
+dedicated thread, so a slow disk or a full stdout pipe stalls only the writer, never a Check. `close()` writes
+every queued event and an `audit_closed` record.
 
 With a signing key (`audit.signing_key`) the writer also signs an `audit_checkpoint` line after
 `audit_started`, then after every `checkpoint_every_events` lines or once `checkpoint_every_seconds` passed
@@ -16,6 +16,7 @@ writer task, never on the Check path.
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 import time
@@ -35,8 +36,6 @@ from extauth.audit.signing import CHECKPOINT_EVENT, CheckpointSigner
 from extauth.config.schema import AuditConfig
 
 log = structlog.get_logger("extauth.audit")
-
-Processor = Callable[[Any, str, Event], Any]
 
 #: After the writer wakes up it waits this long, so a busy loop's events go out in one write, not one each.
 #: Each write is a hand-off to the writer thread (futex wake, context switch, loop wake-up): through Envoy at
@@ -98,16 +97,6 @@ def utc_timestamp() -> Callable[[float], str]:
     return render
 
 
-def _timestamp_processor() -> Processor:
-    render = utc_timestamp()
-
-    def stamp(logger: Any, method: str, event: Event) -> Event:
-        ts = event.get("ts")
-        event["ts"] = render(ts if isinstance(ts, int | float) else time.time())
-        return event
-    return stamp
-
-
 class AuditWriter:
     def __init__(self, output: Output, *, instance: str, queue_size: int = 10_000, deny_overflow: int = 10_000,
                  allow_sample_rate: float = 1.0, redactor: Redactor | None = None,
@@ -119,11 +108,10 @@ class AuditWriter:
         self.stats = AuditStats()
         self.queue = AuditQueue(queue_size, deny_overflow, allow_sample_rate, self.stats)
         self.chain = HashChain(f"{instance}/{uuid.uuid4().hex[:12]}")
-        self._processors: list[Processor] = [
-            self.redactor,
-            _timestamp_processor(),
-            structlog.processors.JSONRenderer(separators=(",", ":")),
-        ]
+        self._timestamp = utc_timestamp()
+        # One encoder for every line (json.dumps with options builds a new one per call); anything JSON cannot
+        # hold is written as its repr, as structlog's renderer did.
+        self._to_json = json.JSONEncoder(separators=(",", ":"), default=repr).encode
         self._linger = linger_seconds
         self._signer = signer
         # Lines written since the last checkpoint, and when the oldest of them was rendered (monotonic).
@@ -260,9 +248,10 @@ class AuditWriter:
 
     def _render(self, event: Event, signed: bool = False) -> str:
         self.chain.stamp(event)
-        rendered: Any = event
-        for processor in self._processors:
-            rendered = processor(None, "msg", rendered)
+        self.redactor.scrub(event)
+        ts = event.get("ts")
+        event["ts"] = self._timestamp(ts if isinstance(ts, int | float) else time.time())
+        rendered = self._to_json(event)
         if signed:
             assert self._signer is not None
             rendered = self._signer.sign(rendered)

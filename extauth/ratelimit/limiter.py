@@ -54,41 +54,54 @@ class LimiterStats:
     queue_cancelled: int = 0     # waiters that gave up (Envoy cancelled the Check): their units were released
 
 
+_Pending = tuple[Sequence[LimitCheck], int, "asyncio.Future[list[LimitOutcome]]"]
+
+
 class _Batcher:
-    """Concurrent requests within `window_seconds` (0: the same event-loop turn) go to the backend in one call."""
+    """Concurrent requests go to the backend in one call, and at most one call is out at a time.
+
+    When no call is out, a request is sent within `window_seconds` (0: at the end of this event-loop turn), so
+    at low load batching adds no wait. While a call is out, requests gather and leave together the moment it
+    answers: under load the batch grows with the round trip instead of every turn paying its own call (one
+    command path, one syscall pair, one task per batch). `max_batch` caps one call; the rest leaves next.
+    """
 
     def __init__(self, storage: Storage, window_seconds: float, max_batch: int, stats: LimiterStats) -> None:
         self.storage = storage
         self.window_seconds = window_seconds
         self.max_batch = max_batch
         self.stats = stats
-        self._pending: list[tuple[Sequence[LimitCheck], int, asyncio.Future[list[LimitOutcome]]]] = []
+        self._pending: list[_Pending] = []
         self._handle: asyncio.Handle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: asyncio.Task[None] | None = None
 
     async def submit(self, checks: Sequence[LimitCheck], now_ms: int) -> list[LimitOutcome]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[LimitOutcome]] = loop.create_future()
         self._pending.append((checks, now_ms, future))
-        if len(self._pending) >= self.max_batch:
-            self._flush()
-        elif self._handle is None:
+        if self._in_flight is None and self._handle is None:
             self._handle = (loop.call_soon(self._flush) if self.window_seconds <= 0
                             else loop.call_later(self.window_seconds, self._flush))
         return await future
 
     def _flush(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        batch, self._pending = self._pending, []
-        batch = [entry for entry in batch if not entry[2].done()]  # callers that gave up
+        self._handle = None
+        if self._in_flight is not None:
+            return
+        batch = [entry for entry in self._pending[:self.max_batch] if not entry[2].done()]  # callers that gave up
+        del self._pending[:self.max_batch]
         if batch:
-            task = asyncio.get_running_loop().create_task(self._send(batch))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._in_flight = asyncio.get_running_loop().create_task(self._send(batch))
+            self._in_flight.add_done_callback(self._sent)
+        elif self._pending:
+            self._flush()
 
-    async def _send(self, batch: list[tuple[Sequence[LimitCheck], int, asyncio.Future[list[LimitOutcome]]]]) -> None:
+    def _sent(self, _: "asyncio.Task[None]") -> None:
+        self._in_flight = None
+        if self._pending:
+            self._flush()
+
+    async def _send(self, batch: list[_Pending]) -> None:
         self.stats.batches += 1
         try:
             results = await self.storage.acquire_many([checks for checks, _, _ in batch],

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.checks import check_request
 
-from extauth.audit.redact import MASK, Redactor, redact_query, scrub_text
+from extauth.audit.redact import MASK, SCRUB_CACHE_MAX_TEXT, Redactor, redact_query, scrub_text
 from extauth.audit.writer import AuditWriter
 from extauth.bundle.store import PolicyStore
 from extauth.clock import SystemClock
@@ -227,6 +227,21 @@ def test_credentials_of_every_known_family_are_masked_whole_wherever_and_however
     assert secret not in fully_decoded(written)
     assert written.startswith(f"{before}{MASK}")
     assert after.endswith(written[len(before) + len(MASK):])  # only the mask between what surrounded it
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), family=st.sampled_from(sorted(CREDENTIAL_FAMILIES)),
+       padding=st.sampled_from([0, SCRUB_CACHE_MAX_TEXT - 120, SCRUB_CACHE_MAX_TEXT, 4 * SCRUB_CACHE_MAX_TEXT]))
+def test_a_text_seen_again_or_too_long_for_the_cache_is_masked_the_same_way(
+        data: st.DataObject, family: str, padding: int) -> None:
+    """The scrub caches short texts: the second scrub of a text (a cache hit) and a text past the cache's length
+    limit (never cached) mask a credential exactly as the first scrub of a short one does."""
+    secret = data.draw(CREDENTIAL_FAMILIES[family], label="secret")
+    text = f"/{'a' * padding}/{data.draw(percent_spelled(secret), label='sent')}/usage"
+    redactor = Redactor()
+    first, again = (scrubbed_field(redactor, "path", text) for _ in range(2))
+    assert first == again == scrubbed_field(Redactor(), "path", text)
+    assert secret not in fully_decoded(first) and MASK in first
 
 
 @settings(max_examples=300, deadline=None)

@@ -141,3 +141,38 @@ def test_a_rule_header_that_is_not_header_safe_is_left_out_and_removed_never_alt
         response = responder.render(decision, "r1", ("x-agent",))
         assert "x-agent" not in headers_of(response.ok_response.headers)
         assert "x-agent" in response.ok_response.headers_to_remove
+
+
+_SUBJECTS = st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=12)
+
+
+@given(principals=st.lists(st.tuples(_SUBJECTS, _SUBJECTS, st.sets(_SUBJECTS, max_size=3)), min_size=1, max_size=8),
+       order=st.lists(st.integers(0, 7), max_size=30))
+def test_each_principal_gets_its_own_identity_headers_however_often_and_in_whatever_order_it_returns(
+        principals, order) -> None:
+    """The responder keeps identity headers per Principal object: a principal seen again (as the token cache
+    hands it back) or an equal-looking new one gets exactly what a fresh responder would render for it."""
+    made = [Principal(subject=subject, identity=subject, issuer="https://idp", provider="idp", key_id="k1",
+                      roles=frozenset(roles), claims=MappingProxyType({"sub": subject, "tenant": tenant,
+                                                                        "roles": sorted(roles)}),
+                      expires_at=None)
+            for subject, tenant, roles in principals]
+    responder = Responder(FORWARD)
+    for index in [*range(len(made)), *(i % len(made) for i in order)]:
+        decision = Decision(True, Reason.OK, principal=made[index])
+        rendered = responder.render(decision, "r1").ok_response
+        fresh = Responder(FORWARD).render(decision, "r1").ok_response
+        assert rendered == fresh
+        assert headers_of(rendered.headers)["x-extauth-subject"] == made[index].identity
+
+
+def test_the_identity_cache_is_bounded(monkeypatch) -> None:
+    """Past IDENTITY_CACHE_SIZE principals the responder starts over instead of growing."""
+    monkeypatch.setattr("extauth.respond.IDENTITY_CACHE_SIZE", 4)
+    responder = Responder(FORWARD)
+    for n in range(10):
+        principal = Principal(subject=f"u{n}", identity=f"u{n}", issuer="https://idp", provider="idp", key_id=None,
+                              roles=frozenset(), claims=MappingProxyType({}), expires_at=None)
+        response = responder.render(Decision(True, Reason.OK, principal=principal), "r1")
+        assert headers_of(response.ok_response.headers)["x-extauth-subject"] == f"u{n}"
+    assert len(responder._identity_by_principal) <= 4

@@ -202,6 +202,43 @@ async def test_batching_sends_concurrent_checks_in_one_round_trip(redis_server, 
     assert storage.calls == 1 and limiter.stats.batches == 1
 
 
+class HeldStorage(CountingStorage):
+    """A real storage whose first call waits for `release`: the test decides how long a call stays out."""
+
+    def __init__(self, inner: RedisStorage) -> None:
+        super().__init__(inner)
+        self.release = asyncio.Event()
+        self.first_out = asyncio.Event()
+
+    async def acquire_many(self, requests: Sequence[Sequence[LimitCheck]], now_ms: int) -> list[list[LimitOutcome]]:
+        self.calls += 1
+        if self.calls == 1:
+            self.first_out.set()
+            await self.release.wait()
+        return await self.inner.acquire_many(requests, now_ms)
+
+
+@pytest.mark.parametrize(("waiting", "max_batch", "calls"), [(40, 256, 2), (300, 256, 3), (5, 2, 4)])
+async def test_checks_arriving_while_a_call_is_out_leave_together_when_it_answers(redis_server, key, waiting,
+                                                                                   max_batch, calls):
+    """One call out at a time: whatever arrives meanwhile goes in the next call(s) of at most `max_batch`."""
+    storage = HeldStorage(RedisStorage.from_url(redis_server.url, timeout_ms=2000))
+    limiter = limiter_on(storage, ManualClock(), batch_window_us=0, max_batch=max_batch)
+    limit = Limit(10, 60)
+    try:
+        first = asyncio.ensure_future(limiter.check([check(key, limit=limit)]))
+        await storage.first_out.wait()
+        rest = [asyncio.ensure_future(limiter.check([check(key, limit=limit)])) for _ in range(waiting)]
+        await asyncio.sleep(0.01)
+        assert storage.calls == 1  # the others wait for the call that is out
+        storage.release.set()
+        results = await asyncio.gather(first, *rest)
+    finally:
+        await storage.close()
+    assert sum(r.allowed for r in results) == min(10, 1 + waiting)
+    assert storage.calls == calls and limiter.stats.batches == calls
+
+
 async def test_a_batch_against_a_dead_redis_degrades_every_request(own_redis, backend, key):
     """The batch fails once; every request in it is answered by its own failure mode."""
     limiter = limiter_on(backend, ManualClock(), threshold=100, batch_window_us=200)

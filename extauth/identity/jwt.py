@@ -149,18 +149,21 @@ class JwtVerifier:
             raise _malformed("token is malformed") from None
 
     def _check_times(self, claims: Mapping[str, Any]) -> float | None:
-        """Enforce exp/nbf/iat with leeway against the injected clock; returns `exp`."""
-        now = self._clock.now()
-        expires_at = _timestamp(claims, "exp")
-        if expires_at is not None and expires_at <= now - self._leeway:
-            raise AuthenticationError(Reason.TOKEN_EXPIRED, "token has expired")
-        not_before = _timestamp(claims, "nbf")
-        if not_before is not None and not_before > now + self._leeway:
-            raise AuthenticationError(Reason.TOKEN_NOT_YET_VALID, "token is not valid yet")
-        issued_at = _timestamp(claims, "iat")
-        if issued_at is not None and issued_at > now + self._leeway:
-            raise AuthenticationError(Reason.TOKEN_ISSUED_IN_FUTURE, "token was issued in the future")
-        return expires_at
+        return check_times(claims, self._clock.now(), self._leeway)
+
+
+def check_times(claims: Mapping[str, Any], now: float, leeway: float) -> float | None:
+    """Enforce exp/nbf/iat with leeway at `now` (JWT claims and introspection answers alike); returns `exp`."""
+    expires_at = _timestamp(claims, "exp")
+    if expires_at is not None and expires_at <= now - leeway:
+        raise AuthenticationError(Reason.TOKEN_EXPIRED, "token has expired")
+    not_before = _timestamp(claims, "nbf")
+    if not_before is not None and not_before > now + leeway:
+        raise AuthenticationError(Reason.TOKEN_NOT_YET_VALID, "token is not valid yet")
+    issued_at = _timestamp(claims, "iat")
+    if issued_at is not None and issued_at > now + leeway:
+        raise AuthenticationError(Reason.TOKEN_ISSUED_IN_FUTURE, "token was issued in the future")
+    return expires_at
 
 
 def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:

@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from extauth.breaker import BreakerState, CircuitBreaker
 from extauth.clock import Clock
 from extauth.metrics.registry import RedisMetrics
 from extauth.notify import Notify, ignore
-from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import ALLOWED, LimitCheck, LimitOutcome, RateLimitResult
 from extauth.ratelimit.storage import CheckError, Storage, StorageError, SynchronousStorage

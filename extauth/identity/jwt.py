@@ -22,6 +22,7 @@ from extauth.identity.claims import find_claim, groups_in, roles_in
 from extauth.identity.identities import Identities
 from extauth.identity.jwks import KeyStore
 from extauth.identity.keys import VerificationKey
+from extauth.identity.kubernetes import service_account_of
 from extauth.identity.principal import AuthenticationError, KeysUnavailableError, Principal
 from extauth.reasons import Reason
 
@@ -93,6 +94,7 @@ class JwtVerifier:
         claims = self._decode(token.raw, key, token.algorithm)
         expires_at = self._check_times(claims)
         subject = claims.get("sub", "")
+        service_account = service_account_of(claims) if self._config.preset == "kubernetes" else None
         return Principal(
             subject=subject,
             identity=self._identities.of(self._config, subject),
@@ -103,6 +105,7 @@ class JwtVerifier:
             groups=groups_in(find_claim(claims, self._groups_claim)),
             claims=types.MappingProxyType(claims),
             expires_at=expires_at,
+            service_account=service_account,
         )
 
     async def _key_for(self, token: UnverifiedToken) -> VerificationKey:

@@ -5,6 +5,7 @@ opaque tokens to an introspection endpoint (extauth.identity.introspection), bot
 """
 
 import asyncio
+import functools
 import http.client
 import ssl
 import urllib.error
@@ -103,6 +104,13 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Loading a trust store costs ~20 ms: fine for a key fetch every few minutes, not for a call per new token,
+    so the introspection call reuses one context per CA bundle (read at the first call)."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
 def _post(url: str, form: Mapping[str, str], headers: Mapping[str, str], timeout: float,
           ca_file: Path | None) -> bytes:
     problem = key_url_problem(url)
@@ -113,8 +121,8 @@ def _post(url: str, form: Mapping[str, str], headers: Mapping[str, str], timeout
         headers={"Accept": "application/json", "User-Agent": "extauth",
                  "Content-Type": "application/x-www-form-urlencoded", **headers})
     try:
-        context = ssl.create_default_context(cafile=ca_file)
-        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _NoRedirects())
+        opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=_tls_context(ca_file)),
+                                             _NoRedirects())
         with opener.open(request, timeout=timeout) as response:
             if response.status != 200:
                 raise FetchError(url, f"HTTP status {response.status}", "POST")

@@ -38,6 +38,11 @@ class Reason(StrEnum):
     REVOKED_API_KEY = "revoked_api_key"
     #: An API key and a token in one request: which one the upstream would believe is not ours to guess.
     MULTIPLE_CREDENTIALS = "multiple_credentials"
+    #: The introspection endpoint answered `active: false` for an opaque token (RFC 7662).
+    INACTIVE_TOKEN = "inactive_token"
+    #: A `preset: kubernetes` token whose `kubernetes.io` claim does not name a namespace and service account
+    #: that agree with its `sub`.
+    INVALID_SERVICE_ACCOUNT = "invalid_service_account"
     # request screening (4xx before any identity work)
     METHOD_NOT_ALLOWED = "method_not_allowed"
     URI_TOO_LONG = "uri_too_long"
@@ -66,6 +71,8 @@ class Reason(StrEnum):
     RATE_LIMIT_UNAVAILABLE = "rate_limit_unavailable"
     # service state (503 / 500)
     KEYS_UNAVAILABLE = "keys_unavailable"
+    #: The introspection endpoint failed, timed out or its breaker is open: opaque tokens cannot be judged.
+    INTROSPECTION_UNAVAILABLE = "introspection_unavailable"
     NOT_READY = "not_ready"
     INTERNAL_ERROR = "internal_error"
     #: Envoy gave up (its ext_authz timeout) before we answered; recorded so the audit trail has no gaps.

@@ -102,6 +102,7 @@ class ExtauthServer:
         self.metrics_registry.register(ExtauthCollector(
             checks=self.pipeline.metrics, redis=REDIS, audit=self.audit, access_log=self.access_log,
             policy=self.policy, key_stores=self.authenticator.key_stores, clock=clock, pipeline=self.pipeline,
+            introspector=self.authenticator.introspector,
             limiter=self.rate_limiter, callers=self.callers))
         self.metrics_server = None
         if config.server.metrics_listen:

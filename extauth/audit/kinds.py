@@ -20,6 +20,8 @@ OPERATIONAL_EVENTS = {
     "policy_reload_failed": "a policy reload was rejected; the previous version keeps serving",
     "jwks_unavailable": "a provider's key fetch started failing",
     "jwks_recovered": "a provider's keys loaded again",
+    "introspection_unavailable": "the introspection endpoint's breaker opened: opaque tokens get 503",
+    "introspection_recovered": "the introspection endpoint answers again",
     "apikeys_reloaded": "the API key store was read again and swapped in",
     "apikeys_reload_failed": "the API key store did not load; the previous keys keep serving",
     "ratelimit_backend_degraded": "the limit store's breaker opened: failure modes answer",

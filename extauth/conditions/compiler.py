@@ -53,6 +53,8 @@ def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], c
         checks.append(_any_of("groups", "groups claim", frozenset(when.groups), lambda principal: principal.groups))
     if when.scopes:
         checks.append(_any_of("scopes", "scopes", frozenset(when.scopes), _granted_scopes))
+    if when.service_accounts:
+        checks.append(_service_accounts(when.service_accounts))
     for name, values in (when.claims or {}).items():
         checks.append(_claim(name, values))
     if when.peer:
@@ -123,6 +125,18 @@ def _claim(name: str, values: list[Any]) -> Predicate:
         return "claim is missing" if value is MISSING else f"{value!r} is not one of {values}"
 
     return Predicate(f"claims.{name}", test, why)
+
+
+def _service_accounts(accounts: list[str]) -> Predicate:
+    exact = frozenset(account for account in accounts if not account.endswith("/*"))
+    namespaces = frozenset(account[:-2] for account in accounts if account.endswith("/*"))
+
+    def test(request: Request, principal: Principal, params: Params) -> bool:
+        account = principal.service_account
+        return account is not None and (account in exact or account.partition("/")[0] in namespaces)
+
+    return Predicate("service_accounts", test,
+                     lambda r, p, _: f"service account {p.service_account or '(none)'} is not one of {accounts}")
 
 
 def _peer(peers: list[str]) -> Predicate:

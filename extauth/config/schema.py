@@ -360,8 +360,15 @@ class JwksConfig(Strict):
         return self
 
 
+#: The claims every projected Kubernetes service-account token carries and the preset requires.
+KUBERNETES_REQUIRED_CLAIMS = ("exp", "iat", "sub", "aud", "kubernetes.io")
+
+
 class JwtProviderConfig(Strict):
     name: Name
+    #: `kubernetes`: projected service-account tokens (extauth.identity.kubernetes): keys by OIDC discovery unless
+    #: `jwks` says otherwise, `aud`/`exp`/`kubernetes.io` required, namespace and service account on the principal.
+    preset: Literal["kubernetes"] | None = None
     issuer: str = Field(min_length=1)
     audiences: list[str] = Field(min_length=1)
     algorithms: list[Algorithm] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
@@ -380,11 +387,20 @@ class JwtProviderConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _primary_trusts_standard_claims(cls, data: object) -> object:
-        """Only the primary provider's `roles`/`groups` are trusted without being named: a partner IdP's users
-        must not become admins because their IdP puts `admin` in a claim that happens to be called `roles`."""
-        if isinstance(data, dict) and data.get("primary") is True:
-            return {"roles_claim": "roles", "groups_claim": "groups", **data}
-        return data
+        return primary_trusts_standard_claims(data)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kubernetes_defaults(cls, data: object) -> object:
+        """The API server publishes its keys by OIDC discovery and every projected token carries these claims."""
+        if not isinstance(data, dict) or data.get("preset") != "kubernetes":
+            return data
+        if "shared_secret_file" in data:
+            raise ValueError("preset kubernetes verifies the API server's asymmetric keys: use jwks, not "
+                             "shared_secret_file")
+        required = list(data.get("required_claims", ()))
+        return {**data, "jwks": data.get("jwks", {"oidc_discovery": True}),
+                "required_claims": required + [claim for claim in KUBERNETES_REQUIRED_CLAIMS if claim not in required]}
 
     @model_validator(mode="after")
     def _discovery_over_tls(self) -> "JwtProviderConfig":
@@ -403,6 +419,14 @@ class JwtProviderConfig(Strict):
             kind = "a shared secret" if self.shared_secret_file else "JWKS (asymmetric keys)"
             raise ValueError(f"algorithms {wrong} cannot be used with {kind}; allowed: {list(wanted)}")
         return self
+
+
+def primary_trusts_standard_claims(data: object) -> object:
+    """Only the primary provider's `roles`/`groups` are trusted without being named: a partner IdP's users
+    must not become admins because their IdP puts `admin` in a claim that happens to be called `roles`."""
+    if isinstance(data, dict) and data.get("primary") is True:
+        return {"roles_claim": "roles", "groups_claim": "groups", **data}
+    return data
 
 
 class TokenSourceConfig(Strict):
@@ -479,9 +503,73 @@ class ApiKeysConfig(Strict):
     watch_interval_seconds: float = Field(2.0, ge=0.1, le=3600)
 
 
+def _introspection_url(value: str) -> str:
+    """Held to the key-URL rule: the token and the client secret travel in this request."""
+    problem = key_url_problem(value)
+    if problem is not None:
+        raise ValueError(f"{value!r} {problem}")
+    return value
+
+
+class IntrospectionBreakerConfig(Strict):
+    """Stops calling a failing introspection endpoint for `cooldown_seconds` after `failure_threshold`
+    consecutive failures; then one probe decides whether it closes."""
+
+    failure_threshold: int = Field(5, ge=1, le=1000)
+    cooldown_seconds: float = Field(5.0, ge=0.05, le=300)
+
+
+class IntrospectionConfig(SecretHolder):
+    """OAuth2 token introspection (RFC 7662) for opaque tokens (docs/configuration.md): a token that is not a JWT
+    is sent to `url`; JWTs never are, so no other issuer's token reaches this endpoint."""
+
+    secret_fields = (SecretField("client_secret"),)
+
+    #: Qualifies identities (`idp:alice`) unless `primary`; no JWT provider or API keys may have this name.
+    name: Name
+    #: The endpoint: https (http only to loopback), no redirects followed.
+    url: Annotated[str, AfterValidator(_introspection_url)]
+    #: Expected `iss` of an answer (when the answer has one) and the principal's issuer.
+    issuer: str = Field(min_length=1)
+    #: The answer's `aud` must name one of these.
+    audiences: list[str] = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: str | None = Field(None, min_length=1, repr=False)
+    client_secret_file: ConfigPath | None = None
+    client_secret_env: EnvironmentVariable | None = None
+    client_auth: Literal["client_secret_basic", "client_secret_post"] = "client_secret_basic"
+    ca_file: ConfigPath | None = None
+    timeout_seconds: float = Field(2.0, gt=0, le=30)
+    #: Active answers are reused until `min(exp, now + cache_seconds)`: how long a revoked token keeps working.
+    cache_seconds: float = Field(60.0, ge=0, le=3600)
+    cache_size: int = Field(10_000, ge=0, le=1_000_000)
+    #: Refused answers (inactive, expired, wrong audience) are reused this long.
+    negative_cache_seconds: float = Field(5.0, ge=0, le=300)
+    negative_cache_size: int = Field(1_000, ge=0, le=1_000_000)
+    breaker: IntrospectionBreakerConfig = Field(default_factory=IntrospectionBreakerConfig)
+    leeway_seconds: float = Field(30.0, ge=0, le=300)
+    #: The claim the subject is read from (`client_id` for client-credentials tokens without `sub`).
+    subject_claim: str = Field("sub", min_length=1)
+    primary: bool = Field(False, strict=True)
+    roles_claim: str | None = Field(None, min_length=1)
+    groups_claim: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_trusts_standard_claims(cls, data: object) -> object:
+        return primary_trusts_standard_claims(data)
+
+    @model_validator(mode="after")
+    def _has_secret(self) -> "IntrospectionConfig":
+        if self.client_secret is None:
+            raise ValueError("set one of client_secret_file, client_secret_env (or client_secret)")
+        return self
+
+
 class AuthenticationConfig(Strict):
     providers: list[JwtProviderConfig] = Field(default_factory=list)
     api_keys: ApiKeysConfig | None = None
+    introspection: IntrospectionConfig | None = None
     token_sources: list[TokenSourceConfig] = Field(
         default_factory=lambda: [TokenSourceConfig(header="authorization", scheme="Bearer")], min_length=1
     )
@@ -517,6 +605,25 @@ class AuthenticationConfig(Strict):
         primary = [index for index, provider in enumerate(self.providers) if provider.primary]
         if len(primary) > 1:
             raise ValueError(f"only one provider may be primary; providers{primary} all are")
+        return self
+
+    @model_validator(mode="after")
+    def _introspection_stands_apart(self) -> "AuthenticationConfig":
+        """An introspected identity or issuer must not read as a JWT provider's or an API key's."""
+        introspection = self.introspection
+        if introspection is None:
+            return self
+        names = {introspection.name.lower(), introspection.issuer.lower()}
+        for index, provider in enumerate(self.providers):
+            if names & {provider.name.lower(), provider.issuer.lower()}:
+                raise ValueError(f"introspection.name or issuer is also the name or issuer of providers[{index}]")
+            if introspection.primary and provider.primary:
+                raise ValueError(f"only one provider may be primary; introspection and providers[{index}] are")
+        if self.api_keys is not None and self.api_keys.name.lower() in names:
+            raise ValueError(f"introspection.name or issuer is api_keys.name {self.api_keys.name!r}")
+        problem = header_value_problem(introspection.issuer, self.forward.max_header_value_bytes)
+        if problem is not None:
+            raise ValueError(f"introspection.issuer {problem}, so it cannot be forwarded unchanged")
         return self
 
     @model_validator(mode="after")

@@ -54,6 +54,19 @@ def _peer(value: str) -> str:
     return value
 
 
+_SERVICE_ACCOUNT = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/([a-z0-9]([-a-z0-9]*[a-z0-9])?"
+                              r"(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*|\*)")
+
+
+def _service_account(value: str) -> str:
+    """`namespace/name` or `namespace/*`, spelt as Kubernetes names are (lower case), so a rule can never be
+    written for a spelling no token carries."""
+    if not _SERVICE_ACCOUNT.fullmatch(value):
+        raise ValueError(f"{value!r}: a service account is 'namespace/name' or 'namespace/*' (lower-case "
+                         "Kubernetes names)")
+    return value
+
+
 def _upstream_header(value: Any) -> Any:
     """Refuse what extauth itself controls before the generic header-name check runs."""
     if isinstance(value, str) and value.startswith(":"):
@@ -182,6 +195,8 @@ class Condition(Strict):
     claims: dict[ClaimPath, Alternatives] | None = Field(None, min_length=1)
     #: mTLS peer identities (Envoy's `source.principal`, e.g. a SPIFFE ID): exact, or a prefix ending in `/*`.
     peer: list[Annotated[str, AfterValidator(_peer)]] | None = Field(None, min_length=1)
+    #: Kubernetes service accounts (`billing/invoicer`, or `billing/*`) of a `preset: kubernetes` provider's token.
+    service_accounts: list[Annotated[str, AfterValidator(_service_account)]] | None = Field(None, min_length=1)
     headers: dict[HeaderName, ValueMatch] | None = Field(None, min_length=1)
     query: dict[str, ValueMatch] | None = Field(None, min_length=1)
     source_cidrs: list[Annotated[str, AfterValidator(_cidr)]] | None = Field(None, min_length=1)
@@ -203,7 +218,8 @@ class Condition(Strict):
 
 #: Condition parts that read the principal; every other part (source_cidrs, headers, query, peer, time) reads only
 #: the request, so it means the same for an anonymous caller.
-_PRINCIPAL_PARTS = ("roles", "subjects", "issuers", "groups", "scopes", "claims", "params_match_claims")
+_PRINCIPAL_PARTS = ("roles", "subjects", "issuers", "groups", "scopes", "claims", "params_match_claims",
+                    "service_accounts")
 #: CEL variables (conditions/compiler.py) that come from the token.
 _PRINCIPAL_VARIABLES = frozenset({"principal", "claims", "roles"})
 

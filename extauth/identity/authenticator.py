@@ -1,6 +1,7 @@
 """The authentication phase: headers in, a Principal (or None for no credentials, or AuthenticationError) out.
 
-Per request: extract the token → cache → provider by unverified `iss` → verify → cache. Key loading and
+Per request: extract the token → cache → provider by unverified `iss` → verify → cache; a token that is not a
+JWT goes to the introspection endpoint when one is configured (extauth.identity.introspection). Key loading and
 refresh happen in the background, never on this path (except one rate-limited refetch for an unknown kid).
 """
 
@@ -14,6 +15,7 @@ from extauth.identity.apikeys import ApiKeys
 from extauth.identity.cache import TokenCache, token_digest
 from extauth.identity.http import HttpFetcher, UrllibFetcher
 from extauth.identity.identities import Identities
+from extauth.identity.introspection import Introspector, is_jws_shaped
 from extauth.identity.jwks import KeyStore, key_store_for
 from extauth.identity.jwt import JwtVerifier, UnverifiedToken
 from extauth.identity.principal import AuthenticationError, Principal
@@ -30,8 +32,11 @@ class Authenticator:
         self._cache = TokenCache(config.token_cache_size, clock)
         self._stores = [key_store_for(provider, clock, fetcher, notify) for provider in config.providers]
         self.api_keys = ApiKeys(config.api_keys, clock, notify) if config.api_keys is not None else None
-        identities = Identities(config.providers, config.forward.max_header_value_bytes,
+        identities = Identities([*config.providers, *([config.introspection] if config.introspection else [])],
+                                config.forward.max_header_value_bytes,
                                 [config.api_keys.name] if config.api_keys is not None else [])
+        self.introspector = (Introspector(config.introspection, clock, fetcher, identities, notify)
+                             if config.introspection is not None else None)
         self._api_key_watch: asyncio.Task[None] | None = None
         self._api_key_reloads: set[asyncio.Task[bool]] = set()
         self._verifiers = {
@@ -85,6 +90,8 @@ class Authenticator:
                 await self._api_key_watch
             self._api_key_watch = None
         await asyncio.gather(*(store.stop() for store in self._stores))
+        if self.introspector is not None:
+            await self.introspector.stop()
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
         """An API key when the request carries one; otherwise a token. A request carrying both, or two keys, is
@@ -102,6 +109,8 @@ class Authenticator:
         principal = self._cache.get(digest)
         if principal is not None:
             return principal
+        if self.introspector is not None and not is_jws_shaped(token):
+            return await self.introspector.authenticate(token)  # cached there, by its own TTLs
         unverified = UnverifiedToken.parse(token)
         verifier = self._verifiers.get(unverified.issuer) if unverified.issuer is not None else None
         if verifier is None:

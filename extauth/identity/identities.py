@@ -12,8 +12,8 @@ overlap is a primary subject that itself reads `partner:root`; a primary subject
 """
 
 from collections.abc import Sequence
+from typing import Protocol
 
-from extauth.config.schema import JwtProviderConfig
 from extauth.documents.headers import header_value_problem
 from extauth.identity.principal import AuthenticationError
 from extauth.reasons import Reason
@@ -21,8 +21,18 @@ from extauth.reasons import Reason
 SEPARATOR = ":"
 
 
+class Issuing(Protocol):
+    """What qualifies an identity: a JWT provider or the introspection endpoint."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def primary(self) -> bool: ...
+
+
 class Identities:
-    def __init__(self, providers: Sequence[JwtProviderConfig], max_bytes: int,
+    def __init__(self, providers: Sequence[Issuing], max_bytes: int,
                  other_qualifiers: Sequence[str] = ()) -> None:
         """`other_qualifiers`: names other credentials qualify their identities with (`api_keys.name`)."""
         self._qualified_names = frozenset(
@@ -30,7 +40,7 @@ class Identities:
             + [name.lower() for name in other_qualifiers])
         self._max_bytes = max_bytes
 
-    def of(self, provider: JwtProviderConfig, subject: str) -> str:
+    def of(self, provider: Issuing, subject: str) -> str:
         """The identity for `subject` as issued by `provider`; AuthenticationError if it could be confused."""
         problem = header_value_problem(subject, self._max_bytes)
         if problem is None and provider.primary:

@@ -22,6 +22,7 @@ from extauth.identity.claims import find_claim, groups_in, roles_in
 from extauth.identity.identities import Identities
 from extauth.identity.jwks import KeyStore
 from extauth.identity.keys import VerificationKey
+from extauth.identity.kubernetes import service_account_of
 from extauth.identity.principal import AuthenticationError, KeysUnavailableError, Principal
 from extauth.reasons import Reason
 
@@ -93,6 +94,7 @@ class JwtVerifier:
         claims = self._decode(token.raw, key, token.algorithm)
         expires_at = self._check_times(claims)
         subject = claims.get("sub", "")
+        service_account = service_account_of(claims) if self._config.preset == "kubernetes" else None
         return Principal(
             subject=subject,
             identity=self._identities.of(self._config, subject),
@@ -103,6 +105,7 @@ class JwtVerifier:
             groups=groups_in(find_claim(claims, self._groups_claim)),
             claims=types.MappingProxyType(claims),
             expires_at=expires_at,
+            service_account=service_account,
         )
 
     async def _key_for(self, token: UnverifiedToken) -> VerificationKey:
@@ -149,18 +152,21 @@ class JwtVerifier:
             raise _malformed("token is malformed") from None
 
     def _check_times(self, claims: Mapping[str, Any]) -> float | None:
-        """Enforce exp/nbf/iat with leeway against the injected clock; returns `exp`."""
-        now = self._clock.now()
-        expires_at = _timestamp(claims, "exp")
-        if expires_at is not None and expires_at <= now - self._leeway:
-            raise AuthenticationError(Reason.TOKEN_EXPIRED, "token has expired")
-        not_before = _timestamp(claims, "nbf")
-        if not_before is not None and not_before > now + self._leeway:
-            raise AuthenticationError(Reason.TOKEN_NOT_YET_VALID, "token is not valid yet")
-        issued_at = _timestamp(claims, "iat")
-        if issued_at is not None and issued_at > now + self._leeway:
-            raise AuthenticationError(Reason.TOKEN_ISSUED_IN_FUTURE, "token was issued in the future")
-        return expires_at
+        return check_times(claims, self._clock.now(), self._leeway)
+
+
+def check_times(claims: Mapping[str, Any], now: float, leeway: float) -> float | None:
+    """Enforce exp/nbf/iat with leeway at `now` (JWT claims and introspection answers alike); returns `exp`."""
+    expires_at = _timestamp(claims, "exp")
+    if expires_at is not None and expires_at <= now - leeway:
+        raise AuthenticationError(Reason.TOKEN_EXPIRED, "token has expired")
+    not_before = _timestamp(claims, "nbf")
+    if not_before is not None and not_before > now + leeway:
+        raise AuthenticationError(Reason.TOKEN_NOT_YET_VALID, "token is not valid yet")
+    issued_at = _timestamp(claims, "iat")
+    if issued_at is not None and issued_at > now + leeway:
+        raise AuthenticationError(Reason.TOKEN_ISSUED_IN_FUTURE, "token was issued in the future")
+    return expires_at
 
 
 def _timestamp(claims: Mapping[str, Any], name: str) -> float | None:

@@ -24,6 +24,8 @@ class Principal:
     claims: Mapping[str, Any]
     expires_at: float | None
     groups: frozenset[str] = frozenset()
+    #: `namespace/name` from a `preset: kubernetes` provider's token (extauth.identity.kubernetes), else None.
+    service_account: str | None = None
 
 
 #: Who conditions see when nobody authenticated (public routes, limit overrides): no roles, groups or claims.

@@ -31,6 +31,7 @@ class ExtauthCollector(Collector):
         access_log: Any = None,
         policy: Any = None,
         key_stores: Any = (),
+        introspector: Any = None,
         clock: Any = None,
         pipeline: Any = None,
         limiter: Any = None,
@@ -43,6 +44,7 @@ class ExtauthCollector(Collector):
         self._access_log = access_log
         self._policy = policy
         self._key_stores = key_stores
+        self._introspector = introspector
         self._clock = clock
         self._pipeline = pipeline
         self._limiter = limiter
@@ -79,6 +81,8 @@ class ExtauthCollector(Collector):
             yield from self._policy_metrics()
         yield self._expression_errors()
         yield from self._jwks_metrics()
+        if self._introspector is not None:
+            yield from self._introspection_metrics()
 
     def _check_metrics(self) -> Iterator[Metric]:
         decisions = CounterMetricFamily(
@@ -238,3 +242,23 @@ class ExtauthCollector(Collector):
         yield age
         yield failures
         yield refreshes
+
+    def _introspection_metrics(self) -> Iterator[Metric]:
+        stats = self._introspector.stats
+        yield CounterMetricFamily("extauth_introspection_calls", "Calls made to the introspection endpoint.",
+                                  value=stats.calls)
+        cache = CounterMetricFamily("extauth_introspection_cache", "Introspection answers looked up by token digest.",
+                                    labels=["result"])
+        cache.add_metric(["hit"], stats.cache_hits)
+        cache.add_metric(["miss"], stats.cache_misses)
+        yield cache
+        yield CounterMetricFamily("extauth_introspection_joined",
+                                  "Checks that waited for a call already made for the same token.", value=stats.joined)
+        errors = CounterMetricFamily("extauth_introspection_errors",
+                                     "Introspections that could not be made or used, by kind.", labels=["kind"])
+        for kind in ("timeout", "http", "invalid_answer", "breaker_open"):
+            errors.add_metric([kind], stats.errors[kind])
+        yield errors
+        yield GaugeMetricFamily("extauth_introspection_breaker_open",
+                                "1 while the introspection endpoint's breaker is open or half-open.",
+                                value=0 if self._introspector.breaker.state == "closed" else 1)

@@ -1,7 +1,7 @@
 """Rate limiting: GCRA in Redis (standalone or Cluster) or in process, with failure modes, a breaker and shadow mode."""
 
+from extauth.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.backends import open_storage
-from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.limiter import LimiterStats, RateLimiter
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import FailureMode, Limit, LimitCheck, LimitOutcome, RateLimitResult

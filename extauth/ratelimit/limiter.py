@@ -15,10 +15,10 @@ from dataclasses import dataclass, replace
 
 import structlog
 
+from extauth.breaker import BreakerState, CircuitBreaker
 from extauth.clock import Clock
 from extauth.metrics.registry import Histogram, RedisMetrics
 from extauth.notify import Notify, ignore
-from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 from extauth.ratelimit.lease import Grant, LeaseBook, LeaseSource, lease_source_for
 from extauth.ratelimit.memory import MemoryStorage
 from extauth.ratelimit.model import ALLOWED, LimitCheck, LimitOutcome, RateLimitResult

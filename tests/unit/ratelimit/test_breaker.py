@@ -1,7 +1,7 @@
 """The circuit breaker's state machine, on an injected clock."""
 
+from extauth.breaker import BreakerState, CircuitBreaker
 from extauth.clock import ManualClock
-from extauth.ratelimit.breaker import BreakerState, CircuitBreaker
 
 
 def opened(clock: ManualClock) -> CircuitBreaker:

@@ -8,7 +8,7 @@ import cel
 from extauth.clock import Clock
 from extauth.conditions.params import Params
 from extauth.conditions.predicate import Predicate
-from extauth.identity.peer import peer_of
+from extauth.identity.peer import peer_of, valid_certificate
 from extauth.identity.principal import Principal
 from extauth.metrics import POLICY
 from extauth.request import Request
@@ -22,21 +22,22 @@ def _peer_id(request: Request, clock: Clock) -> str:
 
 
 def _peer_variable(request: Request, clock: Clock) -> dict[str, Any]:
-    """The verified peer (docs/client-certificates.md). Every key is always present, empty without a verified
-    peer or a forwarded certificate, so `peer.id == "..."` is false there rather than an evaluation error."""
-    peer = peer_of(request, clock.now())
-    if peer is None:
-        return dict(_NO_PEER)
-    certificate = peer.certificate
-    return {"id": peer.spiffe_id, "trust_domain": peer.trust_domain, "namespace": peer.namespace or "",
-            "service_account": peer.service_account or "",
-            **({"subject": certificate.subject, "uri_sans": list(certificate.uri_sans),
-                "dns_sans": list(certificate.dns_sans), "not_before": int(certificate.not_before),
-                "not_after": int(certificate.not_after)} if certificate is not None else _NO_CERTIFICATE)}
-
-
-_NO_CERTIFICATE: dict[str, Any] = {"subject": "", "uri_sans": [], "dns_sans": [], "not_before": 0, "not_after": 0}
-_NO_PEER: dict[str, Any] = {"id": "", "trust_domain": "", "namespace": "", "service_account": "", **_NO_CERTIFICATE}
+    """The verified peer (docs/client-certificates.md): its SPIFFE ID and the parts of it, and what the forwarded
+    certificate says when it is valid now. Every key is always present (empty when unknown), so `peer.id == "..."`
+    is false without a certificate rather than an evaluation error."""
+    now = clock.now()
+    peer = peer_of(request, now)
+    certificate = valid_certificate(request.peer_certificate, now)
+    return {
+        "id": peer.spiffe_id if peer else "", "trust_domain": peer.trust_domain if peer else "",
+        "namespace": (peer.namespace or "") if peer else "",
+        "service_account": (peer.service_account or "") if peer else "",
+        "subject": certificate.subject if certificate else "",
+        "uri_sans": list(certificate.uri_sans) if certificate else [],
+        "dns_sans": list(certificate.dns_sans) if certificate else [],
+        "not_before": int(certificate.not_before) if certificate else 0,
+        "not_after": int(certificate.not_after) if certificate else 0,
+    }
 
 
 _CEL_VARIABLES: dict[str, Variable] = {

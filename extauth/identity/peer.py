@@ -103,9 +103,8 @@ def certified_peer(source_principal: str, source_certificate: str, now: float) -
     peer = verified_peer(source_principal)
     if peer is None or not source_certificate:
         return peer
-    certificate = peer_certificate(source_certificate)
-    if (certificate is None or certificate.uri_sans != (peer.spiffe_id,)
-            or not certificate.not_before <= now <= certificate.not_after):
+    certificate = valid_certificate(source_certificate, now)
+    if certificate is None or certificate.uri_sans != (peer.spiffe_id,):
         return None
     return PeerIdentity(peer.spiffe_id, peer.trust_domain, peer.segments, certificate)
 
@@ -113,6 +112,15 @@ def certified_peer(source_principal: str, source_certificate: str, now: float) -
 def peer_of(request: Request, now: float) -> PeerIdentity | None:
     """The verified peer of an ingress request (`certified_peer` of what Envoy reported)."""
     return certified_peer(request.peer_principal, request.peer_certificate, now)
+
+
+def valid_certificate(source_certificate: str, now: float) -> PeerCertificate | None:
+    """The forwarded client certificate when it is valid at `now`, whether or not it names a SPIFFE ID (a
+    certificate with only DNS SANs still has a subject and names policies may read)."""
+    certificate = peer_certificate(source_certificate) if source_certificate else None
+    if certificate is None or not certificate.not_before <= now <= certificate.not_after:
+        return None
+    return certificate
 
 
 def peer_certificate(source_certificate: str) -> PeerCertificate | None:

@@ -28,7 +28,8 @@ from extauth.request import Request
 #: bounded tables, cleared when full: a Check then costs a dictionary look-up, not a parse.
 _MEMO_MAX = 1024
 _KNOWN_PEERS: dict[str, "PeerIdentity | None"] = {}
-_KNOWN_CERTIFICATES: dict[str, "PeerCertificate | None"] = {}
+#: A forwarded certificate → what it reads as, and the peer it proves (its one URI SAN, a canonical SPIFFE ID).
+_KNOWN_CERTIFICATES: dict[str, tuple["PeerCertificate | None", "PeerIdentity | None"]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,13 +101,12 @@ def certified_peer(source_principal: str, source_certificate: str, now: float) -
     """`verified_peer`, with the certificate's attributes when Envoy forwarded it; None when that certificate is
     not valid at `now` (a long-lived connection outlives it) or does not carry exactly this one URI SAN (an X.509
     SVID has one: which of several Envoy reports is not a choice to build policy on)."""
-    peer = verified_peer(source_principal)
-    if peer is None or not source_certificate:
-        return peer
-    certificate = valid_certificate(source_certificate, now)
-    if certificate is None or certificate.uri_sans != (peer.spiffe_id,):
+    if not source_certificate:
+        return verified_peer(source_principal)
+    certificate, peer = _certificate_entry(source_certificate)
+    if peer is None or peer.spiffe_id != source_principal or not _valid(certificate, now):  # type: ignore[arg-type]
         return None
-    return PeerIdentity(peer.spiffe_id, peer.trust_domain, peer.segments, certificate)
+    return peer
 
 
 def peer_of(request: Request, now: float) -> PeerIdentity | None:
@@ -117,21 +117,31 @@ def peer_of(request: Request, now: float) -> PeerIdentity | None:
 def valid_certificate(source_certificate: str, now: float) -> PeerCertificate | None:
     """The forwarded client certificate when it is valid at `now`, whether or not it names a SPIFFE ID (a
     certificate with only DNS SANs still has a subject and names policies may read)."""
-    certificate = peer_certificate(source_certificate) if source_certificate else None
-    if certificate is None or not certificate.not_before <= now <= certificate.not_after:
-        return None
-    return certificate
+    certificate = _certificate_entry(source_certificate)[0] if source_certificate else None
+    return certificate if certificate is not None and _valid(certificate, now) else None
 
 
 def peer_certificate(source_certificate: str) -> PeerCertificate | None:
     """Envoy's `source.certificate` (a URL-encoded PEM) read; None when it is not one certificate."""
-    known = _KNOWN_CERTIFICATES.get(source_certificate, False)
-    if known is not False:
-        return known  # type: ignore[return-value]
+    return _certificate_entry(source_certificate)[0]
+
+
+def _valid(certificate: PeerCertificate, now: float) -> bool:
+    return certificate.not_before <= now <= certificate.not_after
+
+
+def _certificate_entry(source_certificate: str) -> tuple[PeerCertificate | None, PeerIdentity | None]:
+    known = _KNOWN_CERTIFICATES.get(source_certificate)
+    if known is not None:
+        return known
     if len(_KNOWN_CERTIFICATES) >= _MEMO_MAX:
         _KNOWN_CERTIFICATES.clear()
-    certificate = _KNOWN_CERTIFICATES[source_certificate] = _read_certificate(source_certificate)
-    return certificate
+    certificate = _read_certificate(source_certificate)
+    proven = parse_peer(certificate.uri_sans[0]) if certificate is not None and len(certificate.uri_sans) == 1 else None
+    entry = _KNOWN_CERTIFICATES[source_certificate] = (
+        certificate, None if proven is None else PeerIdentity(proven.spiffe_id, proven.trust_domain, proven.segments,
+                                                               certificate))
+    return entry
 
 
 def _read_certificate(source_certificate: str) -> PeerCertificate | None:

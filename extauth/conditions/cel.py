@@ -46,8 +46,8 @@ _CEL_VARIABLES: dict[str, Variable] = {
         "query": dict(request.query_params), "source_ip": request.source_address,
         "peer": _peer_id(request, clock), "context": dict(request.context_extensions)},
     "peer": lambda request, principal, params, clock: _peer_variable(request, clock),
-    "principal": lambda request, principal, params, clock: {"subject": principal.subject, "issuer": principal.issuer,
-                                                     "identity": principal.identity},
+    "principal": lambda request, principal, params, clock: {
+        "subject": principal.subject, "issuer": principal.issuer, "identity": principal.identity},
     "claims": lambda request, principal, params, clock: dict(principal.claims),
     "roles": lambda request, principal, params, clock: sorted(principal.roles),
     "params": lambda request, principal, params, clock: dict(params),

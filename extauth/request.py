@@ -227,3 +227,9 @@ class Request:
     def peer_principal(self) -> str:
         """The mTLS peer identity Envoy extracted (URI SAN such as a SPIFFE ID, else the subject), or ''."""
         return self._source.principal
+
+    @property
+    def peer_certificate(self) -> str:
+        """The verified client certificate as Envoy forwards it (URL-encoded PEM, `include_peer_certificate`),
+        or ''. Read only through `identity.peer`, which checks it names the same identity."""
+        return self._source.certificate

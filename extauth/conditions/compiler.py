@@ -24,6 +24,7 @@ from extauth.conditions.predicate import Predicate
 from extauth.documents.policy import Condition, TimeWindow, ValueMatch
 from extauth.documents.syntax import claim_path, seconds_of_day
 from extauth.identity.claims import MISSING, claim_at
+from extauth.identity.peer import parse_peer, peer_of
 from extauth.identity.principal import Principal
 from extauth.request import Request
 
@@ -58,7 +59,7 @@ def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], c
     for name, values in (when.claims or {}).items():
         checks.append(_claim(name, values))
     if when.peer:
-        checks.append(_peer(when.peer))
+        checks.append(_peer(when.peer, clock))
     for name, spec in (when.headers or {}).items():
         checks.append(_value(f"headers.{name}", spec, _header_values(name), deny))
     for name, spec in (when.query or {}).items():
@@ -70,7 +71,7 @@ def compile_condition(when: Condition, granting: Mapping[str, frozenset[str]], c
     if when.time:
         checks.append(_time(when.time, clock))
     if when.expression:
-        checks.append(expression_check(when.expression, deny, source))
+        checks.append(expression_check(when.expression, deny, source, clock))
     return tuple(checks)
 
 
@@ -139,16 +140,26 @@ def _service_accounts(accounts: list[str]) -> Predicate:
                      lambda r, p, _: f"service account {p.service_account or '(none)'} is not one of {accounts}")
 
 
-def _peer(peers: list[str]) -> Predicate:
+def _peer(peers: list[str], clock: Clock) -> Predicate:
+    """Compared as identities (`identity.peer`), never as text: a SPIFFE ID that is not in its canonical spelling
+    is no identity, so it matches no entry and falls under no prefix."""
     exact = frozenset(peer for peer in peers if not peer.endswith("/*"))
-    prefixes = tuple(peer[:-1] for peer in peers if peer.endswith("/*"))
+    prefixes = tuple(parse_peer(peer.removesuffix("/*")) for peer in peers if peer.endswith("/*"))
 
     def test(request: Request, principal: Principal, params: Params) -> bool:
-        peer = request.peer_principal
-        return bool(peer) and (peer in exact or peer.startswith(prefixes))
+        peer = peer_of(request, clock.now())
+        return peer is not None and (peer.spiffe_id in exact
+                                     or any(peer.under(prefix) for prefix in prefixes))  # type: ignore[arg-type]
 
-    return Predicate("peer", test, lambda r, p, _: f"peer {r.peer_principal or '(none: no client certificate)'}"
-                                               f" is not one of {peers}")
+    def why(request: Request, principal: Principal, params: Params) -> str:
+        if peer_of(request, clock.now()) is not None:
+            return f"peer {request.peer_principal} is not one of {peers}"
+        if request.peer_principal:
+            return (f"peer {request.peer_principal!r} is no identity (not a canonical SPIFFE ID, or its certificate "
+                    f"names several or is not valid now)")
+        return f"no client certificate (peer is not one of {peers})"
+
+    return Predicate("peer", test, why)
 
 
 #: Trimmed from both ends of a header or query value: whitespace and control characters, as an upstream's

@@ -150,8 +150,13 @@ class EnvoyProcess:
         self._tls = ssl.create_default_context(cafile=str(certs.ca_cert))
 
     def request(self, method: str, path: str, headers: Mapping[str, str] | None = None,
-                body: bytes | None = None) -> Response:
-        connection = http.client.HTTPSConnection("localhost", self.port, context=self._tls, timeout=10)
+                body: bytes | None = None, client_cert: tuple[Path, Path] | None = None) -> Response:
+        """`client_cert` (certificate, key): presented to the listener, which requests one."""
+        context = self._tls
+        if client_cert is not None:
+            context = ssl.create_default_context(cafile=str(self.certs.ca_cert))
+            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+        connection = http.client.HTTPSConnection("localhost", self.port, context=context, timeout=10)
         try:
             connection.request(method, path, body=body, headers=dict(headers or {}))
             reply = connection.getresponse()
@@ -159,10 +164,12 @@ class EnvoyProcess:
         finally:
             connection.close()
 
-    def get(self, path: str, token: str | None = None, **headers: str) -> Response:
+    def get(self, path: str, token: str | None = None, *, client_cert: tuple[Path, Path] | None = None,
+            **headers: str) -> Response:
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
-        return self.request("GET", path, {name.replace("_", "-"): value for name, value in headers.items()})
+        return self.request("GET", path, {name.replace("_", "-"): value for name, value in headers.items()},
+                            client_cert=client_cert)
 
     def stop(self) -> int:
         return self.process.stop()

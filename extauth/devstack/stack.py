@@ -120,21 +120,26 @@ def _get(path: str, token: str | None, context: ssl.SSLContext) -> tuple[int, di
 def demonstrate(paths: StackPaths) -> None:
     key = paths.certs_dir / "jwt-signing.key"
     context = ssl.create_default_context(cafile=str(paths.certs_dir / "ca.crt"))
+    # The demo workload: the same CA, plus the client certificate the listener requests (docs/client-certificates.md).
+    workload = ssl.create_default_context(cafile=str(paths.certs_dir / "ca.crt"))
+    workload.load_cert_chain(paths.certs_dir / "client.crt", paths.certs_dir / "client.key")
     reader = mint_token(key, subject="alice", claims={"roles": ["reader"]})
     admin = mint_token(key, subject="root", claims={"roles": ["admin"]})
     cases = [
-        ("anonymous", "/public/hello", None),
-        ("anonymous", "/api/orders", None),
-        ("alice (reader)", "/api/orders", reader),
-        ("alice (reader)", "/admin/users", reader),
-        ("root (admin)", "/admin/users", admin),
-        ("root (admin)", "/internal/metrics", admin),
-        ("garbage token", "/api/orders", "not.a.jwt"),
-        *[("alice (reader)", "/api/limited", reader)] * 6,
+        ("anonymous", "/public/hello", None, context),
+        ("anonymous", "/api/orders", None, context),
+        ("alice (reader)", "/api/orders", reader, context),
+        ("alice (reader)", "/admin/users", reader, context),
+        ("root (admin)", "/admin/users", admin, context),
+        ("root (admin)", "/private/metrics", admin, context),
+        ("demo client cert", "/internal/jobs", None, workload),
+        ("root (admin)", "/internal/jobs", admin, context),
+        ("garbage token", "/api/orders", "not.a.jwt", context),
+        *[("alice (reader)", "/api/limited", reader, context)] * 6,
     ]
     print("\nDemonstration through https://localhost:8443 :")
-    for who, path, token in cases:
-        status, headers, body = _get(path, token, context)
+    for who, path, token, client in cases:
+        status, headers, body = _get(path, token, client)
         detail = json.loads(body).get("reason", "") if status != 200 and body.startswith("{") else ""
         if "ratelimit" in headers:
             detail += f"  RateLimit: {headers['ratelimit']}"

@@ -49,9 +49,8 @@ _expression = _parsed_by(cel.compile, ValueError,
 
 
 def _peer(value: str) -> str:
-    if "*" in value and not (value.endswith("/*") and value.count("*") == 1):
-        raise ValueError(f"{value!r}: a peer is an exact identity or a prefix ending in '/*'")
-    return value
+    """A SPIFFE ID, or one ending in `/*` for every ID below it (`spiffe://corp/*`: every workload of corp)."""
+    return _spiffe_pattern(value, whole_trust_domain=True)
 
 
 _SERVICE_ACCOUNT = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/([a-z0-9]([-a-z0-9]*[a-z0-9])?"
@@ -193,7 +192,7 @@ class Condition(Strict):
     scopes: list[str] | None = Field(None, min_length=1)
     #: claim (dotted path allowed) → value or list of values; a list-valued claim needs to contain one.
     claims: dict[ClaimPath, Alternatives] | None = Field(None, min_length=1)
-    #: mTLS peer identities (Envoy's `source.principal`, e.g. a SPIFFE ID): exact, or a prefix ending in `/*`.
+    #: The verified client certificate's SPIFFE ID (docs/client-certificates.md): exact, or a prefix ending in `/*`.
     peer: list[Annotated[str, AfterValidator(_peer)]] | None = Field(None, min_length=1)
     #: Kubernetes service accounts (`billing/invoicer`, or `billing/*`) of a `preset: kubernetes` provider's token.
     service_accounts: list[Annotated[str, AfterValidator(_service_account)]] | None = Field(None, min_length=1)
@@ -416,9 +415,15 @@ def _egress_host(value: str) -> str:
 
 def _caller(value: str) -> str:
     """A SPIFFE ID (`spiffe://cluster.local/ns/shop/sa/checkout`), or one ending in `/*` for every ID below it."""
+    return _spiffe_pattern(value, whole_trust_domain=False)
+
+
+def _spiffe_pattern(value: str, *, whole_trust_domain: bool) -> str:
+    """Only the canonical spelling (`syntax.spiffe_id`): the verified peer is compared with it as an identity, so
+    any other spelling could never match and is refused here rather than silently matching nothing."""
     exact = value.removesuffix("/*")
     parsed = syntax.spiffe_id(exact)
-    if parsed is None or (exact != value and not parsed[1]):
+    if parsed is None or (exact != value and not parsed[1] and not whole_trust_domain):
         raise ValueError(f"{value!r} is not a SPIFFE ID (spiffe://<trust domain>/<path>, lower-case trust domain, "
                          "segments of letters, digits, '.', '_', '-') nor one followed by '/*'")
     return value

@@ -25,6 +25,7 @@ from extauth.decision import Decision
 from extauth.documents.loader import PolicySet
 from extauth.documents.policy import KEY_PART_KINDS, RateLimit, Window
 from extauth.documents.syntax import claim_path
+from extauth.identity.peer import verified_peer
 from extauth.identity.principal import ANONYMOUS, Principal
 from extauth.ratelimit.model import Limit, LimitCheck
 from extauth.request import Request
@@ -62,6 +63,12 @@ def _bounded(value: str, always_hash: bool = False) -> str:
             return escaped
     data = value.encode("utf-8", "surrogatepass")
     return f"#{len(data)}:{_digest(data)}"
+
+
+def _peer_key(request: Request) -> str:
+    """The caller's SPIFFE ID, counted only in its canonical spelling; no verified identity counts as `~`."""
+    peer = verified_peer(request.peer_principal)
+    return _bounded(peer.spiffe_id) if peer is not None else "~"
 
 
 def _claim_text(value: object) -> str:
@@ -124,7 +131,7 @@ _KEY_PART_BUILDERS: dict[str, Callable[[str, int, int], KeyPart]] = {
     "route": lambda name, v4, v6: lambda request, principal, decision: decision.route or "~",
     "method": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.method),
     "host": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.hostname),
-    "peer": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.peer_principal or "~"),
+    "peer": lambda name, v4, v6: lambda request, principal, decision: _peer_key(request),
     "claim": lambda name, v4, v6: _claim_part(name),
     "param": lambda name, v4, v6: lambda request, principal, decision: _bounded(decision.params.get(name, "~")),
     "context": lambda name, v4, v6: lambda request, principal, decision: (

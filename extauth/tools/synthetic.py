@@ -24,6 +24,7 @@ def check_request(
     context_extensions: Mapping[str, str] | None = None,
     request_id: str = "req-1",
     peer: str = "",
+    peer_certificate: str = "",
 ) -> CheckRequest:
     check = CheckRequest()
     http = check.attributes.request.http
@@ -42,6 +43,8 @@ def check_request(
     check.attributes.source.address.socket_address.address = source
     check.attributes.source.address.socket_address.port_value = 40000
     check.attributes.source.principal = peer
+    # As Envoy sends it with `include_peer_certificate`: the verified certificate's PEM, URL-encoded.
+    check.attributes.source.certificate = peer_certificate
     for key, value in (context_extensions or {}).items():
         check.attributes.context_extensions[key] = value
     return check

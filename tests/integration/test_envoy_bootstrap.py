@@ -136,7 +136,9 @@ def test_render_rewrites_environment_only(certs: DevCerts, tmp_path: Path) -> No
     assert manager["access_log"][0]["typed_config"]["path"] == str(tmp_path / "access.log")
 
     files = [value for value in _strings(rendered) if value.endswith((".crt", ".key"))]
-    assert sorted(files) == sorted(str(path) for path in (certs.server_cert, certs.server_key, certs.ca_cert))
+    # The CA twice: it verifies the upstream and the client certificates the listener requests.
+    assert sorted(files) == sorted(str(path) for path in (certs.server_cert, certs.server_key, certs.ca_cert,
+                                                          certs.ca_cert))
 
     shipped_filters = _named(shipped["static_resources"]["listeners"], "ingress")["filter_chains"][0]["filters"]
     assert manager["http_filters"] == shipped_filters[0]["typed_config"]["http_filters"]

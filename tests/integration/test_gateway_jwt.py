@@ -132,7 +132,7 @@ def test_admin_inherits_reader(gateway: EnvoyProcess, admin_token: str) -> None:
 
 def test_unmatched_path_is_denied(gateway: EnvoyProcess, admin_token: str) -> None:
     """A path no policy route names is 403 no_matching_route even for an admin."""
-    response = gateway.get("/internal/metrics", admin_token)
+    response = gateway.get("/private/metrics", admin_token)
     assert response.status == 403 and response.json()["reason"] == "no_matching_route"
 
 

@@ -38,7 +38,7 @@ def test_billing_route_reaches_its_service_with_its_context(gateway: EnvoyProces
     assert (webhook.status, webhook.json()["reason"]) == (403, "forbidden")
 
 
-@pytest.mark.parametrize("path", ["/internal/metrics", "/billing", "/nothing-here/x", "/healthzz"])
+@pytest.mark.parametrize("path", ["/private/metrics", "/billing", "/nothing-here/x", "/healthzz"])
 def test_unrouted_paths_are_checked_audited_and_denied(gateway: EnvoyProcess, extauth: ExtauthProcess,
                                                        certs: DevCerts, path: str) -> None:
     """A path no service route covers still goes through extauth, which denies it by default and audits it

@@ -39,7 +39,7 @@ ROOT = principal("root", ["admin"])
     (ALICE, "GET", "/admin/users", (403, "forbidden", None)),
     (ROOT, "GET", "/admin/users", (200, "ok", "demo/admin/admins-only")),
     (ROOT, "POST", "/admin/maintenance", (200, "ok", "demo/admin-maintenance/admins-in-office-hours")),
-    (ROOT, "GET", "/internal/metrics", (403, "no_matching_route", None)),
+    (ROOT, "GET", "/private/metrics", (403, "no_matching_route", None)),
     (ROOT, "POST", "/healthz", (405, "method_not_allowed", None)),
     # The bypass classes of docs/security.md, decided on the canonical request:
     (ALICE, "GET", "/api/tenants/umbrella/orders/1", (403, "forbidden", None)),

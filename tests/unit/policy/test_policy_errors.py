@@ -77,8 +77,14 @@ CASES = {
     ),
     'bad peer wildcard': (
         WHEN + "          peer: ['spiffe://corp/*/api']\n",
-        ["9: routes[0].rules[0].when.peer[0]: 'spiffe://corp/*/api': a peer is an exact identity or a prefix "
-         "ending in '/*'"],
+        ["9: routes[0].rules[0].when.peer[0]: 'spiffe://corp/*/api' is not a SPIFFE ID (spiffe://<trust domain>/"
+         "<path>, lower-case trust domain, segments of letters, digits, '.', '_', '-') nor one followed by '/*'"],
+    ),
+    'peer not in its canonical spelling': (
+        WHEN + "          peer: ['spiffe://corp/ns/shop/../admin']\n",
+        ["9: routes[0].rules[0].when.peer[0]: 'spiffe://corp/ns/shop/../admin' is not a SPIFFE ID (spiffe://<trust "
+         "domain>/<path>, lower-case trust domain, segments of letters, digits, '.', '_', '-') nor one followed by "
+         "'/*'"],
     ),
     'bad header regex': (
         WHEN + "          headers: {x-a: {regex: '[a'}}\n",

@@ -84,8 +84,9 @@ def test_processes_hammering_one_key_admit_exactly_the_limit(request, backend, b
     url = request.getfixturevalue("redis_server" if backend == "redis" else "redis_cluster").url
     reports = hammer(url, f"exact/{uuid.uuid4().hex}|sub=alice", limit=400, processes=3, tasks=25, per_task=20,
                      batch=batch)
+    # How the 400 split between processes is the scheduler's business (on a loaded machine one process may get
+    # no CPU until the others are done); that the three together admit exactly 400 is the store's.
     assert sum(r["admitted"] for r in reports) == 400
-    assert all(r["admitted"] > 0 for r in reports)  # every process took part
     assert sum(r["stats"]["requests"] for r in reports) == 1500
     assert all(r["stats"]["backend_errors"] == 0 and r["stats"]["degraded"] == 0 for r in reports)
 

@@ -83,7 +83,13 @@ class Pipeline:
         #: Checks where the shadow policy would have decided differently (allow vs deny or another status).
         self.shadow_differences = 0
 
-    async def check(self, check_request: CheckRequest) -> CheckResponse:
+    @property
+    def traced(self) -> bool:
+        return self._tracer is not None
+
+    async def check(self, check_request: CheckRequest, trace_context: Mapping[str, str] | None = None,
+                    ) -> CheckResponse:
+        """`trace_context`: the caller's gRPC metadata (`traceparent`, `tracestate`), read only when `traced`."""
         watch = Stopwatch()
         request = Request(check_request)
         live, shadow = self._policy.current, self._policy.shadow
@@ -123,7 +129,7 @@ class Pipeline:
             self._audit.emit(event)
             self.metrics.record(event["decision"], event["reason"], latency_us, watch.laps)
             if self._tracer is not None:
-                self._tracer.record(request, decision, watch.started, watch.laps)
+                self._tracer.record(request, decision, watch.started, watch.laps, trace_context or {})
 
     async def _decide(self, policy: CompiledPolicy, request: Request, watch: Stopwatch | None = None) -> Decision:
         if not self._authenticator.ready:

@@ -4,8 +4,11 @@ The spans are built once the Check has been answered, from the pipeline's stopwa
 laps), not opened and closed around each phase: with tracing off the pipeline holds no tracer and does no
 tracing work at all, and with it on a Check pays for its spans once, after the response is rendered.
 
-The parent is the W3C `traceparent` of the checked request (Envoy's span when Envoy traces), and its sampled
-flag decides; without one, `sampling_ratio` does. Attributes are chosen, never copied: ids, the decision and
+The parent is the W3C `traceparent` in the Check call's gRPC metadata, i.e. Envoy's ext_authz span when Envoy
+traces, and its sampled flag decides; without one, `sampling_ratio` does. The `traceparent` header of the checked
+HTTP request is NOT a parent: it is whatever the client sent (Envoy, when it traces, has already continued it in
+its own span), and a client must not be able to force its requests to be traced or join our spans to a trace of
+its choosing. Attributes are chosen, never copied: ids, the decision and
 names from the policy and from Envoy's route, so no token, API key, cookie, header or query string can reach a
 span. The request id joins a span to its audit events, where the rest is (redacted).
 """
@@ -52,10 +55,12 @@ class CheckTracer:
         self._provider.add_span_processor(processor)
         self._tracer = self._provider.get_tracer("extauth")
 
-    def record(self, request: Request, decision: Decision, started_ns: int, laps_us: Mapping[str, int]) -> None:
-        """`started_ns` is the Check's `time.perf_counter_ns()` start; `laps_us` its phases in order, in µs."""
+    def record(self, request: Request, decision: Decision, started_ns: int, laps_us: Mapping[str, int],
+               caller: Mapping[str, str]) -> None:
+        """`started_ns` is the Check's `time.perf_counter_ns()` start, `laps_us` its phases in order, in µs, and
+        `caller` the Check call's gRPC metadata, whose `traceparent` is the parent."""
         start = time.time_ns() - (time.perf_counter_ns() - started_ns)
-        check = self._tracer.start_span(CHECK_SPAN, context=_PROPAGATOR.extract(request.headers), kind=SpanKind.SERVER,
+        check = self._tracer.start_span(CHECK_SPAN, context=_PROPAGATOR.extract(caller), kind=SpanKind.SERVER,
                                         start_time=start, attributes=_attributes(request, decision))
         if not check.is_recording():
             return

@@ -1,5 +1,5 @@
-"""OpenTelemetry spans of a Check: one per phase under the Check's span, parented and sampled by `traceparent`,
-and never carrying credential material (docs/tracing.md)."""
+"""OpenTelemetry spans of a Check: one per phase under the Check's span, parented and sampled by the caller's
+`traceparent` (gRPC metadata), never by the client's, and never carrying credential material (docs/tracing.md)."""
 
 import asyncio
 import string
@@ -64,10 +64,12 @@ class Traced:
         self.pipeline = Pipeline(self.authenticator, self.policy, Responder(authentication.forward), self.sink,
                                  "test/0", tracer=tracer)
 
-    def spans(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> dict[str, ReadableSpan]:
-        """The spans one Check exported, by name, in the order they ended."""
+    def spans(self, path: str, headers: dict[str, str] | None = None, method: str = "GET",
+              metadata: dict[str, str] | None = None) -> dict[str, ReadableSpan]:
+        """The spans one Check (called with gRPC `metadata`) exported, by name, in the order they ended."""
         self.exporter.clear()
-        self.loop.run_until_complete(self.pipeline.check(check_request(path, method, headers=headers or {})))
+        check = check_request(path, method, headers=headers or {})
+        self.loop.run_until_complete(self.pipeline.check(check, metadata))
         return {span.name: span for span in self.exporter.get_finished_spans()}
 
     def close(self) -> None:
@@ -134,9 +136,10 @@ def test_a_denied_check_has_no_rate_limit_span(traced: Traced, reader_token: str
         "deny", 403)
 
 
-def test_the_parent_is_the_requests_traceparent(traced_at: Callable[[float], Traced]) -> None:
-    """With a sampled `traceparent`, the Check span joins that trace as a child of that span, whatever the ratio."""
-    check = traced_at(0.0).spans("/api/orders", traceparent("01"))[CHECK_SPAN]
+def test_the_parent_is_the_callers_traceparent(traced_at: Callable[[float], Traced]) -> None:
+    """With a sampled `traceparent` in the Check's metadata, the Check span joins that trace as a child of that
+    span, whatever the ratio."""
+    check = traced_at(0.0).spans("/api/orders", metadata=traceparent("01"))[CHECK_SPAN]
     assert check.context.trace_id == int(TRACE_ID, 16)
     assert check.parent.span_id == int(PARENT_SPAN_ID, 16) and check.parent.is_remote
     assert check.attributes["extauth.reason"] == "missing_token"
@@ -145,8 +148,19 @@ def test_the_parent_is_the_requests_traceparent(traced_at: Callable[[float], Tra
 def test_an_unsampled_parent_exports_nothing(traced_at: Callable[[float], Traced]) -> None:
     """The parent's sampled flag decides: `-00` exports no span even with a sampling ratio of 1."""
     traced = traced_at(1.0)
-    assert traced.spans("/public/x", traceparent("00")) == {}
+    assert traced.spans("/public/x", metadata=traceparent("00")) == {}
     assert len(traced.sink.events) == 1  # the audit is unaffected
+
+
+@pytest.mark.parametrize("spelling", ["traceparent", "Traceparent", "TRACEPARENT"])
+def test_a_client_sent_traceparent_neither_parents_nor_samples(traced_at: Callable[[float], Traced],
+                                                               spelling: str) -> None:
+    """A `traceparent` among the HTTP request's headers is the client's: it cannot force a trace (ratio 0 stays 0)
+    nor make itself the parent (ratio 1: a trace of our own)."""
+    client = {spelling: traceparent("01")["traceparent"]}
+    assert traced_at(0.0).spans("/public/x", client) == {}
+    check = traced_at(1.0).spans("/public/x", client)[CHECK_SPAN]
+    assert check.context.trace_id != int(TRACE_ID, 16) and check.parent is None
 
 
 @pytest.mark.parametrize(("ratio", "exported"), [(0.0, False), (1.0, True)])

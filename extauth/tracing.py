@@ -61,9 +61,10 @@ class CheckTracer:
         `caller` the Check call's gRPC metadata, whose `traceparent` is the parent."""
         start = time.time_ns() - (time.perf_counter_ns() - started_ns)
         check = self._tracer.start_span(CHECK_SPAN, context=_PROPAGATOR.extract(caller), kind=SpanKind.SERVER,
-                                        start_time=start, attributes=_attributes(request, decision))
-        if not check.is_recording():
+                                        start_time=start)
+        if not check.is_recording():  # not sampled: nothing more to build
             return
+        check.set_attributes(_attributes(request, decision))
         if decision.reason is Reason.INTERNAL_ERROR:
             check.set_status(Status(StatusCode.ERROR, "internal error"))
         inside = set_span_in_context(check)

@@ -710,8 +710,9 @@ class TracingConfig(Strict):
     #: The OTLP/gRPC collector: `http://host:4317` sends in plaintext (a collector beside the pod), `https://`
     #: over TLS verified against the system CAs.
     endpoint: Annotated[str, AfterValidator(_collector_endpoint)]
-    #: Fraction of Checks traced when the request carries no `traceparent`; with one, its sampled flag decides.
-    sampling_ratio: float = Field(1.0, ge=0.0, le=1.0)
+    #: Fraction of Checks traced when the Check call carries no `traceparent`; with one, its sampled flag decides.
+    #: Low by default: a traced Check costs the SDK about 0.1 ms of CPU (docs/tracing.md#cost).
+    sampling_ratio: float = Field(0.01, ge=0.0, le=1.0)
     #: `service.name` of the spans, how the tracing backend lists this service.
     service_name: Name = "extauth"
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from support.collector import Collector, ExportedSpan, running_collector
 
-from extauth.devstack.envoy import SHIPPED_BOOTSTRAP, add_tracing, validate_bootstrap
+from extauth.devstack.envoy import SHIPPED_BOOTSTRAP, Node, add_tracing, connection_managers, validate_bootstrap
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
 from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.tokens import mint_token
@@ -29,13 +29,20 @@ def traced(tmp_path_factory: pytest.TempPathFactory, envoy_binary: Path, certs: 
             extauth.wait_serving()
             (run_dir / "envoy").mkdir()
             envoy = EnvoyProcess(run_dir / "envoy", certs, upstream.port, extauth.addresses,
-                                 edit=lambda bootstrap: add_tracing(bootstrap, port))
+                                 edit=lambda bootstrap: trace_every_request(bootstrap, port))
             try:
                 yield envoy, collector
             finally:
                 envoy.stop()
         finally:
             extauth.stop()
+
+
+def trace_every_request(bootstrap: Node, collector_port: int) -> None:
+    """The example's additions, with Envoy sampling every request instead of the example's 1%."""
+    add_tracing(bootstrap, collector_port)
+    for manager in connection_managers(bootstrap["static_resources"]["listeners"][0]):
+        manager["tracing"]["random_sampling"] = {"value": 100}
 
 
 def spans_of_trace(collector: Collector, trace_id: str, services: set[str],

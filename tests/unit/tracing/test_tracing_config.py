@@ -17,11 +17,11 @@ def config_file(tmp_path: Path, tracing: str) -> Path:
 
 
 def test_a_tracing_section_is_read_with_its_defaults(tmp_path: Path) -> None:
-    """Only the endpoint is required; every Check is sampled unless a parent says otherwise, as `extauth`."""
+    """Only the endpoint is required; 1% of Checks without a parent are sampled, as `extauth`."""
     tracing = load_config(config_file(tmp_path, "  endpoint: http://otel-collector:4317\n")).tracing
     assert tracing is not None
     assert (tracing.endpoint, tracing.sampling_ratio, tracing.service_name) == (
-        "http://otel-collector:4317", 1.0, "extauth")
+        "http://otel-collector:4317", 0.01, "extauth")
 
 
 def test_tracing_is_off_without_the_section(tmp_path: Path) -> None:

@@ -8,14 +8,15 @@ The parent is the W3C `traceparent` in the Check call's gRPC metadata, i.e. Envo
 traces, and its sampled flag decides; without one, `sampling_ratio` does. The `traceparent` header of the checked
 HTTP request is NOT a parent: it is whatever the client sent (Envoy, when it traces, has already continued it in
 its own span), and a client must not be able to force its requests to be traced or join our spans to a trace of
-its choosing. Attributes are chosen, never copied: ids, the decision and
-names from the policy and from Envoy's route, so no token, API key, cookie, header or query string can reach a
-span. The request id joins a span to its audit events, where the rest is (redacted).
+its choosing. Attributes are chosen, never copied: ids, the decision and names from the policy and from Envoy's
+route, so no token, API key, cookie, header or query string can reach a span. The request id joins a span to its
+audit events, where the rest is (redacted). A failure here is logged and never changes the answer.
 """
 
 import time
 from collections.abc import Mapping
 
+import structlog
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -35,6 +36,8 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "O
 #: A collector that does not answer must not hold a stopping process for long.
 EXPORT_TIMEOUT_SECONDS = 5
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+log = structlog.get_logger("extauth.tracing")
 
 
 class CheckTracer:
@@ -59,6 +62,13 @@ class CheckTracer:
                caller: Mapping[str, str]) -> None:
         """`started_ns` is the Check's `time.perf_counter_ns()` start, `laps_us` its phases in order, in µs, and
         `caller` the Check call's gRPC metadata, whose `traceparent` is the parent."""
+        try:
+            self._record(request, decision, started_ns, laps_us, caller)
+        except Exception:  # the answer is already rendered and audited: tracing must not turn it into a failure
+            log.exception("trace_failed", request_id=request.request_id)
+
+    def _record(self, request: Request, decision: Decision, started_ns: int, laps_us: Mapping[str, int],
+                caller: Mapping[str, str]) -> None:
         start = time.time_ns() - (time.perf_counter_ns() - started_ns)
         check = self._tracer.start_span(CHECK_SPAN, context=_PROPAGATOR.extract(caller), kind=SpanKind.SERVER,
                                         start_time=start)

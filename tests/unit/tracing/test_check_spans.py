@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from google.rpc import code_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
@@ -185,6 +186,22 @@ def test_an_internal_error_marks_the_check_span_as_an_error(traced_at: Callable[
     check = traced.spans("/public/x")[CHECK_SPAN]
     assert check.attributes["extauth.reason"] == "internal_error"
     assert check.status.status_code is StatusCode.ERROR
+
+
+class BrokenMetadata(dict):
+    """gRPC metadata whose reading raises, standing in for any failure while building spans."""
+
+    def get(self, key: object, default: object = None) -> object:
+        raise RuntimeError("boom")
+
+
+def test_a_failure_while_tracing_leaves_the_answer_alone(traced: Traced, reader_token: str) -> None:
+    """The Check still answers (allowed) and is audited once when building its spans fails."""
+    check = check_request("/api/orders", headers={"authorization": f"Bearer {reader_token}"})
+    before = len(traced.sink.events)
+    response = traced.loop.run_until_complete(traced.pipeline.check(check, BrokenMetadata(traceparent="x")))
+    assert response.status.code == code_pb2.OK
+    assert len(traced.sink.events) == before + 1
 
 
 def test_a_method_outside_the_standard_ones_is_recorded_as_other(traced: Traced) -> None:

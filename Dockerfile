@@ -14,9 +14,10 @@ COPY pyproject.toml README.md ./
 COPY extauth ./extauth
 # The wheel of this checkout and of every dependency, then a virtualenv holding exactly those (no index access
 # in the second step: what was built is what is installed). pip and setuptools leave the virtualenv after it.
-RUN python -m pip wheel --wheel-dir /wheels . \
+# The `otel` extra is in, so `tracing:` in the config is all it takes to export traces (docs/tracing.md).
+RUN python -m pip wheel --wheel-dir /wheels '.[otel]' \
  && python -m venv /opt/extauth \
- && /opt/extauth/bin/pip install --no-index --find-links /wheels extauth \
+ && /opt/extauth/bin/pip install --no-index --find-links /wheels 'extauth[otel]' \
  && /opt/extauth/bin/pip uninstall --yes pip setuptools \
  && /opt/extauth/bin/python -m compileall -q /opt/extauth
 

@@ -18,12 +18,14 @@ import structlog
 import uvloop
 import yaml
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from extauth import logs
 from extauth.audit.events import decision_event
 from extauth.audit.writer import AuditWriter, FdOutput
 from extauth.clock import SystemClock
 from extauth.config import load_config
+from extauth.config.schema import TracingConfig
 from extauth.devstack.gateway import extauth_config
 from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.tokens import mint_token
@@ -32,12 +34,14 @@ from extauth.pipeline import Pipeline
 from extauth.request import Request
 from extauth.respond import Responder
 from extauth.server import ExtauthServer
+from extauth.tracing import CheckTracer
 
 ROUNDS = 5
 MIN_BATCH_SECONDS = 0.1
 PARSE = "parse the CheckRequest (upb)"
 SERIALISE = "serialise the allow CheckResponse (upb)"
 JWT_CHECK = "Pipeline.check, JWT route (cache warm)"
+TRACED_CHECK = "Pipeline.check, JWT route, tracing {}"
 AUDIT_BUILD = "audit: build the decision event"
 BEFORE_LINE = "audit before v1: structlog line per event (Check path)"
 AUDIT_ENQUEUE = "audit: AuditWriter.emit (enqueue, Check path)"
@@ -154,10 +158,25 @@ def measurements(work_dir: Path, certs: DevCerts, check: CheckRequest,
             repeated_async(lambda: pipeline.check(check), loop))
         yield "Pipeline.check, public route", microseconds_per_call(
             repeated_async(lambda: pipeline.check(public_check), loop))
+        # Side by side, each on a pipeline of its own built the same way (the audit queue is as full for each).
+        for tracing, ratio in (("off", None), ("on, unsampled", 0.0), ("on, sampled", 1.0)):
+            tracer = None if ratio is None else CheckTracer(
+                TracingConfig(endpoint="http://127.0.0.1:4317", sampling_ratio=ratio), server.instance, Discard())
+            traced = Pipeline(server.authenticator, server.policy, responder, server.audit, server.instance,
+                              redactor=server.audit.redactor, tracer=tracer)
+            yield TRACED_CHECK.format(tracing), microseconds_per_call(
+                repeated_async(lambda traced=traced: traced.check(check), loop))
     finally:
         for authenticator in (server.authenticator, no_cache):
             loop.run_until_complete(authenticator.stop())
         server.audit.output.close()
+
+
+class Discard(SpanExporter):
+    """Spans handed over and dropped: what a sampled Check costs on its own path, not the export."""
+
+    def export(self, spans: object) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
 
 
 def structlog_line_per_event(path: Path, event: dict[str, object]) -> Callable[[], None]:

@@ -7,7 +7,7 @@ reason `internal_error` (HTTP 500), is logged with its traceback, and is still a
 import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
@@ -26,6 +26,9 @@ from extauth.ratelimit.plan import limit_changes
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.respond import Responder
+
+if TYPE_CHECKING:  # the `otel` extra is imported only when tracing is configured
+    from extauth.tracing import CheckTracer
 
 log = structlog.get_logger("extauth.pipeline")
 
@@ -65,7 +68,8 @@ class Stopwatch:
 class Pipeline:
     def __init__(self, authenticator: Authenticate, policy: PolicySource, responder: Responder,
                  audit: AuditSink, instance: str, *, redactor: Redactor | None = None,
-                 metrics: CheckMetrics | None = None, rate_limit: RateLimitPhase | None = None) -> None:
+                 metrics: CheckMetrics | None = None, rate_limit: RateLimitPhase | None = None,
+                 tracer: "CheckTracer | None" = None) -> None:
         self._authenticator = authenticator
         self._policy = policy
         self._responder = responder
@@ -74,10 +78,18 @@ class Pipeline:
         self._redactor = redactor or Redactor()
         self.metrics = metrics or CheckMetrics()
         self._rate_limit = rate_limit or RateLimitPhase(RateLimiter(MemoryStorage(), SystemClock()))
+        #: None (tracing off) costs one comparison per Check; spans are built after the answer (extauth/tracing.py).
+        self._tracer = tracer
         #: Checks where the shadow policy would have decided differently (allow vs deny or another status).
         self.shadow_differences = 0
 
-    async def check(self, check_request: CheckRequest) -> CheckResponse:
+    @property
+    def traced(self) -> bool:
+        return self._tracer is not None
+
+    async def check(self, check_request: CheckRequest, trace_context: Mapping[str, str] | None = None,
+                    ) -> CheckResponse:
+        """`trace_context`: the caller's gRPC metadata (`traceparent`, `tracestate`), read only when `traced`."""
         watch = Stopwatch()
         request = Request(check_request)
         live, shadow = self._policy.current, self._policy.shadow
@@ -116,6 +128,8 @@ class Pipeline:
                     event.update(shadow_limit_changes=shadow_limits)
             self._audit.emit(event)
             self.metrics.record(event["decision"], event["reason"], latency_us, watch.laps)
+            if self._tracer is not None:
+                self._tracer.record(request, decision, watch.started, watch.laps, trace_context or {})
 
     async def _decide(self, policy: CompiledPolicy, request: Request, watch: Stopwatch | None = None) -> Decision:
         if not self._authenticator.ready:

@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -38,6 +39,9 @@ from extauth.ratelimit.phase import RateLimitPhase
 from extauth.respond import Responder
 from extauth.servicer import AuthorizationServicer
 from extauth.unixsocket import SocketIdentity, claim_socket_path, remove_own_socket, socket_identity
+
+if TYPE_CHECKING:
+    from extauth.tracing import CheckTracer
 
 log = structlog.get_logger("extauth.server")
 
@@ -81,9 +85,11 @@ class ExtauthServer:
             leases=LeaseBook(limits.lease.ttl_ms, limits.lease.max_tokens), queue_max_waiting=limits.queue.max_waiting)
         api_keys = config.authentication.api_keys
         responder = Responder(config.authentication.forward, (api_keys.header,) if api_keys is not None else ())
+        self.tracer = _check_tracer(config, self.instance)
         self.pipeline = Pipeline(self.authenticator, self.policy, responder,
                                  self.audit, self.instance, redactor=redactor, metrics=CheckMetrics(),
-                                 rate_limit=RateLimitPhase(self.rate_limiter, limits.headers_on_allow))
+                                 rate_limit=RateLimitPhase(self.rate_limiter, limits.headers_on_allow),
+                                 tracer=self.tracer)
         self.callers = CallerGate(config.server.tls)
         self.access_log = (AccessLogServicer(self.audit, self.instance, redactor, self.callers)
                            if audit.completion_events else None)
@@ -179,6 +185,8 @@ class ExtauthServer:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         await self.audit.close()  # every queued event is written before the process exits
+        if self.tracer is not None:  # queued spans go out too, within the exporter's timeout
+            await asyncio.to_thread(self.tracer.shutdown)
         self._remove_created_sockets()
         log.info("stopped", instance=self.instance, audit_written=sum(self.audit.stats.written.values()),
                  audit_dropped=self.audit.stats.dropped)
@@ -188,6 +196,15 @@ class ExtauthServer:
         for path, identity in self._created_sockets.items():
             remove_own_socket(path, identity)
         self._created_sockets.clear()
+
+
+def _check_tracer(config: Config, instance: str) -> "CheckTracer | None":
+    """The OpenTelemetry packages (the `otel` extra) are imported only when `tracing:` is configured."""
+    if config.tracing is None:
+        return None
+    from extauth.tracing import CheckTracer
+
+    return CheckTracer(config.tracing, instance)
 
 
 def _server_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | None:

@@ -4,13 +4,14 @@ Process settings (`server`, `audit`, `logging`) take effect at start; `policy` f
 Relative paths are resolved against the directory of the file that names them.
 """
 
+import importlib.util
 import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -787,6 +788,48 @@ class LoggingConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+#: What `tracing:` imports; the `otel` extra installs them (`pip install 'extauth[otel]'`).
+OTEL_MODULES = ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.grpc.trace_exporter")
+OTEL_MISSING = ("needs the OpenTelemetry packages, which are not installed: install the extra with "
+                "`pip install 'extauth[otel]'` (docs/tracing.md)")
+
+
+def otel_installed() -> bool:
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in OTEL_MODULES)
+    except ImportError:  # a parent package is missing or blocked
+        return False
+
+
+def _collector_endpoint(value: str) -> str:
+    """An OTLP/gRPC collector URL: `http://` (plaintext) or `https://` (TLS), a host, no user info, no path."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an OTLP/gRPC collector URL such as http://otel-collector:4317 (http or https)")
+    if "@" in parts.netloc or parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be scheme://host:port only: no user info, path or query")
+    return value
+
+
+class TracingConfig(Strict):
+    """OpenTelemetry spans for each Check and its phases (docs/tracing.md); off when the section is absent."""
+
+    #: The OTLP/gRPC collector: `http://host:4317` sends in plaintext (a collector beside the pod), `https://`
+    #: over TLS verified against the system CAs.
+    endpoint: Annotated[str, AfterValidator(_collector_endpoint)]
+    #: Fraction of Checks traced when the Check call carries no `traceparent`; with one, its sampled flag decides.
+    #: Low by default: a traced Check costs the SDK about 0.1 ms of CPU (docs/tracing.md#cost).
+    sampling_ratio: float = Field(0.01, ge=0.0, le=1.0)
+    #: `service.name` of the spans, how the tracing backend lists this service.
+    service_name: Name = "extauth"
+
+    @model_validator(mode="after")
+    def _sdk_installed(self) -> "TracingConfig":
+        if not otel_installed():
+            raise ValueError(OTEL_MISSING)
+        return self
+
+
 class Config(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
@@ -794,6 +837,7 @@ class Config(Strict):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    tracing: TracingConfig | None = None
 
     @model_validator(mode="after")
     def _api_key_header_not_audited(self) -> "Config":

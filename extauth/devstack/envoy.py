@@ -20,6 +20,9 @@ from extauth.config.schema import ListenAddress
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_BOOTSTRAP = REPO_ROOT / "envoy" / "envoy.yaml"
 SHIPPED_EGRESS_BOOTSTRAP = REPO_ROOT / "envoy" / "egress.yaml"
+#: Envoy's tracing to an OpenTelemetry collector, as additions to the shipped bootstrap (docs/tracing.md).
+TRACING_EXAMPLE = REPO_ROOT / "envoy" / "examples" / "tracing.yaml"
+OTEL_COLLECTOR_CLUSTER = "otel_collector"
 TOOLS_ENVOY = REPO_ROOT / ".tools" / "envoy" / "envoy" / "_bin" / "envoy"
 SHIPPED_CERTS_DIR = ".run/certs/"
 INGRESS_LISTENER = "ingress"
@@ -163,6 +166,20 @@ def _adapt(bootstrap: Node, listener_name: str, listen_port: int, admin_port: in
                 if logger["name"] == FILE_ACCESS_LOGGER:  # the gRPC one follows the extauth cluster
                     logger["typed_config"]["path"] = str(access_log)
     _replace_certs_dir(bootstrap, certs_dir)
+
+
+def add_tracing(bootstrap: Node, collector_port: int | None = None, example: Path = TRACING_EXAMPLE) -> None:
+    """The tracing example's two additions, made in place: its `tracing` in the ingress connection manager and
+    its collector cluster (sent to `collector_port` on the same host when given)."""
+    additions: Node = yaml.safe_load(example.read_text())
+    resources = bootstrap["static_resources"]
+    for manager in connection_managers(_named(resources["listeners"], INGRESS_LISTENER)):
+        manager.update(additions["http_connection_manager"])
+    clusters = additions["clusters"]
+    if collector_port is not None:
+        for lb_endpoint in _lb_endpoints(_named(clusters, OTEL_COLLECTOR_CLUSTER)):
+            lb_endpoint["endpoint"]["address"]["socket_address"]["port_value"] = collector_port
+    resources["clusters"].extend(clusters)
 
 
 def envoy_command(config_path: Path, *, concurrency: int = 1, log_level: str = "warning") -> list[str]:

@@ -96,6 +96,15 @@ def test_a_caller_not_allowed_for_the_host_is_403(egress: tuple, certs: DevCerts
                for e in extauth.audit_events())
 
 
+def test_every_egress_answer_carries_the_request_id_of_its_decision(egress: tuple, certs: DevCerts) -> None:
+    """The workload gets `x-request-id` back on an allowed and on a refused call, the id of its decision event."""
+    allowed, refused = call(egress, certs), call(egress, certs, host="api.other.example")
+    assert refused.json()["request_id"] == refused.headers["x-request-id"]
+    _, extauth = egress
+    audited = {event["request_id"] for event in extauth.audit_events()}
+    assert {allowed.headers["x-request-id"], refused.headers["x-request-id"]} <= audited
+
+
 def test_a_workload_without_a_client_certificate_is_refused_at_the_handshake(egress: tuple, certs: DevCerts) -> None:
     """No client certificate, no request: the TLS handshake (or the first read after it, in TLS 1.3) fails."""
     envoy, _ = egress

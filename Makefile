@@ -9,8 +9,8 @@ ENVOY_DIR := .tools/envoy
 ENVOY := $(ENVOY_DIR)/envoy/_bin/envoy
 ENVOY_VERSION := 1.40.*
 # docker-compose checks docker-compose.yml; iproute2, mount and util-linux (unshare, nsenter) give the k8s boot test
-# its pod-like network namespace.
-SYSTEM_PACKAGES := redis-server wrk nghttp2-client hey docker-compose iproute2 mount util-linux
+# its pod-like network namespace; modsecurity-crs is the OWASP Core Rule Set the WAF loads (docs/waf.md).
+SYSTEM_PACKAGES := redis-server wrk nghttp2-client hey docker-compose iproute2 mount util-linux modsecurity-crs
 export EXTAUTH_ENVOY := $(abspath $(ENVOY))
 
 .PHONY: run test tools system-packages bench lint clean

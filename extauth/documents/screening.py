@@ -116,8 +116,8 @@ class Waf(Strict):
     """The OWASP Core Rule Set run by ModSecurity v3 (docs/waf.md); needs the `extauth[waf]` extra."""
 
     engine: Literal["modsecurity"] = "modsecurity"
-    #: `crs` is the Core Rule Set under `crs_path` (without REQUEST-910, which needs GeoIP); other entries are
-    #: `.conf` files, relative to the policy directory, loaded after it in this order.
+    #: `crs` is the Core Rule Set under `crs_path` (without REQUEST-910, which needs GeoIP); other entries name
+    #: `.conf` files in the policy directory (watched and versioned with it), loaded in this order.
     rules: list[str] = Field(default_factory=lambda: [CRS], min_length=1)
     crs_path: str = DEFAULT_CRS_PATH
     paranoia_level: int = Field(1, ge=1, le=4)
@@ -133,8 +133,8 @@ class Waf(Strict):
     @classmethod
     def _rules(cls, rules: list[str]) -> list[str]:
         for entry in rules:
-            if entry != CRS and PurePosixPath(entry).suffix != ".conf":
-                raise ValueError(f"{entry!r} is neither 'crs' nor a .conf file")
+            if entry != CRS and (PurePosixPath(entry).suffix != ".conf" or PurePosixPath(entry).name != entry):
+                raise ValueError(f"{entry!r} is neither 'crs' nor the name of a .conf file in the policy directory")
         if len(set(rules)) != len(rules):
             raise ValueError("a rule file is listed twice")
         return rules

@@ -118,9 +118,8 @@ class WafEngine:
         if profile is None:
             return None
         transaction = _library().Transaction(_engine(), profile.rules, request.request_id or None)
-        source = request.source_address
-        host, _, port = source.rpartition(":")
-        transaction.process_connection(host.strip("[]") or source, _port(port), "0.0.0.0", 0)
+        source = request.source_ip
+        transaction.process_connection(str(source) if source is not None else "0.0.0.0", 0, "0.0.0.0", 0)
         uri = request.wire_path + ("?" + request.query if request.query else "")
         transaction.process_uri(uri, request.wire_method, request.http_version)
         for name, value in request.headers.items():
@@ -150,10 +149,6 @@ class WafEngine:
         if not over:
             score = sum(_SEVERITY_SCORE.get(message.severity, 0) for message in messages)
         return WafVerdict(over, profile.mode, score, tuple(matches), profile.route)
-
-
-def _port(text: str) -> int:
-    return int(text) if text.isdigit() and int(text) < 65536 else 0
 
 
 _ENGINE: Any = None

@@ -27,7 +27,7 @@ FILE_NAMES = [
 #: Benign text the Core Rule Set flags at paranoia level 1, found while building this corpus (so kept out of it):
 #: `"x" and 'y'` reads as SQL to libinjection (942100), and `top [` as a JavaScript global (941370, "stop [draft]").
 #: docs/waf.md shows the tuning for them; tests/unit/screening/test_waf.py proves the exclusions work.
-KNOWN_FALSE_POSITIVES = {942100: "\"quoted\" and 'single'", 941370: "don't stop [draft] proposal"}
+KNOWN_FALSE_POSITIVES = {942100: "\"quoted\" and 'single' – india, 100 USD", 941370: "don't stop [draft] proposal"}
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo"]
 USER_AGENTS = [
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",

@@ -155,14 +155,14 @@ _ENGINE: Any = None
 
 
 def _library() -> Any:
-    import libmodsecurity  # noqa: PLC0415 - optional extra, imported only when a policy asks for the WAF
+    import libmodsecurity
 
     return libmodsecurity
 
 
 def _engine() -> Any:
     """One ModSecurity instance per process; its log callback discards the text log (the audit event has it)."""
-    global _ENGINE  # noqa: PLW0603 - created once, on first use
+    global _ENGINE
     if _ENGINE is None:
         engine = _library().ModSecurity()
         engine.set_connector_information("extauth")

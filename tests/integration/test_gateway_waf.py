@@ -6,7 +6,6 @@ traffic passes; detect mode never blocks; a broken rule file is a rejected reloa
 """
 
 import json
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote

@@ -9,7 +9,7 @@ import json
 import random
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote, urlencode
 
 SEARCHES = [
@@ -31,7 +31,8 @@ KNOWN_FALSE_POSITIVES = {942100: "\"quoted\" and 'single' – india, 100 USD", 9
 WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo"]
 USER_AGENTS = [
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Safari/605.1.15",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 "
+    "Safari/605.1.15",
     "okhttp/4.12.0", "python-requests/2.32.3", "curl/8.5.0", "Go-http-client/2.0", "axios/1.7.2",
 ]
 
@@ -45,7 +46,7 @@ class BenignRequest:
 
 
 def _when(rng: random.Random) -> datetime:
-    return datetime(2024, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=rng.randrange(0, 86400 * 700))
+    return datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(0, 86400 * 700))
 
 
 def _query(rng: random.Random) -> dict[str, str]:

@@ -97,7 +97,8 @@ WafMode = Literal["block", "detect"]
 
 
 class WafRoute(Strict):
-    """Overrides for requests whose canonical path starts with `path_prefix` (the longest prefix wins)."""
+    """Overrides for requests whose canonical path starts with `path_prefix`, compared case-insensitively as policy
+    routes are (the longest prefix wins)."""
 
     name: Name
     path_prefix: str = Field(pattern=r"^/")

@@ -16,7 +16,7 @@ from typing import Any
 from extauth.documents.errors import ConfigIssue
 from extauth.documents.loader import LoadedDocument
 from extauth.documents.screening import CRS, InspectBody, ScreeningDocument, Waf, WafExclusions, WafMode
-from extauth.request import Request
+from extauth.request import Request, fold_case
 
 #: CRS files ModSecurity cannot or need not run here: 910 needs GeoIP, which the bundled library lacks; the
 #: RESPONSE-* rules inspect responses, which ext_authz never sees.
@@ -29,8 +29,9 @@ _SEVERITY_SCORE = {2: 5, 3: 4, 4: 3, 5: 2}
 #: The most matched rules one audit event lists: enough to tune, bounded for the log line.
 _MAX_LISTED = 20
 #: Engine-wide settings, before the CRS: ModSecurity only scores (extauth decides), parses JSON bodies as JSON
-#: (CRS 3.3 leaves that to crs-setup.conf), and admits the methods screening admits (CRS 911100 would refuse
-#: PUT, PATCH and DELETE by default).
+#: (CRS 3.3 leaves that to crs-setup.conf), also a body sent without any Content-Type (JSON APIs parse those too,
+#: so it must not go uninspected; CRS 920340 only scores it 2), and admits the methods screening admits (CRS
+#: 911100 would refuse PUT, PATCH and DELETE by default).
 _SETUP = """
 SecRuleEngine DetectionOnly
 SecRequestBodyAccess On
@@ -40,6 +41,8 @@ SecRequestBodyLimitAction ProcessPartial
 SecRequestBodyJsonDepthLimit 512
 SecRule REQUEST_HEADERS:Content-Type "@rx ^application/(?:[a-z0-9.+-]+\\+)?json" \
   "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule &REQUEST_HEADERS:Content-Type "@eq 0" \
+  "id:200003,phase:1,t:none,pass,nolog,ctl:requestBodyProcessor=JSON"
 SecRule REQUEST_HEADERS:Content-Type "@rx ^(?:application(?:/soap\\+|/)|text/)xml" \
   "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
 SecDefaultAction "phase:1,log,auditlog,pass"
@@ -98,13 +101,11 @@ class WafEngine:
 
     def __init__(self, default: _Profile | None, routes: Sequence[tuple[str, _Profile | None]], rule_count: int):
         self._default = default
-        #: Longest prefix first, so the first match is the most specific.
-        self._routes = tuple(sorted(routes, key=lambda item: len(item[0]), reverse=True))
+        #: Longest prefix first, so the first match is the most specific; folded, and matched on the folded path,
+        #: as policy routes match by default: `/ADMIN/` is the admin route to the policy, so to the WAF too.
+        self._routes = tuple(sorted(((fold_case(prefix), profile) for prefix, profile in routes),
+                                    key=lambda item: len(item[0]), reverse=True))
         self.rule_count = rule_count
-
-    def inspects_body(self, path: str) -> bool:
-        profile = self._profile(path)
-        return profile is not None and profile.body_limit is not None
 
     def _profile(self, path: str) -> _Profile | None:
         for prefix, profile in self._routes:
@@ -114,7 +115,7 @@ class WafEngine:
 
     def inspect(self, request: Request) -> WafVerdict | None:
         """None when no rule matched or no WAF applies to the path; never raises on any request."""
-        profile = self._profile(request.path)
+        profile = self._profile(request.folded_path)
         if profile is None:
             return None
         transaction = _library().Transaction(_engine(), profile.rules, request.request_id or None)

@@ -86,6 +86,22 @@ def test_bodies_are_inspected_only_on_routes_that_ask_and_only_up_to_their_limit
     assert inspect(waf, "/public/a", "POST", json_headers, late) is None
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content_type=st.one_of(
+    st.none(),
+    st.sampled_from(["application/json", "text/plain", "application/octet-stream", "application/vnd.api+json",
+                     "application/problem+json", "text/json"]).flatmap(
+        lambda base: st.tuples(st.just(base), st.sampled_from(["", "; charset=utf-8", ";charset=UTF-8"]),
+                               st.booleans()).map(lambda t: (t[0].upper() if t[2] else t[0]) + t[1]))))
+def test_a_json_attack_is_blocked_whatever_content_type_it_declares_or_none(waf: WafEngine,
+                                                                            content_type: str | None) -> None:
+    """A JSON body's attack cannot hide behind another, oddly spelled or missing Content-Type: a body without one
+    is parsed as JSON, and a type CRS does not allow scores on its own."""
+    headers = {} if content_type is None else {"content-type": content_type}
+    verdict = inspect(waf, "/public/a", "POST", headers, b'{"n": "x\' OR 1=1--"}')
+    assert verdict is not None and verdict.blocks, content_type
+
+
 def test_the_longest_route_prefix_wins_and_a_disabled_route_is_not_inspected(waf: WafEngine) -> None:
     """/public/uploads/ is switched off although /public/ is on."""
     assert inspect(waf, "/public/uploads/x?id=" + quote("1' OR 1=1--")) is None
@@ -119,6 +135,14 @@ def test_an_exclusion_by_tag_removes_the_whole_group_for_its_route_only() -> Non
     markup = "?html=" + quote("<script>alert(1)</script>")
     assert inspect(engine, "/cms/page" + markup) is None
     assert inspect(engine, "/api/page" + markup).blocks
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spelling=st.tuples(*(st.sampled_from([c.lower(), c.upper()]) for c in "legacy")).map("".join))
+def test_a_route_override_applies_to_every_case_of_its_prefix(waf: WafEngine, spelling: str) -> None:
+    """Policy routes match case-insensitively, so a WAF override does too: `/LeGaCy/` gets /legacy/'s settings."""
+    verdict = inspect(waf, f"/{spelling}/x?q=" + quote("1 UNION SELECT password FROM users"))
+    assert verdict is not None and verdict.route == "legacy" and verdict.mode == "detect"
 
 
 #: Spellings of the same attack: case, `+` or `%20` or a comment for spaces, percent-encoding of any character.

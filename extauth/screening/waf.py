@@ -31,7 +31,8 @@ _MAX_LISTED = 20
 #: Engine-wide settings, before the CRS: ModSecurity only scores (extauth decides), parses JSON bodies as JSON
 #: (CRS 3.3 leaves that to crs-setup.conf), also a body sent without any Content-Type (JSON APIs parse those too,
 #: so it must not go uninspected; CRS 920340 only scores it 2), and admits the methods screening admits (CRS
-#: 911100 would refuse PUT, PATCH and DELETE by default).
+#: 911100 would refuse PUT, PATCH and DELETE by default) and the HTTP versions Envoy speaks (CRS 920430 would
+#: refuse HTTP/3).
 _SETUP = """
 SecRuleEngine DetectionOnly
 SecRequestBodyAccess On
@@ -51,6 +52,8 @@ SecAction "id:900000,phase:1,nolog,pass,t:none,setvar:tx.paranoia_level={paranoi
 SecAction "id:900110,phase:1,nolog,pass,t:none,setvar:tx.inbound_anomaly_score_threshold={threshold},\
 setvar:tx.outbound_anomaly_score_threshold=4"
 SecAction "id:900200,phase:1,nolog,pass,t:none,setvar:'tx.allowed_methods=GET HEAD POST OPTIONS PUT PATCH DELETE'"
+SecAction "id:900230,phase:1,nolog,pass,t:none,\
+setvar:'tx.allowed_http_versions=HTTP/1.0 HTTP/1.1 HTTP/2 HTTP/2.0 HTTP/3 HTTP/3.0'"
 SecAction "id:900990,phase:1,nolog,pass,t:none,setvar:tx.crs_setup_version=334"
 """
 

@@ -67,6 +67,16 @@ def test_a_browser_request_with_a_token_matches_nothing(waf: WafEngine) -> None:
     assert inspect(waf, "/api/orders?page=2&q=caf%C3%A9", headers=BROWSER) is None
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("protocol", ["HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3"])
+def test_every_method_screening_admits_over_every_http_version_envoy_speaks_matches_nothing(
+        waf: WafEngine, method: str, protocol: str) -> None:
+    """CRS's own method and version allowlists would refuse PUT, PATCH, DELETE and HTTP/3: the WAF admits them."""
+    check = check_request("/api/orders/1", method, headers={"content-length": "0"} if method != "GET" else None)
+    check.attributes.request.http.protocol = protocol
+    assert waf.inspect(Request(check)) is None
+
+
 def test_an_attack_is_blocked_with_rule_ids_and_score_but_never_the_matched_data(waf: WafEngine) -> None:
     """The verdict carries rule ids, messages and the anomaly score; the payload is nowhere in the audit object."""
     verdict = inspect(waf, "/api/x?id=" + quote("1' OR 1=1--"))

@@ -9,15 +9,21 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# The OWASP Core Rule Set the WAF loads (Debian's modsecurity-crs, CRS 3.3.4): rule files only, copied into the
+# final stage, which runs no package manager.
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends modsecurity-crs \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY extauth ./extauth
 # The wheel of this checkout and of every dependency, then a virtualenv holding exactly those (no index access
 # in the second step: what was built is what is installed). pip and setuptools leave the virtualenv after it.
-# The `otel` extra is in, so `tracing:` in the config is all it takes to export traces (docs/tracing.md).
-RUN python -m pip wheel --wheel-dir /wheels '.[otel]' \
+# The `otel` extra is in, so `tracing:` in the config is all it takes to export traces (docs/tracing.md), and the
+# `waf` extra, so a policy's `waf:` section runs the CRS copied below (docs/waf.md).
+RUN python -m pip wheel --wheel-dir /wheels '.[otel,waf]' \
  && python -m venv /opt/extauth \
- && /opt/extauth/bin/pip install --no-index --find-links /wheels 'extauth[otel]' \
+ && /opt/extauth/bin/pip install --no-index --find-links /wheels 'extauth[otel,waf]' \
  && /opt/extauth/bin/pip uninstall --yes pip setuptools \
  && /opt/extauth/bin/python -m compileall -q /opt/extauth
 
@@ -28,6 +34,7 @@ ENV PATH=/opt/extauth/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 COPY --from=build /opt/extauth /opt/extauth
+COPY --from=build /usr/share/modsecurity-crs /usr/share/modsecurity-crs
 # The only writable places, each meant to be a mounted volume: the socket Envoy connects to, and the directory
 # `extauth dev-certs` / an audit file may write to. Owned by the runtime uid so fresh volumes inherit it.
 RUN install -d -o 10001 -g 10001 -m 0750 /run/extauth /var/lib/extauth /var/lib/extauth/certs

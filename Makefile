@@ -9,13 +9,14 @@ ENVOY_DIR := .tools/envoy
 ENVOY := $(ENVOY_DIR)/envoy/_bin/envoy
 ENVOY_VERSION := 1.40.*
 # docker-compose checks docker-compose.yml; iproute2, mount and util-linux (unshare, nsenter) give the k8s boot test
-# its pod-like network namespace.
-SYSTEM_PACKAGES := redis-server wrk nghttp2-client hey docker-compose iproute2 mount util-linux
+# its pod-like network namespace; modsecurity-crs is the OWASP Core Rule Set the WAF loads (docs/waf.md).
+SYSTEM_PACKAGES := redis-server wrk nghttp2-client hey docker-compose iproute2 mount util-linux modsecurity-crs
 export EXTAUTH_ENVOY := $(abspath $(ENVOY))
 
-.PHONY: run test tools system-packages bench lint clean
+.PHONY: run test tools system-packages waf-rules bench lint clean
 
-run: $(VENV_STAMP) $(ENVOY)
+# The demo policies run the WAF (envoy/policies/waf.yaml), so the stack needs the Core Rule Set on disk.
+run: waf-rules $(VENV_STAMP) $(ENVOY)
 	$(VENV)/bin/extauth dev-stack
 
 test: system-packages $(VENV_STAMP) $(ENVOY)
@@ -52,6 +53,9 @@ system-packages:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+waf-rules:
+	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES=modsecurity-crs
 
 clean:
 	rm -rf .run .pytest_cache .hypothesis

@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +31,7 @@ from native_filters import use_native_filters
 
 from extauth.config.schema import AuthenticationConfig, ListenAddress
 from extauth.devstack.envoy import Node, connection_managers
-from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config, free_port
+from extauth.devstack.gateway import DEMO_POLICIES, EnvoyProcess, ExtauthProcess, extauth_config, free_port
 from extauth.devstack.processes import ManagedProcess, ProcessError, grpc_serving
 from extauth.devstack.redis import RedisServer, redis_command
 from extauth.devtools.certs import DevCerts, create_dev_certs
@@ -78,6 +79,8 @@ class Variant:
     limits: str | None = None
     #: A different token on every request (verification cache misses) instead of one reused token.
     unique_tokens: bool = False
+    #: The demo policies' WAF (envoy/policies/waf.yaml, CRS PL1) in this mode; None: without it (docs/waf.md).
+    waf: str | None = None
 
 
 # a, b, d-h and n send the same request (JWT path with a token), so their ratios compare like with like.
@@ -96,6 +99,9 @@ VARIANTS = (
     Variant("l", "same as g, both windows in leased mode", "extauth", "/api/orders", with_token=True,
             limits="redis-leased"),
     Variant("n", "Envoy jwt_authn + rbac + local_ratelimit", "native", "/api/orders", with_token=True),
+    Variant("w", "same as d + WAF (CRS PL1), benign request", "extauth", "/api/orders", with_token=True, waf="block"),
+    Variant("x", "same as w, SQLi in the query, detect mode", "extauth", "/api/orders?id=1%27%20OR%201%3D1--",
+            with_token=True, waf="detect"),
 )
 
 
@@ -341,6 +347,8 @@ def start_servicer(variant: Variant, run_dir: Path, certs: DevCerts, stack: Exit
             stack.callback(redis.stop)
             backend = redis.url
         sections = {"policy": {"path": str(limits.policy)}, "rate_limit": {"backend": backend}}
+    else:
+        sections = {"policy": {"path": str(demo_policies(variant.waf, run_dir / "policies"))}}
     extauth = ExtauthProcess(run_dir, extauth_config(run_dir, certs, **sections), *workers)
     stack.callback(extauth.stop)
     addresses = [address.for_worker(index, variant.workers)
@@ -348,6 +356,17 @@ def start_servicer(variant: Variant, run_dir: Path, certs: DevCerts, stack: Exit
     for address in addresses:
         extauth.wait_serving(address)
     return Servicer(addresses, extauth.process.process.pid, extauth.audit_path, redis)
+
+
+def demo_policies(waf_mode: str | None, directory: Path) -> Path:
+    """The demo policies with their WAF in `waf_mode` (block, detect), or without it (None)."""
+    shutil.copytree(DEMO_POLICIES, directory, ignore=shutil.ignore_patterns("tests"))
+    waf = directory / "waf.yaml"
+    if waf_mode is None:
+        waf.unlink()
+    else:
+        waf.write_text(waf.read_text().replace("mode: block", f"mode: {waf_mode}"))
+    return directory
 
 
 def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, load: Load, seconds: int, connections: int,

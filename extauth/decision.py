@@ -17,6 +17,7 @@ _STATUS_BY_REASON = {
     Reason.CONTROL_CHARACTERS: 400,
     Reason.ENCODED_SLASH: 400,
     Reason.SIGNATURE_MATCH: 403,
+    Reason.WAF_BLOCKED: 403,
     Reason.PATH_PARAMETERS: 400,
     Reason.METHOD_OVERRIDE: 400,
     Reason.MALFORMED_PATH: 400,
@@ -54,6 +55,8 @@ class Decision:
     #: Set by the rate-limit phase for the audit event: {degraded, key, limit, period_seconds, remaining} and
     #: `shadow_rejections` when any; None when unlimited.
     rate_limit: dict[str, object] | None = None
+    #: Set when WAF rules matched (blocked, or in detect mode would have): the audit event's `waf` object.
+    waf: dict[str, object] | None = None
 
     @property
     def status(self) -> int:

@@ -1,4 +1,4 @@
-"""The Check path: screen → authenticate → authorize → rate-limit → respond, with one audit event per decision.
+"""The Check path: screen → authenticate → authorize → WAF → rate-limit → respond, with one audit event per decision.
 
 Failure semantic, chosen on purpose: fail closed. Anything unexpected inside a phase becomes a deny with
 reason `internal_error` (HTTP 500), is logged with its traceback, and is still audited.
@@ -26,6 +26,7 @@ from extauth.ratelimit.plan import limit_changes
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.respond import Responder
+from extauth.screening.waf import WafEngine
 
 if TYPE_CHECKING:  # the `otel` extra is imported only when tracing is configured
     from extauth.tracing import CheckTracer
@@ -128,6 +129,8 @@ class Pipeline:
                     event.update(shadow_limit_changes=shadow_limits)
             self._audit.emit(event)
             self.metrics.record(event["decision"], event["reason"], latency_us, watch.laps)
+            if decision.waf is not None:
+                self.metrics.record_waf(decision.waf)
             if self._tracer is not None:
                 self._tracer.record(request, decision, watch.started, watch.laps, trace_context or {})
 
@@ -155,6 +158,11 @@ class Pipeline:
         decision = policy.engine.authorize(request, principal)
         if watch:
             watch.lap("authorize")
+        waf = policy.screener.waf
+        if waf is not None and decision.allowed:  # a denied request reaches no upstream: nothing to protect
+            decision = _firewall(waf, request, decision)
+            if watch:
+                watch.lap("waf")
         return decision
 
     async def _shadow_decide(self, shadow: CompiledPolicy, request: Request) -> Decision:
@@ -172,6 +180,23 @@ class Pipeline:
         event.update(shadow_decision="allow" if shadow.allowed else "deny", shadow_status=shadow.status,
                      shadow_reason=shadow.reason.value, shadow_rule=shadow.rule,
                      shadow_policy_version=shadow.policy_version, shadow_differs=differs)
+
+
+def _firewall(waf: WafEngine, request: Request, allowed: Decision) -> Decision:
+    """The allow stands unless the Core Rule Set's score reaches the threshold in block mode; any match is audited.
+
+    It runs after authorization (docs/waf.md#cost): every request it would see otherwise is denied anyway, and
+    ModSecurity costs about as much as verifying a token.
+    """
+    verdict = waf.inspect(request)
+    if verdict is None:
+        return allowed
+    if verdict.blocks:
+        return Decision.deny(Reason.WAF_BLOCKED, "request blocked by the web application firewall",
+                             rule=f"waf/{verdict.matches[0][0]}" if verdict.matches else "waf",
+                             route=allowed.route, principal=allowed.principal,
+                             policy_version=allowed.policy_version, waf=verdict.audit())
+    return replace(allowed, waf=verdict.audit())
 
 
 def _shadow_limit_changes(live: CompiledPolicy, authorized: Decision, shadow: CompiledPolicy, candidate: Decision,

@@ -51,6 +51,8 @@ class Reason(StrEnum):
     CONTROL_CHARACTERS = "control_characters"
     ENCODED_SLASH = "encoded_slash"
     SIGNATURE_MATCH = "signature_match"
+    #: The OWASP Core Rule Set's anomaly score reached the threshold (docs/waf.md).
+    WAF_BLOCKED = "waf_blocked"
     #: `;parameters` in a path segment, which upstreams disagree about (see docs/security.md).
     PATH_PARAMETERS = "path_parameters"
     #: A method-override header or `_method` parameter: the upstream would serve another method than the one decided.

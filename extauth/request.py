@@ -132,6 +132,19 @@ class Request:
         return self._http.scheme
 
     @property
+    def http_version(self) -> str:
+        """`1.0`, `1.1`, `2` or `3`: Envoy's `HTTP/x` protocol without its prefix (what the WAF's rules expect)."""
+        protocol = self._http.protocol
+        return protocol[5:] if protocol.startswith("HTTP/") else protocol or "1.1"
+
+    @property
+    def body(self) -> bytes:
+        """The request body Envoy buffered for this route (`with_request_body`), possibly cut at its limit;
+        empty where the route sends none."""
+        http = self._http
+        return http.raw_body or http.body.encode("utf-8", "surrogateescape")
+
+    @property
     def wire_path(self) -> str:
         """The path without the query string, as Envoy forwards it (after its own RFC 3986 normalisation)."""
         return self._wire_path

@@ -77,6 +77,8 @@ def decision_event(request: Request, decision: Decision, latency_us: int, instan
         event.update(direction="egress", destination=request.hostname or None)
     if redactor.include_query and request.query:
         event["query"] = request.query
+    if decision.waf is not None:  # WAF rules matched: which, and the score (docs/audit.md)
+        event["waf"] = decision.waf
     if request.path != request.wire_path:  # what the policy decided on (docs/security.md), when it differs
         event["canonical_path"] = request.path
     return event

@@ -4,7 +4,7 @@ Kubernetes ConfigMap symlink swaps (a swap changes the inode)."""
 import os
 from pathlib import Path
 
-from extauth.documents.loader import policy_files
+from extauth.documents.loader import policy_files, rule_files
 
 #: (file, mtime_ns, size, inode) per policy file.
 Fingerprint = tuple[tuple[str, int, int, int], ...]
@@ -15,7 +15,7 @@ def files_fingerprint(roots: tuple[Path, ...]) -> Fingerprint:
     entries = []
     for root in roots:
         try:
-            files = policy_files(root)
+            files = policy_files(root) + rule_files(root)
         except OSError:
             continue
         for file in files:

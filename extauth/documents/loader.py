@@ -66,6 +66,14 @@ def policy_files(path: Path) -> list[Path]:
     return [path]
 
 
+def rule_files(path: Path) -> list[Path]:
+    """The WAF's project rule files (`*.conf` beside the policy files, docs/waf.md): part of the policy version
+    and of what the watch compares, so editing one is a reload like editing a policy."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix == ".conf" and p.is_file())
+    return []
+
+
 def load_policies(path: Path) -> PolicySet:
     policy_set, issues = read_policies(path)
     if issues:
@@ -90,6 +98,11 @@ def read_policies(path: Path) -> tuple[PolicySet, list[ConfigIssue]]:
     loaded: dict[str, list[LoadedDocument[Any]]] = {kind: [] for kind in KINDS}
     checked: list[_PolicyParts] = []
     issues: list[ConfigIssue] = []
+    for file in rule_files(path):
+        try:
+            digest.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+        except OSError as exc:
+            issues.append(ConfigIssue(file, None, "", f"cannot read: {exc.strerror}"))
     for file in files:
         try:
             text = read_text(file)

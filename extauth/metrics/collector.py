@@ -91,6 +91,13 @@ class ExtauthCollector(Collector):
         for (decision, reason), count in sorted(self._checks.decisions.items()):
             decisions.add_metric([decision, reason], count)
         yield decisions
+        waf = CounterMetricFamily(
+            "extauth_waf_rule_matches", "WAF (Core Rule Set) rule matches by rule id and what they led to: block, "
+            "detect (would have blocked) or score (under the threshold).", labels=["rule_id", "action"]
+        )
+        for (rule_id, action), count in sorted(self._checks.waf_matches.items()):
+            waf.add_metric([rule_id, action], count)
+        yield waf
         yield histogram_family(
             "extauth_check_duration_seconds",
             "Check latency inside extauth (Pipeline.check).",

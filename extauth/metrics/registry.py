@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 #: Seconds; Check latencies are tens of µs in process and a few ms through Envoy.
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-PHASES = ("screen", "authenticate", "authorize", "rate_limit", "shadow", "respond")
+PHASES = ("screen", "authenticate", "authorize", "waf", "rate_limit", "shadow", "respond")
 
 
 class Histogram:
@@ -45,6 +45,9 @@ class CheckMetrics:
         self.decisions: dict[tuple[str, str], int] = {}
         self.latency = Histogram()
         self.phases = {phase: Histogram() for phase in PHASES}
+        #: (rule id, action) → matches; action is `block`, `detect` (would have blocked) or `score` (under the
+        #: threshold, allowed).
+        self.waf_matches: dict[tuple[str, str], int] = {}
 
     def record(self, decision: str, reason: str, latency_us: int, timings_us: Mapping[str, int]) -> None:
         key = (decision, reason)
@@ -55,6 +58,13 @@ class CheckMetrics:
             histogram = phases.get(phase)
             if histogram is not None:
                 histogram.observe(microseconds / 1e6)
+
+    def record_waf(self, waf: Mapping[str, object]) -> None:
+        """Count each matched WAF rule of one Check under what the match led to."""
+        action = "block" if waf["blocked"] else "detect" if waf["over_threshold"] else "score"
+        for rule_id in waf["rule_ids"]:  # type: ignore[attr-defined]
+            key = (str(rule_id), action)
+            self.waf_matches[key] = self.waf_matches.get(key, 0) + 1
 
 
 class RedisMetrics:

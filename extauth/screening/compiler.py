@@ -9,6 +9,7 @@ from extauth.documents.loader import LoadedDocument
 from extauth.documents.regex_safety import UnsafeRegexError, compile_safe
 from extauth.documents.screening import DEFAULT_METHODS, Blocks, Limits, ScreeningDocument, Signature
 from extauth.screening.screener import CompiledSignature, Screener
+from extauth.screening.waf import WafEngine, compile_waf
 
 #: A signature that matches all of these (`.*`, `a*`, `(?:)`) would block every request: a load error.
 _HARMLESS = ("x", "/", "0")
@@ -17,7 +18,7 @@ _HARMLESS = ("x", "/", "0")
 def compile_screening(documents: Sequence[LoadedDocument[ScreeningDocument]]) -> Screener:
     """Merge every Screening document into one Screener; defaults where no document sets a part.
 
-    At most one document may set each of `methods`, `limits` and `blocks`; signatures from every document
+    At most one document may set each of `methods`, `limits`, `blocks` and `waf`; signatures from every document
     apply, their names unique across all of them. Every problem is reported (file:line: field: message).
     """
     issues: list[ConfigIssue] = []
@@ -26,7 +27,7 @@ def compile_screening(documents: Sequence[LoadedDocument[ScreeningDocument]]) ->
     names: dict[str, str] = {}  # signature name -> file:line where it was first defined
     for loaded in documents:
         document = loaded.document
-        for part in ("methods", "limits", "blocks"):
+        for part in ("methods", "limits", "blocks", "waf"):
             if getattr(document, part) is None:
                 continue
             first = owners.setdefault(part, loaded)
@@ -44,6 +45,9 @@ def compile_screening(documents: Sequence[LoadedDocument[ScreeningDocument]]) ->
             compiled = _compile_signature(loaded, index, signature, issues)
             if compiled is not None:
                 signatures.append(compiled)
+    waf: WafEngine | None = None
+    if "waf" in owners and not issues:  # parsing the rules is the slow part: only for an otherwise valid policy
+        waf = compile_waf(owners["waf"], issues)
     if issues:
         raise ConfigError(issues)
 
@@ -55,6 +59,7 @@ def compile_screening(documents: Sequence[LoadedDocument[ScreeningDocument]]) ->
         limits=chosen("limits", Limits()),  # type: ignore[arg-type]
         blocks=chosen("blocks", Blocks()),  # type: ignore[arg-type]
         signatures=signatures,
+        waf=waf,
     )
 
 

@@ -18,6 +18,7 @@ from extauth.decision import Decision
 from extauth.documents.screening import Blocks, Limits
 from extauth.reasons import Reason
 from extauth.request import Request
+from extauth.screening.waf import WafEngine
 
 #: C0 controls and DEL, as bytes to delete: a text has one iff its UTF-8 form shrinks (multi-byte UTF-8
 #: sequences never contain a byte below 0x80, so only real control characters are removed).
@@ -115,10 +116,10 @@ class Screener:
     """Compiled screening configuration; `screen` is called once per Check and never raises on any input."""
 
     __slots__ = ("_blocks", "_header_signatures", "_limits", "_methods", "_path_signatures",
-                 "_query_signatures", "signatures")
+                 "_query_signatures", "signatures", "waf")
 
     def __init__(self, methods: Iterable[str], limits: Limits, blocks: Blocks,
-                 signatures: Sequence[CompiledSignature]) -> None:
+                 signatures: Sequence[CompiledSignature], waf: WafEngine | None = None) -> None:
         self._methods = frozenset(methods)
         self._limits = limits
         self._blocks = blocks
@@ -126,6 +127,8 @@ class Screener:
         self._path_signatures = tuple(s for s in signatures if s.path)
         self._query_signatures = tuple(s for s in signatures if s.query)
         self._header_signatures = tuple(s for s in signatures if s.headers)
+        #: The OWASP CRS through ModSecurity (waf.py), or None when no Screening document asks for it.
+        self.waf = waf
 
     @property
     def methods(self) -> frozenset[str]:

@@ -49,6 +49,11 @@ class StackPaths:
         return cls(run_dir, run_dir / "certs", REPO_ROOT / "envoy" / "envoy.yaml", REPO_ROOT / "envoy" / "extauth.yaml")
 
     @property
+    def admin_socket(self) -> Path:
+        """`admin.listen` in envoy/extauth.yaml: where `extauth status` and friends look by default."""
+        return self.run_dir / "admin.sock"
+
+    @property
     def api_key_store(self) -> Path:
         """`authentication.api_keys.store` in envoy/extauth.yaml: `extauth apikey create --store` adds to it."""
         return self.run_dir / "apikeys.yaml"

@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -226,11 +226,15 @@ def run_tail(args: argparse.Namespace, out: TextIO) -> int:
     for line in AdminClient(args.admin).tail(request):
         if line.dropped_before:
             print(f"({line.dropped_before} events dropped: this tail read too slowly)", file=sys.stderr)
-        print(line.json if args.json else format_event(_parsed(line.json)), file=out, flush=True)
+        print(line.json if args.json else _readable(line.json), file=out, flush=True)
     print("the audit stream ended (the process stopped)", file=sys.stderr)
     return EXIT_FAILED
 
 
-def _parsed(text: str) -> dict[str, Any]:
-    event = json.loads(text)
-    return event if isinstance(event, dict) else {"event": "?", "value": event}
+def _readable(text: str) -> str:
+    """One line per event, as `extauth audit` lists a file; a line that is no JSON object is shown as it is."""
+    try:
+        event = json.loads(text)
+    except ValueError:
+        event = None
+    return format_event(event) if isinstance(event, dict) else printable(text)

@@ -1,0 +1,182 @@
+"""The admin API of a real `extauth serve` (admin.listen on a unix socket), driven through the `extauth` CLI, with
+requests sent through real Envoy: Status follows reloads, Explain --live agrees with the decisions Envoy enforces,
+TailAudit streams the events of those requests."""
+
+import json
+import queue
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.gateways import demo_policies_with
+
+from extauth.cli import main
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
+from extauth.devstack.processes import extauth_command
+from extauth.devtools.certs import DevCerts
+from extauth.devtools.tokens import mint_token
+from extauth.devtools.upstream import RunningUpstream
+
+pytestmark = pytest.mark.integration
+
+BROKEN = """\
+apiVersion: extauth/v1
+kind: Policy
+metadata: {name: broken}
+routes:
+  - name: r
+    match: {path: {prefix: nope}}
+"""
+EXTRA_ROUTE = """\
+apiVersion: extauth/v1
+kind: Policy
+metadata: {name: extra}
+routes:
+  - name: extra
+    match: {path: {prefix: /api/extra/}}
+    public: true
+"""
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def lines_of(process: subprocess.Popen[str]) -> "queue.Queue[str]":
+    """The lines the process prints, read by a thread, so a test waits for one with a timeout (never hangs)."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert process.stdout is not None
+    stdout = process.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+    return lines
+
+
+class Stack:
+    def __init__(self, run_dir: Path, certs: DevCerts, upstream: RunningUpstream) -> None:
+        self.policies = demo_policies_with(run_dir)
+        self.socket = run_dir / "admin.sock"
+        config = extauth_config(run_dir, certs, policy={"path": str(self.policies), "watch_interval_seconds": 0.2},
+                                admin={"listen": f"unix:{self.socket}"})
+        self.extauth = ExtauthProcess(run_dir, config)
+        self.extauth.wait_serving()
+        self.envoy = EnvoyProcess(run_dir, certs, upstream.port, self.extauth.addresses)
+
+    def cli(self, capsys: pytest.CaptureFixture[str], *words: str) -> tuple[int, str]:
+        capsys.readouterr()
+        status = main([*words, "--admin", str(self.socket)])
+        out, err = capsys.readouterr()
+        return status, out + err
+
+    def status(self, capsys: pytest.CaptureFixture[str]) -> dict:
+        code, out = self.cli(capsys, "status", "--json")
+        assert code in (0, 1), out
+        return json.loads(out)
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        self.extauth.stop()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, certs: DevCerts, upstream: RunningUpstream) -> Iterator[Stack]:
+    running = Stack(tmp_path, certs, upstream)
+    yield running
+    running.stop()
+
+
+def test_status_reports_the_loaded_policy_version_and_flips_after_a_file_change(
+        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """Status names the version the decisions carry; after a policy file changes it names the new one, which the
+    next decision through Envoy carries too."""
+    assert stack.envoy.get("/public/x").status == 200
+    before = stack.status(capsys)
+    assert before["policy"]["version"] == stack.extauth.audit_events()[-1]["policy_version"]
+    assert before["policy"]["source"] == str(stack.policies)
+    assert before["ready"] and before["last_reload"]["ok"] and before["last_reload"]["trigger"] == "start"
+    assert before["identity_providers"][0]["name"] == "dev" and before["identity_providers"][0]["keys"] >= 1
+    assert before["rate_limit"]["breaker"] == "closed"
+
+    (stack.policies / "extra.yaml").write_text(EXTRA_ROUTE)
+    wait_for(lambda: stack.status(capsys)["policy"]["version"] != before["policy"]["version"])
+    after = stack.status(capsys)
+    assert after["last_reload"]["ok"] and after["last_reload"]["trigger"] == "file_change"
+    assert stack.envoy.get("/api/extra/x").status == 200
+    assert stack.extauth.audit_events()[-1]["policy_version"] == after["policy"]["version"]
+
+
+def test_a_broken_policy_shows_its_file_line_error_in_status_while_the_old_version_keeps_serving(
+        stack: Stack, capsys: pytest.CaptureFixture[str], certs: DevCerts) -> None:
+    """`extauth reload` of a broken file exits 1 with the file:line error; Status shows it beside the version still
+    served, and requests through Envoy are still decided by that version."""
+    reader = mint_token(certs.jwt_signing_key, subject="alice", claims={"roles": ["reader"]})
+    serving = stack.status(capsys)["policy"]["version"]
+    (stack.policies / "broken.yaml").write_text(BROKEN)
+    code, out = stack.cli(capsys, "reload")
+    assert code == 1, out
+    assert f"still serving policy {serving}" in out and f"{stack.policies / 'broken.yaml'}:6:" in out
+    status = stack.status(capsys)
+    assert status["policy"]["version"] == serving
+    assert not status["last_reload"]["ok"] and status["last_reload"]["failures"] == "1"
+    assert any(error.startswith(f"{stack.policies / 'broken.yaml'}:6:") for error in status["last_reload"]["errors"])
+    code, text = stack.cli(capsys, "status")
+    assert code == 1 and "last reload    FAILED" in text and "broken.yaml:6:" in text
+    assert stack.envoy.get("/api/orders", reader).status == 200
+    assert stack.extauth.audit_events()[-1]["policy_version"] == serving
+
+
+#: (method, path, roles or None for no token): requests the demo Envoy routes, allowed and denied alike.
+REQUESTS = [(method, path, roles) for method in ("GET", "POST") for path in
+            ("/api/orders", "/admin/users", "/public/page", "/healthz", "/billing/invoices/7",
+             "/api/tenants/acme/orders/1")
+            for roles in (None, ["reader"], ["writer"], ["admin"], ["support"])]
+
+
+def test_explain_live_agrees_with_the_decision_through_envoy(
+        stack: Stack, capsys: pytest.CaptureFixture[str], certs: DevCerts) -> None:
+    """For every request of a set (methods, paths, roles, anonymous), `explain --live` with the principal's
+    claims says allow exactly when Envoy let the request through."""
+    disagreements, outcomes = [], set()
+    for method, path, roles in REQUESTS:
+        claims = {"roles": roles, "tenant": "acme"} if roles is not None else None
+        headers = ({"authorization": "Bearer " + mint_token(certs.jwt_signing_key, subject="alice", claims=claims)}
+                   if claims is not None else {})
+        through_envoy = stack.envoy.request(method, path, headers).status
+        words = ["explain", "--live", method, path]
+        if claims is not None:
+            words += ["--sub", "alice", "--claim", f"roles={','.join(roles)},", "--claim", "tenant=acme"]
+        code, out = stack.cli(capsys, *words)
+        assert code in (0, 1), out
+        outcomes.add(through_envoy)
+        if (code == 0) != (through_envoy < 400):
+            disagreements.append((method, path, roles, through_envoy, out))
+    assert disagreements == []
+    assert {200, 401, 403} <= outcomes  # the set holds allows, anonymous denials and forbidden requests
+
+
+def test_tail_audit_streams_the_events_of_requests_sent_through_envoy(
+        stack: Stack, capsys: pytest.CaptureFixture[str], certs: DevCerts) -> None:
+    """`extauth audit tail --deny --json` prints the decision of each denied request as it happens, with the
+    request id of the audit file, and none of the allowed ones."""
+    tail = subprocess.Popen(extauth_command("audit", "tail", "--deny", "--json", "--admin", str(stack.socket)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    printed = lines_of(tail)
+    try:
+        wait_for(lambda: stack.status(capsys)["audit"]["tail_subscribers"] == 1)
+        assert stack.envoy.get("/public/page").status == 200
+        assert stack.envoy.get("/admin/users").status == 401
+        assert stack.envoy.get("/public/again").status == 200
+        assert stack.envoy.get("/api/orders").status == 401
+        streamed = [json.loads(printed.get(timeout=10)) for _ in range(2)]
+    finally:
+        tail.terminate()
+        tail.wait(10)
+    written = {event["request_id"]: event for event in stack.extauth.audit_events()}
+    assert [event["path"] for event in streamed] == ["/admin/users", "/api/orders"]
+    for event in streamed:
+        assert event["decision"] == "deny" and event["hash"] == written[event["request_id"]]["hash"]

@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from support.gateways import demo_policies_with
 
+from extauth.admin.v1 import admin_pb2, admin_pb2_grpc
 from extauth.cli import main
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
 from extauth.devstack.processes import extauth_command
@@ -180,3 +182,24 @@ def test_tail_audit_streams_the_events_of_requests_sent_through_envoy(
     assert [event["path"] for event in streamed] == ["/admin/users", "/api/orders"]
     for event in streamed:
         assert event["decision"] == "deny" and event["hash"] == written[event["request_id"]]["hash"]
+
+
+#: Spellings of credential-carrying header names: case, padding, and names only their shape marks as credentials.
+CREDENTIAL_HEADERS = ["authorization", "Authorization", "AUTHORIZATION", " authorization ", "cookie",
+                      "proxy-authorization", "x-api-key", "x-auth-token", "x-session-id"]
+
+
+def test_explain_live_refuses_credential_headers_however_spelt(stack: Stack) -> None:
+    """A principal is described by claims, never sent as a credential: any spelling of a credential-carrying
+    header is INVALID_ARGUMENT, naming it, while an ordinary header is explained."""
+    with grpc.insecure_channel(f"unix:{stack.socket}") as channel:
+        explain = admin_pb2_grpc.AdminStub(channel).Explain
+        for name in CREDENTIAL_HEADERS:
+            with pytest.raises(grpc.RpcError) as raised:
+                explain(admin_pb2.ExplainRequest(method="GET", url="/api/orders", headers={name: "Bearer x"}),
+                        timeout=10)
+            assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT, name
+            assert name.strip().lower() in raised.value.details()
+        answer = explain(admin_pb2.ExplainRequest(method="GET", url="/public/x", headers={"user-agent": "t"}),
+                         timeout=10)
+        assert answer.allowed

@@ -203,3 +203,26 @@ def test_explain_live_refuses_credential_headers_however_spelt(stack: Stack) -> 
         answer = explain(admin_pb2.ExplainRequest(method="GET", url="/public/x", headers={"user-agent": "t"}),
                          timeout=10)
         assert answer.allowed
+
+
+def test_each_worker_answers_on_its_own_admin_socket(tmp_path: Path, certs: DevCerts,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """With `--workers 2` the admin socket is per worker (`admin-0.sock`, `admin-1.sock`), as the Check sockets
+    are; each names its own instance and the same policy version."""
+    socket = tmp_path / "admin.sock"
+    config = extauth_config(tmp_path, certs, admin={"listen": f"unix:{socket}"})
+    extauth = ExtauthProcess(tmp_path, config, "--workers", "2")
+    try:
+        for index in range(2):
+            extauth.wait_serving(extauth.addresses[0].for_worker(index, 2))
+        answers = []
+        for index in range(2):
+            capsys.readouterr()
+            assert main(["status", "--json", "--admin", str(tmp_path / f"admin-{index}.sock")]) == 0
+            answers.append(json.loads(capsys.readouterr().out))
+        assert [answer["instance"].rsplit("/", 1)[1] for answer in answers] == ["0", "1"]
+        assert answers[0]["policy"]["version"] == answers[1]["policy"]["version"]
+        assert answers[0]["pid"] != answers[1]["pid"]
+        assert not socket.exists()
+    finally:
+        extauth.stop()

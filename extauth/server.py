@@ -6,9 +6,11 @@ stops accepting, lets in-flight checks finish within the grace period, and exits
 """
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -139,9 +141,8 @@ class ExtauthServer:
         for address in self._addresses:
             self._bind(self._server, address, credentials)
         if self._admin_server is not None and self._admin_address is not None:
-            self._bind(self._admin_server, self._admin_address, credentials)
-            if self._admin_address.path is not None:
-                self._admin_address.path.chmod(0o600)  # reload and the audit tail are for extauth's own user
+            # Reload and the audit tail are for extauth's own user: the socket is born 0600 (no chmod window).
+            self._bind(self._admin_server, self._admin_address, credentials, private=True)
             await self._admin_server.start()
             log.info("admin_listening", address=str(self._admin_address), instance=self.instance)
         self._warn_about_open_doors()
@@ -158,9 +159,9 @@ class ExtauthServer:
             self._background.append(asyncio.create_task(
                 self.policy.watch(self._config.policy.watch_interval_seconds)))
 
-    def _bind(self, server: grpc.aio.Server, address: ListenAddress,
-              credentials: grpc.ServerCredentials | None) -> None:
-        _bind(server, address, credentials)
+    def _bind(self, server: grpc.aio.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None,
+              private: bool = False) -> None:
+        _bind(server, address, credentials, private)
         if address.kind == "unix" and address.path is not None:
             self._created_sockets[address.path] = socket_identity(address.path)
 
@@ -233,6 +234,16 @@ class ExtauthServer:
         self._created_sockets.clear()
 
 
+@contextlib.contextmanager
+def _owner_only_files() -> Iterator[None]:
+    """Files and sockets created meanwhile get mode 0600 at most (the umask is per process: keep this short)."""
+    previous = os.umask(0o177)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def _server_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | None:
     if tls is None:
         return None
@@ -242,20 +253,26 @@ def _server_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials |
         require_client_auth=tls.require_client_certificate)
 
 
-def _bind(server: grpc.aio.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None) -> None:
-    """TCP listeners use the TLS credentials when there are some; unix sockets never do."""
+def _bind(server: grpc.aio.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None,
+          private: bool = False) -> None:
+    """TCP listeners use the TLS credentials when there are some; unix sockets never do. A `private` unix socket
+    is created with mode 0600 (its directory, when made here, keeps the usual mode)."""
     if address.kind == "unix":
         assert address.path is not None
         claim_socket_path(address.path)
     try:
-        if address.kind == "tcp" and credentials is not None:
-            bound = server.add_secure_port(address.grpc_target(), credentials)
-        else:
-            bound = server.add_insecure_port(address.grpc_target())
+        with _owner_only_files() if private else contextlib.nullcontext():
+            bound = _add_port(server, address, credentials)
     except RuntimeError as exc:  # grpc's text ends in advice about GRPC_VERBOSITY; its log line has the cause
         raise OSError(f"cannot listen on {address}: {str(exc).split(';')[0]}") from None
     if address.kind == "tcp" and bound == 0:
         raise OSError(f"cannot listen on {address}")
+
+
+def _add_port(server: grpc.aio.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None) -> int:
+    if address.kind == "tcp" and credentials is not None:
+        return server.add_secure_port(address.grpc_target(), credentials)
+    return server.add_insecure_port(address.grpc_target())
 
 
 async def serve(config: Config, config_path: Path, worker_index: int = 0, supervised: bool = False) -> int:

@@ -4,6 +4,7 @@ TailAudit streams the events of those requests."""
 
 import json
 import queue
+import stat
 import subprocess
 import threading
 import time
@@ -103,6 +104,7 @@ def test_status_reports_the_loaded_policy_version_and_flips_after_a_file_change(
     assert before["ready"] and before["last_reload"]["ok"] and before["last_reload"]["trigger"] == "start"
     assert before["identity_providers"][0]["name"] == "dev" and before["identity_providers"][0]["keys"] >= 1
     assert before["rate_limit"]["breaker"] == "closed"
+    assert stat.S_IMODE(stack.socket.stat().st_mode) == 0o600  # created so, for extauth's own user only
 
     (stack.policies / "extra.yaml").write_text(EXTRA_ROUTE)
     wait_for(lambda: stack.status(capsys)["policy"]["version"] != before["policy"]["version"])

@@ -13,13 +13,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 from support.gateways import demo_policies_with
 
 from extauth.admin.v1 import admin_pb2, admin_pb2_grpc
 from extauth.cli import main
-from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config
-from extauth.devstack.processes import extauth_command
-from extauth.devtools.certs import DevCerts
+from extauth.config.schema import ListenAddress
+from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config, free_port
+from extauth.devstack.processes import extauth_command, grpc_channel
+from extauth.devtools.certs import EXTAUTH_DNS_NAME, DevCerts, issue_client_certificate
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
 
@@ -226,5 +228,41 @@ def test_each_worker_answers_on_its_own_admin_socket(tmp_path: Path, certs: DevC
         assert answers[0]["policy"]["version"] == answers[1]["policy"]["version"]
         assert answers[0]["pid"] != answers[1]["pid"]
         assert not socket.exists()
+    finally:
+        extauth.stop()
+
+
+def test_admin_over_tls_answers_only_the_allowed_client_identities(tmp_path: Path, certs: DevCerts) -> None:
+    """With server.tls, a TCP admin listener speaks mutual TLS: a certificate proving a DNS name of
+    admin.allowed_clients is answered; another name, the same text as a common name only, no certificate and
+    plaintext are refused."""
+    check, admin = (ListenAddress("tcp", host="127.0.0.1", port=free_port()) for _ in range(2))
+    tls = {"cert_file": str(certs.extauth_cert), "key_file": str(certs.extauth_key),
+           "client_ca_file": str(certs.ca_cert)}
+    config = extauth_config(tmp_path, certs, server={"listen": [str(check)], "tls": tls, "grace_period_seconds": 3},
+                            admin={"listen": str(admin), "allowed_clients": ["dns:oncall.internal"]})
+    extauth = ExtauthProcess(tmp_path, config)
+
+    def client(common_name: str, *names: x509.GeneralName) -> grpc.ChannelCredentials:
+        cert, key = tmp_path / f"{common_name}.crt", tmp_path / f"{common_name}.key"
+        issue_client_certificate(certs, cert, key, common_name, list(names))
+        return grpc.ssl_channel_credentials(certs.ca_cert.read_bytes(), key.read_bytes(), cert.read_bytes())
+
+    def status_code(credentials: grpc.ChannelCredentials | None) -> grpc.StatusCode:
+        with grpc_channel(admin, credentials, EXTAUTH_DNS_NAME) as channel:
+            try:
+                admin_pb2_grpc.AdminStub(channel).Status(admin_pb2.StatusRequest(), timeout=5)
+            except grpc.RpcError as error:
+                return error.code()
+        return grpc.StatusCode.OK
+
+    try:
+        allowed = client("allowed", x509.DNSName("oncall.internal"))
+        extauth.wait_serving(credentials=allowed, server_name=EXTAUTH_DNS_NAME)
+        assert status_code(allowed) is grpc.StatusCode.OK
+        assert status_code(client("other", x509.DNSName("other.internal"))) is grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(client("oncall.internal")) is grpc.StatusCode.PERMISSION_DENIED
+        assert status_code(grpc.ssl_channel_credentials(certs.ca_cert.read_bytes())) is grpc.StatusCode.UNAVAILABLE
+        assert status_code(None) is grpc.StatusCode.UNAVAILABLE
     finally:
         extauth.stop()

@@ -152,7 +152,10 @@ def process_banner(processes: list[ManagedProcess]) -> str:
     """The PIDs, so `kill -HUP` (reload policies now) can name the extauth process without a search."""
     pids = "  ".join(f"{child.name} {child.process.pid}" for child in processes)
     extauth = next(child.process.pid for child in processes if child.name == "extauth")
-    return f"PIDs:      {pids}\n           kill -HUP {extauth}   reloads the policies now (they also reload on change)"
+    return (f"PIDs:      {pids}\n"
+            f"           kill -HUP {extauth}   reloads the policies now (they also reload on change)\n"
+            "           .venv/bin/extauth status, .venv/bin/extauth audit tail --deny   ask the running extauth "
+            "(docs/operations.md)")
 
 
 def run_local_stack(demo: bool = True) -> int:

@@ -4,10 +4,11 @@ import argparse
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from extauth.audit.cli import add_form as add_audit_form
 from extauth.audit.cli import main as audit_main
 from extauth.audit.cli import register as register_audit
 from extauth.cli_support import (
@@ -132,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         "explain", help="show how the policy decides a request, and why",
         description="Show how the policy decides a request, why, and which rate limits apply (nothing is counted).",
         epilog="exit status: 0 allow, 1 deny, 2 usage or configuration error")
-    explain.add_argument("--config", type=Path, required=True, help="the extauth config file naming the policy")
+    explain.add_argument("--config", type=Path, help="the extauth config file naming the policy (without --live)")
     explain.add_argument("method", help="HTTP method")
     explain.add_argument("url", help="/path?query or https://host/path?query")
     explain.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", type=_header_argument,
@@ -149,7 +150,25 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--at", type=_moment_argument,
                          help="evaluate at this ISO 8601 time (time windows); without a zone it is UTC")
     explain.add_argument("--shadow", action="store_true", help="explain with the shadow policy instead")
+    explain.add_argument("--live", action="store_true",
+                         help="ask a running process (admin API) to explain with the policy it has loaded; the "
+                              "principal is given with --sub and --claim, never a token")
+    _add_admin_options(explain)
     explain.set_defaults(run=_explain)
+
+    status = commands.add_parser(
+        "status", help="what a running process serves: policy version, last reload, providers, limits, audit",
+        epilog="exit status: 0 all well, 1 something needs a look (not ready, last reload failed, limit store "
+               "breaker open) or the admin API cannot be reached, 2 usage error")
+    _add_admin_options(status)
+    status.set_defaults(run=_admin_command("status", "run_status"))
+
+    reload = commands.add_parser(
+        "reload", help="make a running process reload its policy now and print the result",
+        epilog="exit status: 0 reloaded, 1 rejected (the previous version keeps serving) or the admin API cannot "
+               "be reached, 2 usage error")
+    _add_admin_options(reload)
+    reload.set_defaults(run=_admin_command("reload", "run_reload"))
 
     token = commands.add_parser("token", help="mint a development token the local stack trusts")
     token.add_argument("--sub", required=True, help="subject")
@@ -186,6 +205,29 @@ def _parser() -> argparse.ArgumentParser:
     register_envoy_lint(commands)
     register_apikey(commands)
     return parser
+
+
+def _add_admin_options(parser: argparse.ArgumentParser) -> None:
+    from extauth.admin.client import add_admin_options
+
+    add_admin_options(parser)
+
+
+def _admin_command(name: str, function: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from extauth.admin import client
+
+        return client.command(name, getattr(client, function))(args)
+    return run
+
+
+def _audit_tail_parser() -> argparse.ArgumentParser:
+    from extauth.admin.client import tail_parser
+
+    return tail_parser()
+
+
+add_audit_form("tail", _audit_tail_parser)
 
 
 def _backend_url(text: str) -> str:
@@ -323,6 +365,12 @@ def _explain(args: argparse.Namespace) -> int:
     """0 allow, 1 deny, 2 usage or configuration error (a deny is an answer, not a failure to give one)."""
     from extauth.tools.explain import UsageError, explain_request
 
+    if args.live:
+        return _admin_command("explain --live", "explain_live")(args)
+    if args.config is None or args.admin is not None or args.json:
+        print("extauth explain: error: without --live, --config is required and --admin and --json do not apply "
+              "(see extauth explain --help)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         lines, allowed = explain_request(load_config(args.config), args)
     except (ConfigError, UsageError) as error:

@@ -218,6 +218,8 @@ def _listener_issues(loaded: LoadedConfig) -> list[ConfigIssue]:
                  enumerate(server.listen)]
     if server.metrics_listen:
         listeners.append((("server", "metrics_listen"), ListenAddress.parse(server.metrics_listen, base)))
+    if loaded.config.admin is not None:
+        listeners.append((("admin", "listen"), ListenAddress.parse(loaded.config.admin.listen, base)))
     issues = []
     for at, address in listeners:
         for worker in range(server.workers):

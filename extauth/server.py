@@ -6,9 +6,11 @@ stops accepting, lets in-flight checks finish within the grace period, and exits
 """
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +24,9 @@ from prometheus_client import CollectorRegistry
 
 from extauth.accesslog import SERVICE_NAME as ACCESS_LOG_SERVICE
 from extauth.accesslog import AccessLogServicer
+from extauth.admin.service import SERVICE_NAME as ADMIN_SERVICE
+from extauth.admin.service import AdminServicer, ServedProcess
+from extauth.admin.v1 import admin_pb2_grpc
 from extauth.audit.redact import Redactor
 from extauth.audit.writer import AuditWriter
 from extauth.bundle.store import PolicyStore
@@ -69,6 +74,7 @@ class ExtauthServer:
         ]
         self.instance = f"{socket.gethostname()}/{worker_index}"
         clock = SystemClock()
+        self.started_at = clock.now()
         audit = config.audit
         redactor = Redactor(audit.headers, audit.include_query, audit.redact_patterns)
         self.audit = AuditWriter.from_config(audit, self.instance, redactor)
@@ -115,17 +121,37 @@ class ExtauthServer:
             metrics_address = ListenAddress.parse(config.server.metrics_listen, config_path.parent)
             self.metrics_server = MetricsServer(self.metrics_registry,
                                                 metrics_address.for_worker(worker_index, config.server.workers))
+        self._admin_address, self._admin_server = self._admin_listener(config, config_path, worker_index, clock)
+        self._ready = False
         self._background: list[asyncio.Task[None]] = []
         #: Unix sockets this process created, by path: removed on stop only if the file is still that socket.
         self._created_sockets: dict[Path, SocketIdentity] = {}
+
+    def _admin_listener(self, config: Config, config_path: Path, worker_index: int, clock: SystemClock,
+                        ) -> tuple[ListenAddress | None, grpc.aio.Server | None]:
+        """The admin API on a server of its own: its calls never queue behind Checks, nor Checks behind it."""
+        if config.admin is None:
+            return None, None
+        address = ListenAddress.parse(config.admin.listen, config_path.parent)
+        process = ServedProcess(
+            instance=self.instance, started_at=self.started_at, policy=self.policy,
+            authentication=config.authentication, authenticator=self.authenticator, limiter=self.rate_limiter,
+            audit=self.audit, clock=clock, ready=lambda: self.ready, reload=self.reload_now)
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(process, config.admin), server)
+        reflection.enable_server_reflection([ADMIN_SERVICE, reflection.SERVICE_NAME], server)
+        return address.for_worker(worker_index, config.server.workers), server
 
     async def start(self) -> None:
         await self.audit.start()
         credentials = _server_credentials(self._config.server.tls)
         for address in self._addresses:
-            _bind(self._server, address, credentials)
-            if address.kind == "unix" and address.path is not None:
-                self._created_sockets[address.path] = socket_identity(address.path)
+            self._bind(self._server, address, credentials)
+        if self._admin_server is not None and self._admin_address is not None:
+            # Reload and the audit tail are for extauth's own user: the socket is born 0600 (no chmod window).
+            self._bind(self._admin_server, self._admin_address, credentials, private=True)
+            await self._admin_server.start()
+            log.info("admin_listening", address=str(self._admin_address), instance=self.instance)
         self._warn_about_open_doors()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
@@ -139,6 +165,12 @@ class ExtauthServer:
         if self._config.policy.watch:
             self._background.append(asyncio.create_task(
                 self.policy.watch(self._config.policy.watch_interval_seconds)))
+
+    def _bind(self, server: grpc.aio.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None,
+              private: bool = False) -> None:
+        _bind(server, address, credentials, private)
+        if address.kind == "unix" and address.path is not None:
+            self._created_sockets[address.path] = socket_identity(address.path)
 
     def _warn_about_open_doors(self) -> None:
         """`insecure: true` is a written decision, but one every start repeats, in the log and the audit trail."""
@@ -158,10 +190,21 @@ class ExtauthServer:
         self.policy.request_reload("sighup")
         self.authenticator.request_api_key_reload("sighup")
 
+    async def reload_now(self) -> bool:
+        """The admin API's Reload: like SIGHUP, but the caller waits for the policy reload's result."""
+        self.authenticator.request_api_key_reload("admin")
+        return await self.policy.reload("admin")
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+
     async def _become_ready(self) -> None:
         while not self.authenticator.ready:
             await asyncio.sleep(_READINESS_POLL_SECONDS)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._ready = True
         log.info("ready", instance=self.instance)
 
     async def _set_health(self, status: int) -> None:
@@ -172,6 +215,8 @@ class ExtauthServer:
         grace = self._config.server.grace_period_seconds
         log.info("stopping", grace_period_seconds=grace, instance=self.instance)
         await self.health.enter_graceful_shutdown()
+        if self._admin_server is not None:
+            await self._admin_server.stop(0)  # an open audit tail must not hold the stop for the grace period
         stopping = asyncio.create_task(self._server.stop(grace))
         if self.access_log is not None:
             if self.access_log.stats.streams_open:
@@ -207,6 +252,16 @@ def _check_tracer(config: Config, instance: str) -> "CheckTracer | None":
     return CheckTracer(config.tracing, instance)
 
 
+@contextlib.contextmanager
+def _owner_only_files() -> Iterator[None]:
+    """Files and sockets created meanwhile get mode 0600 at most (the umask is per process: keep this short)."""
+    previous = os.umask(0o177)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def _server_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials | None:
     if tls is None:
         return None
@@ -216,20 +271,26 @@ def _server_credentials(tls: ServerTlsConfig | None) -> grpc.ServerCredentials |
         require_client_auth=tls.require_client_certificate)
 
 
-def _bind(server: grpc.aio.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None) -> None:
-    """TCP listeners use the TLS credentials when there are some; unix sockets never do."""
+def _bind(server: grpc.aio.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None,
+          private: bool = False) -> None:
+    """TCP listeners use the TLS credentials when there are some; unix sockets never do. A `private` unix socket
+    is created with mode 0600 (its directory, when made here, keeps the usual mode)."""
     if address.kind == "unix":
         assert address.path is not None
         claim_socket_path(address.path)
     try:
-        if address.kind == "tcp" and credentials is not None:
-            bound = server.add_secure_port(address.grpc_target(), credentials)
-        else:
-            bound = server.add_insecure_port(address.grpc_target())
+        with _owner_only_files() if private else contextlib.nullcontext():
+            bound = _add_port(server, address, credentials)
     except RuntimeError as exc:  # grpc's text ends in advice about GRPC_VERBOSITY; its log line has the cause
         raise OSError(f"cannot listen on {address}: {str(exc).split(';')[0]}") from None
     if address.kind == "tcp" and bound == 0:
         raise OSError(f"cannot listen on {address}")
+
+
+def _add_port(server: grpc.aio.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None) -> int:
+    if address.kind == "tcp" and credentials is not None:
+        return server.add_secure_port(address.grpc_target(), credentials)
+    return server.add_insecure_port(address.grpc_target())
 
 
 async def serve(config: Config, config_path: Path, worker_index: int = 0, supervised: bool = False) -> int:

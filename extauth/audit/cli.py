@@ -3,6 +3,7 @@ checkpoints, create a checkpoint signing key. Options may come before or after t
 
     extauth audit verify [--require-sealed] [--public-key PUB.pem]... FILE...
     extauth audit keygen [--force] DIR
+    extauth audit tail [--deny] [--subject S] [--reason R] [--route R] [--event KIND]... [--json] [--admin ADDRESS]
     extauth audit [--deny] [--subject S] [--reason R] [--since 10m|ISO] [--request-id ID] [--top N]
                   [--event KIND|all]... [--json | --summary] FILE|-
 """
@@ -12,7 +13,7 @@ import json
 import re
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -47,10 +48,19 @@ def main(argv: Sequence[str]) -> int:
     return int(args.run(args))
 
 
+#: Forms a higher layer adds: `tail`, which reads a running process through the admin API (added by extauth.cli).
+_ADDED_FORMS: dict[str, Callable[[], argparse.ArgumentParser]] = {}
+
+
+def add_form(name: str, build: Callable[[], argparse.ArgumentParser]) -> None:
+    _ADDED_FORMS[name] = build
+
+
 def forms() -> dict[str, argparse.ArgumentParser]:
     """Each form of `extauth audit` by its first word ("" for the filter, which takes FILEs): `main` dispatches
     on it, and the CLI tests walk every one."""
-    return {"verify": _verify_parser(), "keygen": _keygen_parser(), "": _filter_parser()}
+    added = {name: build() for name, build in _ADDED_FORMS.items()}
+    return {"verify": _verify_parser(), "keygen": _keygen_parser(), **added, "": _filter_parser()}
 
 
 def _verify_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,7 @@ from extauth.audit.events import SCHEMA_VERSION
 from extauth.audit.queue import AuditQueue, AuditStats, Event, Offer
 from extauth.audit.redact import Redactor
 from extauth.audit.signing import CHECKPOINT_EVENT, CheckpointSigner
+from extauth.audit.tail import Subscribers
 from extauth.config.schema import AuditConfig
 
 log = structlog.get_logger("extauth.audit")
@@ -108,6 +109,8 @@ class AuditWriter:
         self.stats = AuditStats()
         self.queue = AuditQueue(queue_size, deny_overflow, allow_sample_rate, self.stats)
         self.chain = HashChain(f"{instance}/{uuid.uuid4().hex[:12]}")
+        #: Live readers (admin TailAudit): handed each line as it is written, never by the Check path.
+        self.subscribers = Subscribers()
         self._timestamp = utc_timestamp()
         # One encoder for every line (json.dumps with options builds a new one per call); anything JSON cannot
         # hold is written as its repr, as structlog's renderer did.
@@ -176,6 +179,7 @@ class AuditWriter:
             self._task.cancel()
         finally:
             self.queue.closed = True
+            self.subscribers.close()
             await asyncio.get_running_loop().run_in_executor(self._executor, self.output.close)
             self._executor.shutdown(wait=False)
 
@@ -260,7 +264,10 @@ class AuditWriter:
             if not self._unsigned_lines:
                 self._unsigned_since = time.monotonic()
             self._unsigned_lines += 1
-        return self.chain.seal(rendered)
+        line = self.chain.seal(rendered)
+        if self.subscribers:
+            self.subscribers.publish(event, line)
+        return line
 
     async def _write(self, data: bytes) -> None:
         loop = asyncio.get_running_loop()

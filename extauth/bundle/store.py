@@ -37,6 +37,9 @@ class ReloadStats:
     reloads: int = 0
     failures: int = 0
     last_error: str | None = None
+    #: What asked for the last reload (`start` until one ran) and when it ended (Clock.now()).
+    last_trigger: str = "start"
+    last_finished: float = 0.0
     #: Per-source counters for the metrics endpoint; kept here so tests can read them without one.
     by_trigger: dict[str, int] = field(default_factory=dict)
     #: Rejected reloads by reason, every reason present from the start (a metric at 0 can be alerted on).
@@ -51,7 +54,7 @@ class PolicyStore:
         self._clock = clock
         self.current = compile_policy(path, clock)
         self.shadow = compile_policy(shadow_path, clock) if shadow_path else None
-        self.stats = ReloadStats()
+        self.stats = ReloadStats(last_finished=clock.now())
         self._fingerprint = files_fingerprint(self._roots())
         self._serial = asyncio.Lock()
         self._requested: set[asyncio.Task[bool]] = set()
@@ -123,6 +126,7 @@ class PolicyStore:
         self.current, self.shadow = live, shadow
         self.stats.reloads += 1
         self.stats.last_error = None
+        self._finished(trigger)
         log.info("policy_reloaded", trigger=trigger, version=live.version, changed=changed,
                  shadow_version=shadow.version if shadow else None)
         self._notify("policy_reloaded", trigger=trigger, version=live.version, changed=changed,
@@ -134,10 +138,14 @@ class PolicyStore:
         live = compile_policy(self.path, self._clock)
         return live, compile_policy(self.shadow_path, self._clock) if self.shadow_path else None
 
+    def _finished(self, trigger: str) -> None:
+        self.stats.last_trigger, self.stats.last_finished = trigger, self._clock.now()
+
     def _reject(self, trigger: str, reason: str, errors: list[str]) -> None:
         self.stats.failures += 1
         self.stats.rejected[reason] += 1
         self.stats.last_error = "\n".join(errors)
+        self._finished(trigger)
         log.error("policy_reload_failed", trigger=trigger, reason=reason, serving_version=self.current.version,
                   errors=errors)
         self._notify("policy_reload_failed", trigger=trigger, reason=reason, serving_version=self.current.version,

@@ -784,6 +784,17 @@ class RateLimitConfig(SecretHolder):
         return value
 
 
+class AdminConfig(Strict):
+    """The admin API (protos/extauth/admin/v1/admin.proto, docs/operations.md) on a listener of its own."""
+
+    #: `unix:PATH` (relative to the config file) or `tcp:HOST:PORT`. TCP only on loopback, or with server.tls
+    #: requiring client certificates (`server.insecure` never applies here). Worker i of N: `name-i.ext`, port+i.
+    listen: Annotated[str, AfterValidator(_listen_address)]
+    #: Who may call it over TLS (`uri:`, `dns:`, `cn:` identities); empty: any client certificate that
+    #: server.tls.client_ca_file verifies. Unix-socket callers are guarded by the socket's mode (0600).
+    allowed_clients: list[ClientIdentity] = Field(default_factory=list)
+
+
 class LoggingConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -838,6 +849,24 @@ class Config(Strict):
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     tracing: TracingConfig | None = None
+    #: Off unless configured.
+    admin: AdminConfig | None = None
+
+    @field_validator("admin")
+    @classmethod
+    def _admin_listener_guarded(cls, admin: AdminConfig | None, info: ValidationInfo) -> AdminConfig | None:
+        """Reload and the audit tail are for operators: over TCP only from this host, or through mutual TLS."""
+        if admin is None or "server" not in info.data:
+            return admin
+        server: ServerConfig = info.data["server"]
+        address = ListenAddress.parse(admin.listen)
+        if address in [ListenAddress.parse(value) for value in server.listen]:
+            raise ValueError(f"admin.listen {admin.listen} is also a server.listen address; give it its own")
+        if address.local_only() or (server.tls is not None and server.tls.require_client_certificate):
+            return admin
+        raise ValueError(f"admin.listen {admin.listen} is reachable from other hosts without TLS client "
+                         "certificates: use a unix socket or loopback, or configure server.tls with "
+                         "require_client_certificate (server.insecure does not apply to the admin API)")
 
     @model_validator(mode="after")
     def _api_key_header_not_audited(self) -> "Config":

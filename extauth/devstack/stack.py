@@ -49,6 +49,11 @@ class StackPaths:
         return cls(run_dir, run_dir / "certs", REPO_ROOT / "envoy" / "envoy.yaml", REPO_ROOT / "envoy" / "extauth.yaml")
 
     @property
+    def admin_socket(self) -> Path:
+        """`admin.listen` in envoy/extauth.yaml: where `extauth status` and friends look by default."""
+        return self.run_dir / "admin.sock"
+
+    @property
     def api_key_store(self) -> Path:
         """`authentication.api_keys.store` in envoy/extauth.yaml: `extauth apikey create --store` adds to it."""
         return self.run_dir / "apikeys.yaml"
@@ -152,7 +157,10 @@ def process_banner(processes: list[ManagedProcess]) -> str:
     """The PIDs, so `kill -HUP` (reload policies now) can name the extauth process without a search."""
     pids = "  ".join(f"{child.name} {child.process.pid}" for child in processes)
     extauth = next(child.process.pid for child in processes if child.name == "extauth")
-    return f"PIDs:      {pids}\n           kill -HUP {extauth}   reloads the policies now (they also reload on change)"
+    return (f"PIDs:      {pids}\n"
+            f"           kill -HUP {extauth}   reloads the policies now (they also reload on change)\n"
+            "           .venv/bin/extauth status, .venv/bin/extauth audit tail --deny   ask the running extauth "
+            "(docs/operations.md)")
 
 
 def run_local_stack(demo: bool = True) -> int:

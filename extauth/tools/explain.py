@@ -3,9 +3,12 @@ and the rate limits that would apply (without counting anything)."""
 
 import argparse
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from extauth.bundle.compiled import compile_policy
+from extauth.bundle.compiled import CompiledPolicy, compile_policy
 from extauth.clock import ManualClock, SystemClock
 from extauth.config.schema import Config
 from extauth.devtools.tokens import parse_claim
@@ -32,13 +35,20 @@ def explain_request(config: Config, args: argparse.Namespace) -> tuple[list[str]
     request = Request(check_request_for_url(
         args.url, args.method.upper(), headers=headers, source=args.source, peer=args.peer,
         context_extensions=dict(args.context)))
-    lines = [f"policy {path} (version {policy.version})"]
+    return explain_with(policy, path, request, lambda: _principal(config, args, headers))
+
+
+def explain_with(policy: CompiledPolicy, source: Path, request: Request,
+                 identify: Callable[[], Principal | None]) -> tuple[list[str], bool]:
+    """The trace of one request through `policy` (from disk, or the one a running process has loaded);
+    `identify` is asked for the principal only once screening let the request through, as in a Check."""
+    lines = [f"policy {source} (version {policy.version})"]
     screened = policy.screener.screen(request)
     if screened is not None:
         lines.append(f"screening: blocked by {screened.rule}: {screened.reason} ({screened.status})")
         return lines, False
     try:
-        who = _principal(config, args, headers)
+        who = identify()
     except AuthenticationError as error:
         lines.append(f"authentication: {error.reason} ({error.description}) -> 401")
         return lines, False
@@ -53,12 +63,17 @@ def explain_request(config: Config, args: argparse.Namespace) -> tuple[list[str]
 
 def _principal(config: Config, args: argparse.Namespace, headers: dict[str, str]) -> Principal | None:
     if args.sub:
-        claims = dict(parse_claim(text) for text in args.claim)
-        roles = claims.get("roles", [])
-        return principal(args.sub, [roles] if isinstance(roles, str) else list(roles), claims)
+        return described_principal(args.sub, dict(parse_claim(text) for text in args.claim))
     if not args.token:
         return None
     return asyncio.run(_verify(config, headers))
+
+
+def described_principal(subject: str, claims: dict[str, Any]) -> Principal:
+    """A principal described by its claims (never a token); `roles` may be one role or a list of them."""
+    roles = claims.get("roles", [])
+    listed = [roles] if isinstance(roles, str) else roles if isinstance(roles, list) else []
+    return principal(subject, [role for role in listed if isinstance(role, str)], claims)
 
 
 async def _verify(config: Config, headers: dict[str, str]) -> Principal | None:

@@ -113,8 +113,8 @@ def test_a_check_is_one_server_span_with_a_child_span_per_phase(traced: Traced, 
     """An allowed Check exports `extauth.check` and inside it, in order, one span per phase it ran."""
     spans = traced.spans("/api/orders", {"authorization": f"Bearer {reader_token}"})
     check = spans.pop(CHECK_SPAN)
-    assert list(spans) == ["extauth.screen", "extauth.authenticate", "extauth.authorize", "extauth.rate_limit",
-                           "extauth.respond"]
+    assert list(spans) == ["extauth.screen", "extauth.authenticate", "extauth.authorize", "extauth.waf",
+                           "extauth.rate_limit", "extauth.respond"]
     assert check.kind is SpanKind.SERVER
     assert check.attributes["extauth.decision"] == "allow"
     assert check.attributes["extauth.request_id"] == traced.sink.events[-1]["request_id"]

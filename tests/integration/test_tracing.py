@@ -15,7 +15,8 @@ from extauth.devtools.certs import DevCerts, create_dev_certs
 from extauth.devtools.tokens import mint_token
 from extauth.devtools.upstream import RunningUpstream
 
-PHASES = {"extauth.screen", "extauth.authenticate", "extauth.authorize", "extauth.rate_limit", "extauth.respond"}
+PHASES = {"extauth.screen", "extauth.authenticate", "extauth.authorize", "extauth.waf",
+          "extauth.rate_limit", "extauth.respond"}
 
 
 @pytest.fixture(scope="module")

@@ -481,7 +481,10 @@ def profile(pid: int, seconds: int, output: Path) -> subprocess.Popen[bytes]:
     run and writes collapsed stacks to `<output>.txt` (bench/profile_summary.py summarises them; any flame-graph
     tool draws them). Sampling still costs some CPU: compare a profiled run's figures only with profiled ones."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
+    # The dev extra installs py-spy beside this interpreter, which need not be on PATH (`.venv/bin/python bench/...`).
+    beside = Path(sys.executable).with_name("py-spy")
+    py_spy = str(beside) if beside.exists() else "py-spy"
+    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
                              "--nonblocking", "--format", "raw", "--output", f"{output}.txt"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -54,7 +54,10 @@ class LimiterStats:
     queue_cancelled: int = 0     # waiters that gave up (Envoy cancelled the Check): their units were released
 
 
-_Pending = tuple[Sequence[LimitCheck], int, "asyncio.Future[list[LimitOutcome]]"]
+#: uvloop's timers run at millisecond resolution and may fire up to a millisecond before their time.
+_TIMER_SLACK_SECONDS = 0.001
+#: A request waiting in the batcher: its checks, its time (ms), its answer, and its deadline (loop time).
+_Pending = tuple[Sequence[LimitCheck], int, "asyncio.Future[list[LimitOutcome]]", float]
 
 
 class _Batcher:
@@ -64,21 +67,34 @@ class _Batcher:
     at low load batching adds no wait. While a call is out, requests gather and leave together the moment it
     answers: under load the batch grows with the round trip instead of every turn paying its own call (one
     command path, one syscall pair, one task per batch). `max_batch` caps one call; the rest leaves next.
+
+    Each request is answered within `timeout_seconds` of its submission, or fails with TimeoutError (while the
+    call it is part of goes on: its connection stays in step). One timer, at the oldest unanswered request's
+    deadline, bounds them all: a timer per batch instead of an `asyncio.timeout` per request.
     """
 
-    def __init__(self, storage: Storage, window_seconds: float, max_batch: int, stats: LimiterStats) -> None:
+    def __init__(self, storage: Storage, window_seconds: float, max_batch: int, stats: LimiterStats,
+                 timeout_seconds: float) -> None:
         self.storage = storage
         self.window_seconds = window_seconds
         self.max_batch = max_batch
         self.stats = stats
+        self.timeout_seconds = timeout_seconds
         self._pending: list[_Pending] = []
+        #: The batch the call out carries (empty when none is out).
+        self._sending: list[_Pending] = []
         self._handle: asyncio.Handle | None = None
         self._in_flight: asyncio.Task[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
 
     async def submit(self, checks: Sequence[LimitCheck], now_ms: int) -> list[LimitOutcome]:
+        """The request's outcomes; TimeoutError when they are not back within `timeout_seconds`."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[LimitOutcome]] = loop.create_future()
-        self._pending.append((checks, now_ms, future))
+        deadline = loop.time() + self.timeout_seconds
+        self._pending.append((checks, now_ms, future, deadline))
+        if self._deadline is None:
+            self._deadline = loop.call_at(deadline, self._expire)
         if self._in_flight is None and self._handle is None:
             self._handle = (loop.call_soon(self._flush) if self.window_seconds <= 0
                             else loop.call_later(self.window_seconds, self._flush))
@@ -91,6 +107,7 @@ class _Batcher:
         batch = [entry for entry in self._pending[:self.max_batch] if not entry[2].done()]  # callers that gave up
         del self._pending[:self.max_batch]
         if batch:
+            self._sending = batch
             self._in_flight = asyncio.get_running_loop().create_task(self._send(batch))
             self._in_flight.add_done_callback(self._sent)
         elif self._pending:
@@ -104,21 +121,46 @@ class _Batcher:
     async def _send(self, batch: list[_Pending]) -> None:
         self.stats.batches += 1
         try:
-            results = await self.storage.acquire_many([checks for checks, _, _ in batch],
-                                                      max(now_ms for _, now_ms, _ in batch))
+            results = await self.storage.acquire_many([checks for checks, _, _, _ in batch],
+                                                      max(now_ms for _, now_ms, _, _ in batch))
         except Exception as error:
             failure = error if isinstance(error, StorageError) else StorageError(repr(error))
-            for _, _, future in batch:
+            for _, _, future, _ in batch:
                 if not future.done():
                     future.set_exception(failure)
             return
-        for (_, _, future), answer in zip(batch, results, strict=True):
-            if future.done():
-                continue
-            if isinstance(answer, StorageError):  # this request's own failure: the others have their answers
-                future.set_exception(answer)
-            else:
-                future.set_result(answer)
+        else:
+            for (_, _, future, _), answer in zip(batch, results, strict=True):
+                if future.done():  # timed out or cancelled meanwhile
+                    continue
+                if isinstance(answer, StorageError):  # this request's own failure: the others have their answers
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+        finally:
+            self._sending = []
+            self._rearm()
+
+    def _expire(self) -> None:
+        """A deadline passed: every request past its own fails with TimeoutError; the timer moves to the next."""
+        self._deadline = None
+        now = asyncio.get_running_loop().time() + _TIMER_SLACK_SECONDS
+        for entries in (self._sending, self._pending):
+            for _, _, future, deadline in entries:
+                if deadline <= now and not future.done():
+                    future.set_exception(TimeoutError())
+        self._rearm()
+
+    def _rearm(self) -> None:
+        """The timer at the oldest unanswered request's deadline (requests arrive, so deadlines fall, in order)."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        for entries in (self._sending, self._pending):
+            for _, _, future, deadline in entries:
+                if not future.done():
+                    self._deadline = asyncio.get_running_loop().call_at(deadline, self._expire)
+                    return
 
 
 def _not_evaluated(check: LimitCheck) -> LimitOutcome:
@@ -154,7 +196,7 @@ class RateLimiter:
         self.last_error: str | None = None
         self._embedded = storage if isinstance(storage, SynchronousStorage) else None
         self._batcher = (None if batch_window_us is None or self._embedded is not None
-                         else _Batcher(storage, batch_window_us / 1e6, max_batch, self.stats))
+                         else _Batcher(storage, batch_window_us / 1e6, max_batch, self.stats, self.timeout_seconds))
         self._lease_source = lease_source or (None if self._embedded is not None else lease_source_for(storage))
         self.leases = leases or LeaseBook()
         self._reservations = reservations or reservations_for(storage)
@@ -219,10 +261,10 @@ class RateLimiter:
         stats.backend_calls += 1
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout_seconds):
-                if self._batcher is not None:
-                    outcomes = await self._batcher.submit(checks, now_ms)
-                else:
+            if self._batcher is not None:  # which bounds the wait itself, with one timer per batch
+                outcomes = await self._batcher.submit(checks, now_ms)
+            else:
+                async with asyncio.timeout(self.timeout_seconds):
                     outcomes = await self.storage.acquire(checks, now_ms)
         except TimeoutError:
             stats.timeouts += 1

@@ -26,19 +26,18 @@ def _seconds(value: float) -> int:
     return max(0, math.ceil(value))
 
 
-def rate_limit_headers(checks: list[LimitCheck], result: RateLimitResult) -> list[tuple[str, str]]:
-    enforced = [check for check in checks if not check.shadow]
-    most = result.most_restrictive
-    if not enforced or most is None:
-        return []
-    policy = ", ".join(f"{_item(check)};q={check.limit.limit};w={_seconds(check.limit.period_seconds)}"
-                       for check in enforced)
-    deciding = next(check for check in enforced if check.key == most.key and check.limit == most.limit)
-    headers = [("ratelimit-policy", policy),
-               ("ratelimit", f"{_item(deciding)};r={most.remaining};t={_seconds(most.reset_after_seconds)}")]
-    if not result.allowed:
-        headers.append(("retry-after", str(max(1, _seconds(result.retry_after_seconds)))))
-    return headers
+#: Distinct sets of enforced windows whose header texts a phase keeps (a policy has a few); emptied when full.
+HEADER_TEXT_CACHE_SIZE = 1024
+#: What a set of enforced windows' header texts depend on: each window's item name, quota and period.
+_Signature = tuple[tuple[str, int, float], ...]
+
+
+def _header_texts(enforced: list[LimitCheck]) -> tuple[str, tuple[str, ...]]:
+    """The `RateLimit-Policy` value of `enforced` and each window's item (its name and window)."""
+    items = tuple(_item(check) for check in enforced)
+    policy = ", ".join(f"{item};q={check.limit.limit};w={_seconds(check.limit.period_seconds)}"
+                       for item, check in zip(items, enforced, strict=True))
+    return policy, items
 
 
 def _audit(outcome: LimitOutcome | None, result: RateLimitResult) -> dict[str, object]:
@@ -57,14 +56,40 @@ class RateLimitPhase:
     def __init__(self, limiter: RateLimiter, headers_on_allow: bool = True) -> None:
         self.limiter = limiter
         self._headers_on_allow = headers_on_allow
+        #: Header texts by the windows they describe: built once per set of windows, not per request.
+        self._header_texts: dict[_Signature, tuple[str, tuple[str, ...]]] = {}
+
+    def headers(self, checks: list[LimitCheck], result: RateLimitResult,
+                most: LimitOutcome | None) -> list[tuple[str, str]]:
+        """`RateLimit-Policy` (every enforced window), `RateLimit` (`most`, the most restrictive outcome) and, when
+        rejected, `Retry-After`."""
+        enforced = [check for check in checks if not check.shadow]
+        if not enforced or most is None:
+            return []
+        signature = tuple((check.public_name or check.key.partition("|")[0], check.limit.limit,
+                           check.limit.period_seconds) for check in enforced)
+        texts = self._header_texts.get(signature)
+        if texts is None:
+            if len(self._header_texts) >= HEADER_TEXT_CACHE_SIZE:
+                self._header_texts.clear()
+            texts = self._header_texts[signature] = _header_texts(enforced)
+        policy, items = texts
+        deciding = next(index for index, check in enumerate(enforced)
+                        if check.key == most.key and check.limit == most.limit)
+        headers = [("ratelimit-policy", policy),
+                   ("ratelimit", f"{items[deciding]};r={most.remaining};t={_seconds(most.reset_after_seconds)}")]
+        if not result.allowed:
+            headers.append(("retry-after", str(max(1, _seconds(result.retry_after_seconds)))))
+        return headers
 
     async def apply(self, plan: RateLimitPlan, request: Request, decision: Decision) -> Decision:
         checks = plan.checks_for(request, decision)
         if not checks:
             return decision
         result = await self.limiter.check(checks)
-        headers = rate_limit_headers(checks, result)
-        audit = _audit(result.most_restrictive, result)
+        most = result.most_restrictive
+        headers = self.headers(checks, result, most)
+        audit = _audit(most, result)
         if result.allowed:
             decision.rate_limit = audit
             if self._headers_on_allow:

@@ -16,7 +16,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from extauth.clock import Clock
 from extauth.conditions.compiler import MISSING, claim_at, compile_condition
@@ -31,6 +31,8 @@ from extauth.ratelimit.model import Limit, LimitCheck
 from extauth.request import Request
 
 _MAX_KEY_VALUE = 64
+#: Buckets (key and windows) per limit whose checks a compiled limit keeps for the next request; emptied when full.
+CHECKS_CACHE_SIZE = 4096
 KeyPart = Callable[[Request, Principal | None, Decision], str]
 #: Characters a key value keeps as they are: printable ASCII except space and `"#%,=\{|}~`.
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!$&'()*+-./:;<>?@[]^_`")
@@ -166,6 +168,10 @@ class CompiledLimit:
     cost: int
     mode: str = "exact"
     max_wait_ms: int = 0
+    #: The checks made for each bucket (its key, and the override that fired or None): a bucket's requests share
+    #: them (they are immutable), so each is built and validated once, not per request.
+    _made: dict[tuple[str, int | None], tuple[LimitCheck, ...]] = field(default_factory=dict, compare=False,
+                                                                        repr=False)
 
     def key(self, request: Request, principal: Principal | None, decision: Decision) -> str:
         return self.limit_id + "".join(f"|{name}={part(request, principal, decision)}" for name, part in self.parts)
@@ -178,16 +184,19 @@ class CompiledLimit:
                 return index
         return None
 
-    def checks(self, request: Request, principal: Principal | None, decision: Decision) -> list[LimitCheck]:
+    def checks(self, request: Request, principal: Principal | None, decision: Decision) -> tuple[LimitCheck, ...]:
         key = self.key(request, principal, decision)
-        windows = self.windows
-        if self.overrides:
-            fired = self.override(request, principal, decision)
-            if fired is not None:
-                windows = self.overrides[fired][1]
-        return [LimitCheck(key, limit, self.cost, self.failure_mode, self.shadow,  # type: ignore[arg-type]
-                           self.public_name, self.mode, self.max_wait_ms)  # type: ignore[arg-type]
-                for limit in windows]
+        fired = self.override(request, principal, decision) if self.overrides else None
+        made = self._made.get((key, fired))
+        if made is None:
+            windows = self.windows if fired is None else self.overrides[fired][1]
+            made = tuple(LimitCheck(key, limit, self.cost, self.failure_mode, self.shadow,  # type: ignore[arg-type]
+                                    self.public_name, self.mode, self.max_wait_ms)  # type: ignore[arg-type]
+                         for limit in windows)
+            if len(self._made) >= CHECKS_CACHE_SIZE:
+                self._made.clear()
+            self._made[(key, fired)] = made
+        return made
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,12 @@ import zlib
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from extauth import logs
 from extauth.audit.chain import verify
-from extauth.audit.writer import AuditWriter, utc_timestamp
+from extauth.audit.writer import AuditWriter, render_json, utc_timestamp
 
 
 class MemoryOutput:
@@ -89,6 +91,41 @@ async def test_events_are_rendered_with_utc_timestamps_and_schema_fields() -> No
     assert event["ts"] == "2025-11-24T16:00:00.500000Z"
     assert (event["seq"], event["chain"].startswith("test/0/")) == (2, True)
     assert line.rstrip().endswith(f'"hash":"{event["hash"]}"}}')
+
+
+#: Any text, lone surrogates included (a JWT claim can carry one: JSON's `\\ud800` escape decodes to it).
+any_text = st.text(st.characters(exclude_categories=()), max_size=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | any_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(any_text | st.integers(), inner, max_size=3),
+    max_leaves=12)
+JSON = json.JSONEncoder(separators=(",", ":"), default=repr).encode
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=json_values)
+def test_a_rendered_value_reads_back_as_json_renders_it(value) -> None:
+    """Whatever orjson refuses (lone surrogates, integers past 64 bits, non-string keys) still renders, as ASCII
+    (one line for any line splitter), and every value reads back as json.JSONEncoder's rendering of it does."""
+    rendered = render_json({"value": value})
+    assert rendered.isascii() and len(rendered.splitlines()) == 1
+    assert json.loads(rendered) == json.loads(JSON({"value": value}))
+
+
+@settings(max_examples=100, deadline=None)
+@given(texts=st.lists(any_text, min_size=1, max_size=8))
+def test_lines_carrying_any_text_verify_as_the_cli_reads_them(texts) -> None:
+    """Lines with non-ASCII text or lone surrogates (both rendered by the fallback) keep their hash as read back."""
+    output = MemoryOutput()
+    writer = AuditWriter(output, instance="test/0", linger_seconds=0)
+    for index, text in enumerate(texts):
+        writer.emit({**decision(f"r{index}", allowed=False), "subject": text})
+    output.write(writer._render_batch())
+    lines = [line + "\n" for data in output.writes
+             for line in data.decode("utf-8", errors="replace").splitlines()]  # as `extauth audit verify` opens a file
+    report = verify(lines)
+    assert report.ok(), report.problems
+    assert [json.loads(line)["subject"] for line in lines] == [json.loads(JSON(text)) for text in texts]
 
 
 def test_utc_timestamp_formats_microseconds() -> None:

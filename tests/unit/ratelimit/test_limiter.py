@@ -240,6 +240,30 @@ async def test_checks_arriving_while_a_call_is_out_leave_together_when_it_answer
     assert storage.calls == calls and limiter.stats.batches == calls
 
 
+@pytest.mark.parametrize("waiting", [0, 1, 7])
+async def test_checks_behind_a_call_that_does_not_answer_each_time_out_by_their_failure_mode(redis_server, key,
+                                                                                           waiting):
+    """A call out that hangs: the Check in it and every Check that arrived meanwhile are answered by their failure
+    modes after the timeout, without another call; once the call answers, the next Check gets the store's count."""
+    storage = HeldStorage(RedisStorage.from_url(redis_server.url, timeout_ms=2000))
+    limiter = limiter_on(storage, ManualClock(), threshold=100, batch_window_us=0, timeout_ms=30)
+    try:
+        first = asyncio.ensure_future(limiter.check([check(key, "open")]))
+        await storage.first_out.wait()
+        modes = ["closed" if index % 2 else "open" for index in range(waiting)]
+        rest = [asyncio.ensure_future(limiter.check([check(key, mode)])) for mode in modes]
+        # The held call is not released meanwhile (the 10 s only turns a Check left waiting into a failure).
+        results = await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+        assert [result.allowed for result in results] == [True] + [mode == "open" for mode in modes]
+        assert all(result.degraded for result in results)
+        assert limiter.stats.timeouts == 1 + waiting and storage.calls == 1
+        storage.release.set()
+        answered = await limiter.check([check(key, limit=Limit(10, 60))])
+    finally:
+        await storage.close()
+    assert answered.allowed and not answered.degraded and answered.outcomes[0].remaining == 9
+
+
 async def test_a_batch_against_a_dead_redis_degrades_every_request(own_redis, backend, key):
     """The batch fails once; every request in it is answered by its own failure mode."""
     limiter = limiter_on(backend, ManualClock(), threshold=100, batch_window_us=200)

@@ -12,7 +12,7 @@ from extauth.config import ConfigError
 from extauth.documents.loader import load_policies
 from extauth.ratelimit import Limit, MemoryStorage, RateLimiter
 from extauth.ratelimit.phase import RateLimitPhase
-from extauth.ratelimit.plan import RateLimitPlan
+from extauth.ratelimit.plan import CHECKS_CACHE_SIZE, RateLimitPlan
 from extauth.reasons import Reason
 from extauth.request import Request
 from extauth.tools.synthetic import check_request, principal
@@ -94,6 +94,31 @@ def test_schedule_override_follows_the_injected_clock(policy, clock: ManualClock
     clock.set(datetime(2026, 11, 24, 3, 0, tzinfo=ZoneInfo("Europe/Berlin")).timestamp())
     request, decision = allowed(policy, "/tenants/acme/search", principal("alice", ["free"]))
     assert [check.limit for check in policy.limits.checks_for(request, decision)] == [Limit(50, 1.0)]
+
+
+def test_one_bucket_gets_the_windows_of_whichever_override_fires_on_each_request(policy, clock: ManualClock) -> None:
+    """Requests of one bucket key alternate between overrides (role, night time, none): each gets its own windows,
+    never the ones an earlier request of the same key was given."""
+    night = datetime(2026, 11, 24, 3, 0, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
+    day = clock.now()
+    expected = {("free", day): [10, 100], ("premium", day): [100, 1000], ("free", night): [50],
+                ("premium", night): [100, 1000]}
+    for roles, when in [*expected, *reversed(expected), *expected]:
+        clock.set(when)
+        request, decision = allowed(policy, "/tenants/acme/search", principal("alice", [roles]))
+        checks = policy.limits.checks_for(request, decision)
+        assert [check.limit.limit for check in checks] == expected[(roles, when)]
+        assert checks[0].key == "shop/search/per-subject|subject=alice|param:tenant=acme"
+
+
+def test_the_checks_kept_per_bucket_stay_bounded(policy) -> None:
+    """More buckets than a compiled limit keeps never grow its store of checks past CHECKS_CACHE_SIZE."""
+    compiled = policy.limits._by_scope["shop/search"][0]
+    for number in range(CHECKS_CACHE_SIZE + 10):
+        request, decision = allowed(policy, f"/tenants/t{number}/search", principal("alice", ["free"]))
+        (first, _) = policy.limits.checks_for(request, decision)
+        assert first.key.endswith(f"|param:tenant=t{number}")
+        assert len(compiled._made) <= CHECKS_CACHE_SIZE
 
 
 def test_header_key_values_are_hashed_never_stored(policy) -> None:

@@ -20,10 +20,12 @@ COPY extauth ./extauth
 # The wheel of this checkout and of every dependency, then a virtualenv holding exactly those (no index access
 # in the second step: what was built is what is installed). pip and setuptools leave the virtualenv after it.
 # The `otel` extra is in, so `tracing:` in the config is all it takes to export traces (docs/tracing.md), and the
-# `waf` extra, so a policy's `waf:` section runs the CRS copied below (docs/waf.md).
+# `waf` extra, so a policy's `waf:` section runs the CRS copied below (docs/waf.md). xds-protos carries an older
+# copy of OpenTelemetry's protos: the extra's own opentelemetry-proto is unpacked again, on top.
 RUN python -m pip wheel --wheel-dir /wheels '.[otel,waf]' \
  && python -m venv /opt/extauth \
  && /opt/extauth/bin/pip install --no-index --find-links /wheels 'extauth[otel,waf]' \
+ && /opt/extauth/bin/pip install --no-index --find-links /wheels --force-reinstall --no-deps opentelemetry-proto \
  && /opt/extauth/bin/pip uninstall --yes pip setuptools \
  && /opt/extauth/bin/python -m compileall -q /opt/extauth
 

@@ -38,6 +38,10 @@ $(VENV_STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	# xds-protos carries an older copy of OpenTelemetry's protos (opentelemetry/proto/...): whichever wheel pip
+	# unpacks last owns those files, so the `otel` extra's opentelemetry-proto goes on again, on top.
+	$(VENV)/bin/python -m pip install --quiet --force-reinstall --no-deps \
+	  "opentelemetry-proto==$$($(VENV)/bin/python -c 'from importlib.metadata import version; print(version("opentelemetry-proto"))')"
 	touch $@
 
 $(ENVOY):

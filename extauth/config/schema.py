@@ -365,18 +365,10 @@ class JwksConfig(Strict):
 KUBERNETES_REQUIRED_CLAIMS = ("exp", "iat", "sub", "aud", "kubernetes.io")
 
 
-class JwtProviderConfig(Strict):
-    name: Name
-    #: `kubernetes`: projected service-account tokens (extauth.identity.kubernetes): keys by OIDC discovery unless
-    #: `jwks` says otherwise, `aud`/`exp`/`kubernetes.io` required, namespace and service account on the principal.
-    preset: Literal["kubernetes"] | None = None
-    issuer: str = Field(min_length=1)
-    audiences: list[str] = Field(min_length=1)
-    algorithms: list[Algorithm] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
-    jwks: JwksConfig | None = None
-    shared_secret_file: ConfigPath | None = None
-    leeway_seconds: float = Field(30.0, ge=0, le=300)
-    required_claims: list[str] = Field(default_factory=lambda: ["exp", "sub"])
+class TrustedClaims(Strict):
+    """Who a provider's identities are and which of its claims are trusted: shared by JWT providers and
+    introspection, whose answers become principals the same way (extauth.identity.identities)."""
+
     #: The one provider whose subjects are vouched for unqualified (`root`, not `partner:root`) and whose
     #: `roles`/`groups` claims are trusted by default (extauth.identity.identities).
     primary: bool = Field(False, strict=True)
@@ -388,8 +380,25 @@ class JwtProviderConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _primary_trusts_standard_claims(cls, data: object) -> object:
-        return primary_trusts_standard_claims(data)
+        """Only the primary provider's `roles`/`groups` are trusted without being named: a partner IdP's users
+        must not become admins because their IdP puts `admin` in a claim that happens to be called `roles`."""
+        if isinstance(data, dict) and data.get("primary") is True:
+            return {"roles_claim": "roles", "groups_claim": "groups", **data}
+        return data
 
+
+class JwtProviderConfig(TrustedClaims):
+    name: Name
+    #: `kubernetes`: projected service-account tokens (extauth.identity.kubernetes): keys by OIDC discovery unless
+    #: `jwks` says otherwise, `aud`/`exp`/`kubernetes.io` required, namespace and service account on the principal.
+    preset: Literal["kubernetes"] | None = None
+    issuer: str = Field(min_length=1)
+    audiences: list[str] = Field(min_length=1)
+    algorithms: list[Algorithm] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    jwks: JwksConfig | None = None
+    shared_secret_file: ConfigPath | None = None
+    leeway_seconds: float = Field(30.0, ge=0, le=300)
+    required_claims: list[str] = Field(default_factory=lambda: ["exp", "sub"])
     @model_validator(mode="before")
     @classmethod
     def _kubernetes_defaults(cls, data: object) -> object:
@@ -420,14 +429,6 @@ class JwtProviderConfig(Strict):
             kind = "a shared secret" if self.shared_secret_file else "JWKS (asymmetric keys)"
             raise ValueError(f"algorithms {wrong} cannot be used with {kind}; allowed: {list(wanted)}")
         return self
-
-
-def primary_trusts_standard_claims(data: object) -> object:
-    """Only the primary provider's `roles`/`groups` are trusted without being named: a partner IdP's users
-    must not become admins because their IdP puts `admin` in a claim that happens to be called `roles`."""
-    if isinstance(data, dict) and data.get("primary") is True:
-        return {"roles_claim": "roles", "groups_claim": "groups", **data}
-    return data
 
 
 class TokenSourceConfig(Strict):
@@ -520,7 +521,7 @@ class IntrospectionBreakerConfig(Strict):
     cooldown_seconds: float = Field(5.0, ge=0.05, le=300)
 
 
-class IntrospectionConfig(SecretHolder):
+class IntrospectionConfig(SecretHolder, TrustedClaims):
     """OAuth2 token introspection (RFC 7662) for opaque tokens (docs/configuration.md): a token that is not a JWT
     is sent to `url`; JWTs never are, so no other issuer's token reaches this endpoint."""
 
@@ -551,15 +552,6 @@ class IntrospectionConfig(SecretHolder):
     leeway_seconds: float = Field(30.0, ge=0, le=300)
     #: The claim the subject is read from (`client_id` for client-credentials tokens without `sub`).
     subject_claim: str = Field("sub", min_length=1)
-    primary: bool = Field(False, strict=True)
-    roles_claim: str | None = Field(None, min_length=1)
-    groups_claim: str | None = Field(None, min_length=1)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _primary_trusts_standard_claims(cls, data: object) -> object:
-        return primary_trusts_standard_claims(data)
-
     @model_validator(mode="after")
     def _has_secret(self) -> "IntrospectionConfig":
         if self.client_secret is None:

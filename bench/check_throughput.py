@@ -21,7 +21,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -145,6 +145,10 @@ class LatencyRun:
     p999_ms: float
     #: How many of each non-2xx status (-1: a failed stream), to say what went wrong when non_2xx is not 0.
     failures: Mapping[int, int] = field(default_factory=dict)
+    #: The servicer's CPU-µs per completed request during this run. At the same offered rate every variant sees
+    #: the same arrivals, so this compares the work per Check without the capacity run's overload, where the
+    #: servicer, Envoy and the load generator preempt each other on the shared cores.
+    servicer_cpu_us: float | None = None
 
 
 @dataclass(frozen=True)
@@ -404,7 +408,11 @@ def run_variant(variant: Variant, run_dir: Path, certs: DevCerts, load: Load, se
         rate = fixed_rate(run)
         # h2load sends one header set, so it cannot rotate tokens: h's fixed-rate run would be g's cache hits.
         if rate and load.script is None:
+            started = cpu_seconds(servicer.pid) if servicer.pid is not None else None
             latency = h2load(url, load.headers, rate, seconds, run_dir / "h2load.log")
+            if started is not None and servicer.pid is not None:
+                spent_us = (cpu_seconds(servicer.pid) - started) * 1e6
+                latency = replace(latency, servicer_cpu_us=spent_us / max(latency.requests, 1))
     refuse_denials(variant.key, run, latency)
     if servicer.audit is not None and not (servicer.audit.exists() and servicer.audit.stat().st_size):
         raise BenchError(f"({variant.key}) extauth wrote no audit events: the run skipped work production does")
@@ -458,10 +466,15 @@ def report(results: Iterable[Result], when: datetime, machine: str) -> dict[str,
             figures["fixed_rate"] = {"offered_rps": round(result.latency.offered_rps, 1),
                                      "achieved_rps": round(result.latency.achieved_rps, 1),
                                      "p50_ms": result.latency.p50_ms, "p99_ms": result.latency.p99_ms,
-                                     "p99_9_ms": result.latency.p999_ms, "non_2xx": result.latency.non_2xx}
+                                     "p99_9_ms": result.latency.p999_ms, "non_2xx": result.latency.non_2xx,
+                                     "servicer_cpu_us": _rounded(result.latency.servicer_cpu_us)}
         variants[result.variant.key] = figures
     return {"date": when.isoformat(timespec="seconds"), "machine": machine, "variants": variants,
             "ratios": ratios({key: figures["rps"] for key, figures in variants.items()})}
+
+
+def _whole(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _rounded(value: float | None) -> float | None:
@@ -503,7 +516,7 @@ def throughput_table(results: list[Result]) -> Iterator[str]:
            f"{'-' * 17}:|{'-' * 16}:|{'-' * 17}:|{'-' * 8}:|{'-' * 9}:|")
     for result in results:
         run = result.run
-        servicer = f"{result.servicer_cpu_us:.0f}" if result.servicer_cpu_us is not None else "-"
+        servicer = _whole(result.servicer_cpu_us)
         redis = f"{result.redis_calls_per_check:.3f}" if result.redis_calls_per_check is not None else "-"
         redis_cpu = f"{result.redis_cpu_us:.0f}" if result.redis_cpu_us is not None else "-"
         yield (f"| {result.variant.key}. {result.variant.title:<41} | {run.rps:>7.0f} | {ratio(result, 'b'):>5} | "
@@ -515,18 +528,19 @@ def throughput_table(results: list[Result]) -> Iterator[str]:
 def latency_table(results: list[Result]) -> Iterator[str]:
     base = next((r.latency for r in results if r.variant.key == "b" and r.latency is not None), None)
     yield (f"| {'variant':<44} | {'offered rps':>11} | {'achieved rps':>12} | {'p50 ms':>6} | {'p99 ms':>6} | "
-           f"{'p99.9 ms':>8} | {'p99 - b p99 ms':>14} | {'503s':>6} |")
-    yield f"|{'-' * 46}|{'-' * 12}:|{'-' * 13}:|{'-' * 7}:|{'-' * 7}:|{'-' * 9}:|{'-' * 15}:|{'-' * 7}:|"
+           f"{'p99.9 ms':>8} | {'p99 - b p99 ms':>14} | {'503s':>6} | {'servicer CPU-µs/req':>19} |")
+    yield f"|{'-' * 46}|{'-' * 12}:|{'-' * 13}:|{'-' * 7}:|{'-' * 7}:|{'-' * 9}:|{'-' * 15}:|{'-' * 7}:|{'-' * 20}:|"
     for result in results:
         latency = result.latency
         name = f"{result.variant.key}. {result.variant.title}"
         if latency is None:
-            yield f"| {name:<44} | {'-':>11} | {'-':>12} | {'-':>6} | {'-':>6} | {'-':>8} | {'-':>14} | {'-':>6} |"
+            yield (f"| {name:<44} | {'-':>11} | {'-':>12} | {'-':>6} | {'-':>6} | {'-':>8} | {'-':>14} | {'-':>6} | "
+                   f"{'-':>19} |")
             continue
         added = f"{latency.p99_ms - base.p99_ms:+.2f}" if base is not None else "-"
         yield (f"| {name:<44} | {latency.offered_rps:>11.0f} | {latency.achieved_rps:>12.0f} | "
                f"{latency.p50_ms:>6.2f} | {latency.p99_ms:>6.2f} | {latency.p999_ms:>8.2f} | {added:>14} | "
-               f"{latency.non_2xx:>6} |")
+               f"{latency.non_2xx:>6} | {_whole(latency.servicer_cpu_us):>19} |")
 
 
 def main() -> int:

@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -175,9 +176,10 @@ def test_json_report_has_the_issue_shape() -> None:
     """The document has date, machine, variants (each with the six required fields) and the ratios; Redis
     calls per Check and the fixed-rate percentiles are added only where the variant has them."""
     latency = LatencyRun(offered_rps=1000, achieved_rps=998.5, requests=9985, non_2xx=0, p50_ms=1.1, p99_ms=2.2,
-                         p999_ms=3.3)
+                         p999_ms=3.3, servicer_cpu_us=250.04)
+    native = replace(latency, servicer_cpu_us=None)  # Envoy's own filters: no servicer to charge
     results = [_result("b", 4000.0, latency), _result("d", 2000.0, latency), _result("g", 1000.0, latency, 0.25, 41.04),
-               _result("n", 8000.0, latency)]
+               _result("n", 8000.0, native)]
     document = json.loads(json.dumps(report(results, datetime(2026, 11, 28, 13, 0, tzinfo=UTC), "2 CPUs")))
     assert set(document) == {"date", "machine", "variants", "ratios"}
     assert document["date"] == "2026-11-28T13:00:00+00:00"
@@ -187,7 +189,8 @@ def test_json_report_has_the_issue_shape() -> None:
         assert set(figures) - REQUIRED_VARIANT_FIELDS == (
             {"fixed_rate", "redis_calls_per_check", "redis_cpu_us"} if key == "g" else {"fixed_rate"})
         assert figures["fixed_rate"] == {"offered_rps": 1000, "achieved_rps": 998.5, "p50_ms": 1.1,
-                                         "p99_ms": 2.2, "p99_9_ms": 3.3, "non_2xx": 0}
+                                         "p99_ms": 2.2, "p99_9_ms": 3.3, "non_2xx": 0,
+                                         "servicer_cpu_us": None if key == "n" else 250.0}
     assert document["variants"]["n"]["servicer_cpu_us"] is None
     assert document["variants"]["g"]["redis_calls_per_check"] == 0.25
     assert document["variants"]["g"]["redis_cpu_us"] == 41.0

@@ -7,6 +7,7 @@ stops accepting, lets in-flight checks finish within the grace period, and exits
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -203,9 +204,10 @@ class ExtauthServer:
     async def _become_ready(self) -> None:
         while not self.authenticator.ready:
             await asyncio.sleep(_READINESS_POLL_SECONDS)
+        frozen = freeze_startup_heap()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._ready = True
-        log.info("ready", instance=self.instance)
+        log.info("ready", instance=self.instance, frozen_objects=frozen)
 
     async def _set_health(self, status: int) -> None:
         for service in ("", AUTHORIZATION_SERVICE):
@@ -291,6 +293,19 @@ def _add_port(server: grpc.aio.Server, address: ListenAddress, credentials: grpc
     if address.kind == "tcp" and credentials is not None:
         return server.add_secure_port(address.grpc_target(), credentials)
     return server.add_insecure_port(address.grpc_target())
+
+
+def freeze_startup_heap() -> int:
+    """Move what start-up allocated (configuration, compiled policies, keys, protobuf and gRPC modules) out of
+    the cyclic collector's reach, and return how many objects that is.
+
+    It lives as long as the process, yet every full collection would walk it: ~80k objects, ~40 ms during
+    which the event loop answers no Check (measured through Envoy, bench/README.md); frozen, a full collection
+    takes under 1 ms. Objects allocated later (reloaded policies, caches) are collected as usual.
+    """
+    gc.collect()  # garbage from start-up is freed, not frozen
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 async def serve(config: Config, config_path: Path, worker_index: int = 0, supervised: bool = False) -> int:

@@ -21,12 +21,18 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 NATIVE_MANIFEST = PACKAGE_DIR / "native.json"
 
 
+def native_source(module: str) -> Path:
+    """The .py a compiled module is built from (a package's is its `__init__.py`)."""
+    path = PACKAGE_DIR.parent.joinpath(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
 def native_digest(modules: Iterable[str]) -> str:
     """The sha256 of the modules' names and sources, as the build records it."""
     digest = hashlib.sha256()
     for module in modules:
         digest.update(module.encode() + b"\0")
-        digest.update(PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(".py").read_bytes())
+        digest.update(native_source(module).read_bytes())
     return digest.hexdigest()
 
 
@@ -56,8 +62,9 @@ class _SourceFirst:
     def find_spec(self, name: str, path: object = None, target: object = None) -> ModuleSpec | None:
         if name not in self.modules:
             return None
-        source = PACKAGE_DIR.parent.joinpath(*name.split(".")).with_suffix(".py")
-        return spec_from_file_location(name, source)
+        source = native_source(name)
+        package = [str(source.parent)] if source.name == "__init__.py" else None
+        return spec_from_file_location(name, source, submodule_search_locations=package)
 
 
 #: What `extauth serve` logs at startup and `extauth version` prints.

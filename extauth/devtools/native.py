@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from extauth import NATIVE_MANIFEST, PACKAGE_DIR, native_digest
+from extauth import NATIVE_MANIFEST, PACKAGE_DIR, native_digest, native_source
 
 #: The modules every Check runs through, compiled together (one mypyc group).
 NATIVE_MODULES = (
@@ -24,16 +24,30 @@ NATIVE_MODULES = (
     "extauth.respond",
     "extauth.metrics.registry",
     "extauth.pipeline",
+    "extauth.authorization.engine",
+    "extauth.authorization.index",
+    "extauth.authorization.matching",
+    "extauth.conditions.predicate",
+    "extauth.conditions.params",
+    "extauth.conditions.cel",
+    "extauth.identity.authenticator",
+    "extauth.identity.cache",
+    "extauth.identity.token_source",
+    "extauth.ratelimit.phase",
+    "extauth.ratelimit.gcra",
+    "extauth.ratelimit.memory",
+    "extauth.ratelimit.limiter",
+    "extauth.audit.queue",
+    "extauth.audit.redact",
+    "extauth.audit.chain",
+    "extauth.decision",
+    "extauth.servicer",
 )
 GROUP = "extauth.native"
 BUILD_DIR = PACKAGE_DIR.parent / "build" / "native"
 #: mypy's view of the code: the third-party packages without type information are `Any`, and modules outside the
 #: compiled set are read for their types only.
 MYPY_OPTIONS = ("--ignore-missing-imports", "--follow-imports=silent", "--no-warn-no-return")
-
-
-def source_path(module: str) -> Path:
-    return PACKAGE_DIR.parent.joinpath(*module.split(".")).with_suffix(".py")
 
 
 def build_record() -> dict[str, object]:
@@ -75,7 +89,7 @@ def build(force: bool = False) -> bool:
     previous = Path.cwd()
     os.chdir(root)  # mypy resolves `extauth` from here, and setuptools writes in place relative to it
     try:
-        paths = [str(source_path(module).relative_to(root)) for module in NATIVE_MODULES]
+        paths = [str(native_source(module).relative_to(root)) for module in NATIVE_MODULES]
         extensions = mypycify([*paths, *MYPY_OPTIONS], group_name=GROUP, target_dir=str(BUILD_DIR / "c"))
         setup(name="extauth-native", ext_modules=extensions, packages=[], py_modules=[],
               script_args=["--quiet", "build_ext", "--inplace", "--build-temp", str(BUILD_DIR / "temp")])
@@ -86,7 +100,8 @@ def build(force: bool = False) -> bool:
 
 
 def _shim_of(module: str) -> Path:
-    source = source_path(module)
+    """The extension module mypyc builds for `module` (a package's is `__init__.*.so`)."""
+    source = native_source(module)
     return next(source.parent.glob(source.stem + ".*.so"), source.with_suffix(".so-missing"))
 
 

@@ -41,7 +41,6 @@ NATIVE_MODULES = (
     "extauth.audit.redact",
     "extauth.audit.chain",
     "extauth.decision",
-    "extauth.servicer",
 )
 GROUP = "extauth.native"
 BUILD_DIR = PACKAGE_DIR.parent / "build" / "native"

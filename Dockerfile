@@ -17,7 +17,7 @@ RUN apt-get update -qq \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY extauth ./extauth
-# The per-Check modules compiled with mypyc in place (docs/operations.md, "Compiled modules"), so the wheel below
+# The per-Check modules compiled with mypyc in place (docs/deployment.md, "Compiled modules"), so the wheel below
 # carries them: mypy reads the dependencies' types from a throwaway virtualenv that has them and the `native` extra.
 RUN python -m venv /tmp/native \
  && /tmp/native/bin/pip install --quiet '.[otel,waf,native]' \

@@ -1,6 +1,6 @@
 """extauth: the security control point beside Envoy (ext_authz v3).
 
-It also decides, before any submodule is imported, whether the mypyc-compiled modules run (docs/operations.md,
+It also decides, before any submodule is imported, whether the mypyc-compiled modules run (docs/deployment.md,
 "Compiled modules"): only while `native.json`'s digest matches their sources, so an edited source never runs as its
 old build, and never with EXTAUTH_PURE_PYTHON=1. Otherwise every compiled module loads from its .py: all or none,
 because compiled modules call each other directly, past the Python module objects.

@@ -3,7 +3,7 @@
 The extension modules land beside their sources (and mypyc's shared library as `extauth/native__mypyc*.so`), so
 an editable install and the image import them from anywhere. `extauth/native.json` records what was compiled and
 a digest of its sources: `extauth/__init__.py` loads the compiled set only while that digest still matches, so an
-edited source never runs as its old build (docs/operations.md, "Compiled modules"). Unchanged sources: a no-op.
+edited source never runs as its old build (docs/deployment.md, "Compiled modules"). Unchanged sources: a no-op.
 
     python -m extauth.devtools.native [--force | --clean]
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 
 from extauth import NATIVE_MANIFEST, PACKAGE_DIR, native_digest, native_source
 
-#: The modules every Check runs through, compiled together (one mypyc group).
+#: The modules every Check runs through, compiled together (one mypyc group). Left interpreted, for reasons
+#: docs/deployment.md gives: identity.principal, servicer, ratelimit.plan, audit.writer, accesslog.
 NATIVE_MODULES = (
     "extauth.request",
     "extauth.screening.screener",
@@ -66,10 +67,10 @@ def _is_shim(path: Path) -> bool:
 
 
 def clean() -> None:
-    """Back to pure Python: the extension modules and the record go."""
+    """Back to pure Python: the record goes first, so no interrupted clean leaves a record of a partial build."""
+    NATIVE_MANIFEST.unlink(missing_ok=True)
     for path in compiled_files():
         path.unlink()
-    NATIVE_MANIFEST.unlink(missing_ok=True)
 
 
 def build(force: bool = False) -> bool:

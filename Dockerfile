@@ -10,13 +10,19 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # The OWASP Core Rule Set the WAF loads (Debian's modsecurity-crs, CRS 3.3.4): rule files only, copied into the
-# final stage, which runs no package manager.
+# final stage, which runs no package manager. gcc and libc6-dev: mypyc's C compiler, in this stage only.
 RUN apt-get update -qq \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends modsecurity-crs \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends modsecurity-crs gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY extauth ./extauth
+# The per-Check modules compiled with mypyc in place (docs/deployment.md, "Compiled modules"), so the wheel below
+# carries them: mypy reads the dependencies' types from a throwaway virtualenv that has them and the `native` extra.
+RUN python -m venv /tmp/native \
+ && /tmp/native/bin/pip install --quiet '.[otel,waf,native]' \
+ && /tmp/native/bin/python -m extauth.devtools.native \
+ && rm -rf /tmp/native build
 # The wheel of this checkout and of every dependency, then a virtualenv holding exactly those (no index access
 # in the second step: what was built is what is installed). pip and setuptools leave the virtualenv after it.
 # The `otel` extra is in, so `tracing:` in the config is all it takes to export traces (docs/tracing.md), and the

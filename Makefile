@@ -10,21 +10,32 @@ ENVOY := $(ENVOY_DIR)/envoy/_bin/envoy
 ENVOY_VERSION := 1.40.*
 # docker-compose checks docker-compose.yml; iproute2, mount and util-linux (unshare, nsenter) give the k8s boot test
 # its pod-like network namespace; modsecurity-crs is the OWASP Core Rule Set the WAF loads (docs/waf.md).
-SYSTEM_PACKAGES := redis-server wrk nghttp2-client hey docker-compose iproute2 mount util-linux modsecurity-crs
+# gcc, libc6-dev and python3-dev: mypyc's C compiler, C library and Python headers for `make native`.
+NATIVE_TOOLCHAIN := gcc libc6-dev python3-dev
+SYSTEM_PACKAGES := redis-server wrk nghttp2-client hey docker-compose iproute2 mount util-linux modsecurity-crs \
+  $(NATIVE_TOOLCHAIN)
+# `make test` runs these in pure Python (EXTAUTH_PURE_PYTHON=1) before the whole suite compiled; empty: skipped.
+PURE_TESTS ?= tests/unit
 export EXTAUTH_ENVOY := $(abspath $(ENVOY))
 
-.PHONY: run test tools system-packages waf-rules bench lint clean
+.PHONY: run test tools system-packages waf-rules native native-toolchain bench lint clean
 
 # The demo policies run the WAF (envoy/policies/waf.yaml), so the stack needs the Core Rule Set on disk.
-run: waf-rules $(VENV_STAMP) $(ENVOY)
+run: waf-rules native $(ENVOY)
 	$(VENV)/bin/extauth dev-stack
 
-test: system-packages $(VENV_STAMP) $(ENVOY)
+# Both modes stay green: the pure-Python fallback (the unit tests) and the compiled modules (everything).
+test: system-packages $(VENV_STAMP) $(ENVOY) native
+	$(if $(PURE_TESTS),EXTAUTH_PURE_PYTHON=1 $(VENV)/bin/python -m pytest -q $(PURE_TESTS))
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The per-Check modules compiled with mypyc, in place; a no-op while their sources are unchanged.
+native: native-toolchain $(VENV_STAMP)
+	$(VENV)/bin/python -m extauth.devtools.native
 
 # The table goes to the terminal, the figures to bench/results/<UTC time>.json (gitignored); BENCH_ARGS passes
 # options through, e.g. `make bench BENCH_ARGS="--only b,d,g --duration 5"`.
-bench: system-packages $(VENV_STAMP) $(ENVOY)
+bench: system-packages $(VENV_STAMP) $(ENVOY) native
 	$(VENV)/bin/python bench/check_throughput.py --json bench/results/$$(date -u +%Y%m%dT%H%M%SZ).json $(BENCH_ARGS)
 
 lint: $(VENV_STAMP)
@@ -61,5 +72,9 @@ system-packages:
 waf-rules:
 	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES=modsecurity-crs
 
+native-toolchain:
+	@$(MAKE) --no-print-directory system-packages SYSTEM_PACKAGES="$(NATIVE_TOOLCHAIN)"
+
 clean:
-	rm -rf .run .pytest_cache .hypothesis
+	rm -rf .run .pytest_cache .hypothesis build
+	test ! -x $(VENV)/bin/python || $(VENV)/bin/python -m extauth.devtools.native --clean

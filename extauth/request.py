@@ -110,7 +110,7 @@ class Request:
         self._segments: tuple[str, ...] | None = None
         self._folded: str | None = None
         self._folded_segments: tuple[str, ...] | None = None
-        self._hostname: str | bool | None = False
+        self._hostname: str | None = None
         self._query_params: dict[str, list[str]] | None = None
         self._source_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | bool | None = False
 
@@ -205,9 +205,9 @@ class Request:
     def hostname(self) -> str:
         """The canonical host (`canonical_host`): lower-case, no trailing dot, no port; '' when unparsable
         (screening refuses such a request before any phase looks)."""
-        if self._hostname is False:
-            self._hostname = canonical_host(self._http.host)
-        return self._hostname or ""
+        if self._hostname is None:
+            self._hostname = canonical_host(self._http.host) or ""
+        return self._hostname
 
     @property
     def host_is_valid(self) -> bool:

@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 
+from extauth import NATIVE_STATUS
 from extauth.accesslog import SERVICE_NAME as ACCESS_LOG_SERVICE
 from extauth.accesslog import AccessLogServicer
 from extauth.admin.service import SERVICE_NAME as ADMIN_SERVICE
@@ -157,7 +158,7 @@ class ExtauthServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self._server.start()
         log.info("listening", addresses=[str(address) for address in self._addresses], instance=self.instance,
-                 policy_version=self.policy.current.version)
+                 policy_version=self.policy.current.version, code=NATIVE_STATUS)
         if self.metrics_server is not None:
             await self.metrics_server.start()
         await self.authenticator.start()

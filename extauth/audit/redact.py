@@ -15,7 +15,7 @@ second line for credentials a client puts where nobody expects them.
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from extauth.identity.apikey_format import KEY_PATTERN, PREFIX
@@ -87,7 +87,8 @@ class TextScrubber:
 
     def _scrub(self, text: str) -> str:
         spans = self._spans(text)
-        view, origin = text, range(len(text) + 1)
+        view = text
+        origin: Sequence[int] = range(len(text) + 1)
         for _ in range(_MAX_DECODES):
             if "%" not in view:
                 break
@@ -100,7 +101,7 @@ class TextScrubber:
 
     def _spans(self, text: str) -> list[tuple[int, int]]:
         """Where in `text` the credentials are (start, end)."""
-        found = []
+        found: list[tuple[int, int]] = []
         if self._any_marker.search(text):
             for marker, pattern in self._credentials:
                 if marker in text:
@@ -135,7 +136,7 @@ def _decode_ascii_escapes(text: str) -> tuple[str, list[int]]:
 
 def _mask(text: str, spans: list[tuple[int, int]]) -> str:
     """`text` with each run of overlapping or touching non-empty spans replaced by one MASK."""
-    parts = []
+    parts: list[str] = []
     position = 0
     for start, end in sorted(span for span in spans if span[1] > span[0]):
         if start > position or not parts:

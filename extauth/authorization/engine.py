@@ -44,7 +44,7 @@ class PolicyEngine:
         """`granting`: the policy set's role closure, when the bundle has already computed it."""
         self.version = policy_set.version
         granting = policy_set.granting_roles() if granting is None else granting
-        routes = []
+        routes: list[_Route] = []
         for route_id, route in policy_set.routes():
             rules = tuple(compile_rule(route_id, rule, granting, clock) for rule in route.rules)
             routes.append(_Route(compile_route(route_id, len(routes), route.match, route.cors_preflight),
@@ -124,7 +124,7 @@ class PolicyEngine:
     def explain(self, request: Request, principal: Principal | None) -> Explanation:
         """The decision `authorize` makes, with every route tried and every rule of the deciding route."""
         decision = self.authorize(request, principal)
-        routes = []
+        routes: list[RouteTrace] = []
         for route in self._routes:
             why = route.match.mismatch(request)
             if why is None and not route.match.admits(request.method):

@@ -19,7 +19,7 @@ MAX_TOKENS = 64
 TTL_MS = 10_000
 
 WORKER = """
-import asyncio, json, sys
+import asyncio, dataclasses, json, sys
 from extauth.clock import SystemClock
 from extauth.ratelimit import Limit, LimitCheck, RateLimiter, open_storage
 from extauth.ratelimit.lease import LeaseBook
@@ -32,7 +32,7 @@ async def main(url, ttl_ms, max_tokens):
     for line in sys.stdin:
         burst = json.loads(line)
         checks = [LimitCheck(burst["key"], Limit(burst["limit"], 86_400), mode="leased")]
-        before = dict(vars(limiter.stats))
+        before = dataclasses.asdict(limiter.stats)
 
         async def hammer():
             admitted = 0
@@ -41,7 +41,7 @@ async def main(url, ttl_ms, max_tokens):
             return admitted
 
         admitted = sum(await asyncio.gather(*(hammer() for _ in range(burst["tasks"]))))
-        stats = {name: value - before[name] for name, value in vars(limiter.stats).items()}
+        stats = {name: value - before[name] for name, value in dataclasses.asdict(limiter.stats).items()}
         print(json.dumps({"admitted": admitted, "stats": stats}), flush=True)
 
 asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))

@@ -19,7 +19,7 @@ from extauth.ratelimit.redis import RedisStorage
 pytestmark = [pytest.mark.integration, pytest.mark.redis]
 
 WORKER = """
-import asyncio, json, sys
+import asyncio, dataclasses, json, sys
 from extauth.clock import SystemClock
 from extauth.ratelimit import Limit, LimitCheck, RateLimiter, open_storage
 
@@ -39,7 +39,7 @@ async def main(url, key, limit, tasks, per_task, batch):
         return admitted
 
     admitted = sum(await asyncio.gather(*(hammer() for _ in range(tasks))))
-    print(json.dumps({"admitted": admitted, "stats": vars(limiter.stats)}), flush=True)
+    print(json.dumps({"admitted": admitted, "stats": dataclasses.asdict(limiter.stats)}), flush=True)
 
 url, key, limit, tasks, per_task, batch = sys.argv[1:]
 asyncio.run(main(url, key, int(limit), int(tasks), int(per_task), batch))

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from support.checks import check, check_request, health_status
 from support.idp import IdentityProvider
 
+from extauth import NATIVE_MODULES, NATIVE_STATUS
 from extauth.config import load_config
 from extauth.config.schema import ListenAddress
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess, extauth_config, free_port
@@ -76,6 +77,14 @@ def test_reflection_lists_the_authorization_and_health_services(extauth: Extauth
         replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = {service.name for reply in replies for service in reply.list_services_response.service}
     assert {"envoy.service.auth.v3.Authorization", "grpc.health.v1.Health"} <= names
+
+
+def test_the_listening_line_says_whether_the_compiled_modules_run(extauth: ExtauthProcess) -> None:
+    """`listening` names what this process runs: the compiled modules when they are current, else pure Python."""
+    logs = [json.loads(line) for line in extauth.process.log_path.read_text().splitlines() if line.startswith("{")]
+    (listening,) = [log for log in logs if log.get("event") == "listening"]
+    assert listening["code"] == NATIVE_STATUS
+    assert listening["code"].startswith("native:" if NATIVE_MODULES else "pure Python:")
 
 
 def test_sigterm_finishes_in_flight_checks_and_exits_zero(tmp_path: Path, certs: DevCerts) -> None:

@@ -17,7 +17,9 @@ EMITTERS = {"notify", "_notify", "record"}
 
 
 def _module_name(path: Path) -> str:
-    return ".".join(("extauth", *path.relative_to(PACKAGE).with_suffix("").parts))
+    """`extauth/audit/writer.py` → `extauth.audit.writer`; a package's `__init__.py` is the package itself."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(("extauth", *(parts[:-1] if parts[-1] == "__init__" else parts)))
 
 
 def _name_value(module: str, node: ast.expr) -> object:

@@ -440,15 +440,29 @@ def half_of_b(override: float | None, variant: Variant, results: Mapping[str, Re
     return base.rps / 2 if base is not None else None
 
 
+def median_run(runs: list[Result]) -> Result:
+    """The run with the median requests/s (the lower middle one of an even count): one real run, so its
+    figures (CPU, latency, Redis calls) belong together."""
+    return sorted(runs, key=lambda result: result.run.rps)[(len(runs) - 1) // 2]
+
+
+def spread_lines(runs: Mapping[str, list[Result]]) -> Iterator[str]:
+    for key, results in runs.items():
+        figures = ", ".join(f"{result.run.rps:.0f} rps / {_whole(result.servicer_cpu_us)} µs" for result in results)
+        yield f"  {key}: {figures}"
+
+
 def ratios(rps: Mapping[str, float]) -> dict[str, float]:
     """The issue's throughput ratios, each present only when both of its variants ran."""
     return {f"{top}/{bottom}": round(rps[top] / rps[bottom], 3)
             for top, bottom in RATIOS if top in rps and bottom in rps}
 
 
-def report(results: Iterable[Result], when: datetime, machine: str) -> dict[str, Any]:
+def report(results: Iterable[Result], when: datetime, machine: str,
+           runs: Mapping[str, list[Result]] | None = None) -> dict[str, Any]:
     """The `--json` document: the issue's per-variant fields, then Redis calls per Check and the fixed-rate
-    latencies where the variant has them."""
+    latencies where the variant has them; with `runs` (--rounds), every run's rps and servicer CPU beside the
+    median run's figures."""
     variants: dict[str, dict[str, Any]] = {}
     for result in results:
         figures: dict[str, Any] = {
@@ -468,6 +482,9 @@ def report(results: Iterable[Result], when: datetime, machine: str) -> dict[str,
                                      "p50_ms": result.latency.p50_ms, "p99_ms": result.latency.p99_ms,
                                      "p99_9_ms": result.latency.p999_ms, "non_2xx": result.latency.non_2xx,
                                      "servicer_cpu_us": _rounded(result.latency.servicer_cpu_us)}
+        if runs is not None:
+            figures["runs"] = [{"rps": round(run.run.rps, 1), "servicer_cpu_us": _rounded(run.servicer_cpu_us)}
+                               for run in runs[result.variant.key]]
         variants[result.variant.key] = figures
     return {"date": when.isoformat(timespec="seconds"), "machine": machine, "variants": variants,
             "ratios": ratios({key: figures["rps"] for key, figures in variants.items()})}
@@ -553,6 +570,9 @@ def main() -> int:
     parser.add_argument("--fixed-rate", type=float, metavar="RPS",
                         help="requests/s offered in the latency run (default: half of b's measured capacity; "
                              "without b and without this option there is no latency run)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every variant this many times, in rotation, and report each variant's median "
+                             "run by requests/s (default 1); one run's ratios swing by ~10%% on a shared machine")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="sample each servicer with py-spy during its measured run; collapsed stacks to DIR")
@@ -577,30 +597,39 @@ def main() -> int:
               f"latency: h2load at a fixed rate, <= {MAX_RPS_PER_CLIENT} rps per HTTP/2 connection, "
               f"{FIXED_RATE_STREAMS} streams each, {args.duration}s; HTTPS, Envoy --concurrency 1, direct_response 200")
         print(f"extauth audit goes to a file, as in production: {work_dir}/<variant>/audit.jsonl\n")
-        results: dict[str, Result] = {}
+        results: dict[str, Result] = {}  # each variant's latest run: b's sets the next fixed rate
+        runs: dict[str, list[Result]] = {}
         try:
-            for variant in order:
-                load = Load({"authorization": f"Bearer {tokens[0]}"} if variant.with_token else {},
-                            rotating if variant.unique_tokens else None)
-                print(f"  running {variant.key}: {variant.title} ...", file=sys.stderr, flush=True)
-                results[variant.key] = run_variant(variant, work_dir / variant.key, certs, load, args.duration,
-                                                   args.connections, partial(half_of_b, args.fixed_rate, variant,
-                                                                             results), args.profile)
+            for round_number in range(1, args.rounds + 1):
+                for variant in order:
+                    load = Load({"authorization": f"Bearer {tokens[0]}"} if variant.with_token else {},
+                                rotating if variant.unique_tokens else None)
+                    print(f"  running {variant.key}: {variant.title} (round {round_number}/{args.rounds}) ...",
+                          file=sys.stderr, flush=True)
+                    run_dir = work_dir / (variant.key if args.rounds == 1 else f"{variant.key}.{round_number}")
+                    results[variant.key] = run_variant(variant, run_dir, certs, load, args.duration, args.connections,
+                                                       partial(half_of_b, args.fixed_rate, variant, results),
+                                                       args.profile)
+                    runs.setdefault(variant.key, []).append(results[variant.key])
         except (BenchError, ProcessError) as error:
             print(f"FAILED: {error}", file=sys.stderr)
             return 1
         finally:
-            ordered = [results[variant.key] for variant in VARIANTS if variant.key in results]
+            ordered = [median_run(runs[variant.key]) for variant in VARIANTS if variant.key in runs]
             print("\n".join(throughput_table(ordered)))
             print("\nFixed-rate latency (h2load, open loop):")
             print("\n".join(latency_table(ordered)))
+            if args.rounds > 1:
+                print(f"\nEach row is the variant's median of {args.rounds} runs by requests/s; all runs' rps and "
+                      "servicer CPU-µs/req:")
+                print("\n".join(spread_lines(runs)))
     print("\n/b, /n, /a: requests/s relative to the no-op servicer, to Envoy's native filters and to Envoy alone, "
           "from this run.\nCPU-µs/req: utime+stime over the measured run / requests completed.\nRedis calls/req: "
           "script calls (EVALSHA; INFO commandstats) / requests completed; its inverse is the batch size.\n"
           "h has no fixed-rate run: h2load sends one header set, so it cannot rotate tokens.")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        document = report(ordered, started, machine_description())
+        document = report(ordered, started, machine_description(), runs if args.rounds > 1 else None)
         args.json.write_text(json.dumps(document, indent=2) + "\n")
         print(f"\nratios: {json.dumps(document['ratios'])}\nJSON: {args.json}")
     return 0

@@ -24,6 +24,7 @@ from check_throughput import (
     fixed_rate_clients,
     half_of_b,
     limits_of,
+    median_run,
     parse_commandstats,
     parse_h2load_log,
     parse_wrk,
@@ -195,6 +196,31 @@ def test_json_report_has_the_issue_shape() -> None:
     assert document["variants"]["g"]["redis_calls_per_check"] == 0.25
     assert document["variants"]["g"]["redis_cpu_us"] == 41.0
     assert document["ratios"] == {"d/b": 0.5, "g/b": 0.25, "d/n": 0.25, "g/n": 0.125}
+
+
+@given(st.lists(st.floats(min_value=1, max_value=1e6), min_size=1, max_size=9))
+def test_the_median_run_is_one_of_the_runs_with_as_many_runs_faster_as_slower(rates: list[float]) -> None:
+    """--rounds reports a real run (its CPU and latency belong to its rps), the middle one by rps; of an even
+    count, the lower middle."""
+    runs = [_result("d", rps) for rps in rates]
+    chosen = median_run(runs)
+    assert any(chosen is run for run in runs)
+    slower = sum(1 for run in runs if run.run.rps < chosen.run.rps)
+    faster = sum(1 for run in runs if run.run.rps > chosen.run.rps)
+    ties = len(runs) - slower - faster
+    assert slower <= (len(runs) - 1) // 2 < slower + ties and faster <= len(runs) // 2
+
+
+def test_with_rounds_the_json_report_lists_every_run_beside_the_median() -> None:
+    """Each variant keeps the median run's figures and gains `runs`: every run's rps and servicer CPU."""
+    runs = {"b": [_result("b", 4000.0), _result("b", 4200.0), _result("b", 3900.0)],
+            "d": [_result("d", 2000.0), _result("d", 1800.0), _result("d", 2100.0)]}
+    medians = [median_run(results) for results in runs.values()]
+    document = report(medians, datetime(2026, 11, 28, 13, 0, tzinfo=UTC), "2 CPUs", runs)
+    assert document["variants"]["b"]["rps"] == 4000.0 and document["variants"]["d"]["rps"] == 2000.0
+    assert [run["rps"] for run in document["variants"]["d"]["runs"]] == [2000.0, 1800.0, 2100.0]
+    assert document["variants"]["d"]["runs"][0]["servicer_cpu_us"] == 321.5
+    assert document["ratios"] == {"d/b": 0.5}
 
 
 def _wrk_run(rps: float) -> WrkRun:

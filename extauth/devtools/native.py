@@ -17,7 +17,7 @@ from pathlib import Path
 from extauth import NATIVE_MANIFEST, PACKAGE_DIR, native_digest, native_source
 
 #: The modules every Check runs through, compiled together (one mypyc group). Left interpreted, for reasons
-#: docs/deployment.md gives: identity.principal, servicer, ratelimit.plan, audit.writer, accesslog.
+#: docs/deployment.md gives: identity.principal, servicer, audit.writer, accesslog.
 NATIVE_MODULES = (
     "extauth.request",
     "extauth.screening.screener",
@@ -35,6 +35,8 @@ NATIVE_MODULES = (
     "extauth.identity.cache",
     "extauth.identity.token_source",
     "extauth.ratelimit.phase",
+    "extauth.ratelimit.plan",
+    "extauth.ratelimit.model",
     "extauth.ratelimit.gcra",
     "extauth.ratelimit.memory",
     "extauth.ratelimit.limiter",

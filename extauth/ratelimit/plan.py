@@ -123,32 +123,62 @@ def _header_part(name: str) -> KeyPart:
     return header
 
 
-#: One builder per kind of `KEY_PART_KINDS` (the schema's table): (name, IPv4 prefix, IPv6 prefix) -> key part.
-_KEY_PART_BUILDERS: dict[str, Callable[[str, int, int], KeyPart]] = {
-    "subject": lambda name, v4, v6: lambda request, principal, decision: (
-        _bounded(principal.identity) if principal else "~"),
-    "issuer": lambda name, v4, v6: lambda request, principal, decision: (
-        _bounded(principal.issuer) if principal else "~"),
-    "client_ip": lambda name, v4, v6: _client_network(v4, v6),
-    "route": lambda name, v4, v6: lambda request, principal, decision: decision.route or "~",
-    "method": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.method),
-    "host": lambda name, v4, v6: lambda request, principal, decision: _bounded(request.hostname),
-    "peer": lambda name, v4, v6: lambda request, principal, decision: _peer_key(request),
-    "claim": lambda name, v4, v6: _claim_part(name),
-    "param": lambda name, v4, v6: lambda request, principal, decision: _bounded(decision.params.get(name, "~")),
-    "context": lambda name, v4, v6: lambda request, principal, decision: (
-        _bounded(request.context_extensions.get(name, "~"))),
-    "header": lambda name, v4, v6: _header_part(name),
-}
+def _subject(request: Request, principal: Principal | None, decision: Decision) -> str:
+    return _bounded(principal.identity) if principal else "~"
 
-if _KEY_PART_BUILDERS.keys() != KEY_PART_KINDS.keys():
+
+def _issuer(request: Request, principal: Principal | None, decision: Decision) -> str:
+    return _bounded(principal.issuer) if principal else "~"
+
+
+def _route(request: Request, principal: Principal | None, decision: Decision) -> str:
+    return decision.route or "~"
+
+
+def _method(request: Request, principal: Principal | None, decision: Decision) -> str:
+    return _bounded(request.method)
+
+
+def _host(request: Request, principal: Principal | None, decision: Decision) -> str:
+    return _bounded(request.hostname)
+
+
+def _peer(request: Request, principal: Principal | None, decision: Decision) -> str:
+    return _peer_key(request)
+
+
+def _param_part(name: str) -> KeyPart:
+    def param(request: Request, principal: Principal | None, decision: Decision) -> str:
+        return _bounded(decision.params.get(name, "~"))
+    return param
+
+
+def _context_part(name: str) -> KeyPart:
+    def context(request: Request, principal: Principal | None, decision: Decision) -> str:
+        return _bounded(request.context_extensions.get(name, "~"))
+    return context
+
+
+#: The key parts of `KEY_PART_KINDS` (the schema's table): those that read one fixed attribute, those named by
+#: their spec (`claim:tenant`), and `client_ip`, whose prefix lengths are the limit's (`_key_part`). Plain
+#: functions rather than nested lambdas, so the module compiles with mypyc (docs/deployment.md).
+_FIXED_PARTS: dict[str, KeyPart] = {"subject": _subject, "issuer": _issuer, "route": _route, "method": _method,
+                                    "host": _host, "peer": _peer}
+_NAMED_PARTS: dict[str, Callable[[str], KeyPart]] = {"claim": _claim_part, "param": _param_part,
+                                                     "context": _context_part, "header": _header_part}
+_PART_KINDS = {*_FIXED_PARTS, *_NAMED_PARTS, "client_ip"}
+
+if KEY_PART_KINDS.keys() != _PART_KINDS:
     raise ImportError(f"key part kinds without a builder or a schema entry: "
-                      f"{sorted(_KEY_PART_BUILDERS.keys() ^ KEY_PART_KINDS.keys())}")
+                      f"{sorted(_PART_KINDS ^ KEY_PART_KINDS.keys())}")
 
 
 def _key_part(spec: str, ipv4_prefix: int = 32, ipv6_prefix: int = 64) -> KeyPart:
     kind, _, name = spec.partition(":")
-    return _KEY_PART_BUILDERS[kind](name, ipv4_prefix, ipv6_prefix)
+    if kind == "client_ip":
+        return _client_network(ipv4_prefix, ipv6_prefix)
+    fixed = _FIXED_PARTS.get(kind)
+    return fixed if fixed is not None else _NAMED_PARTS[kind](name)
 
 
 def _limits(windows: list[Window]) -> tuple[Limit, ...]:

@@ -223,7 +223,9 @@ async def test_checks_arriving_while_a_call_is_out_leave_together_when_it_answer
                                                                                    max_batch, calls):
     """One call out at a time: whatever arrives meanwhile goes in the next call(s) of at most `max_batch`."""
     storage = HeldStorage(RedisStorage.from_url(redis_server.url, timeout_ms=2000))
-    limiter = limiter_on(storage, ManualClock(), batch_window_us=0, max_batch=max_batch)
+    # The limiter's own deadline (50 ms by default) must not expire while the test holds the call: batching is
+    # what this test is about, and a slow moment of the machine would otherwise time the first Check out.
+    limiter = limiter_on(storage, ManualClock(), batch_window_us=0, max_batch=max_batch, timeout_ms=5000)
     limit = Limit(10, 60)
     try:
         first = asyncio.ensure_future(limiter.check([check(key, limit=limit)]))

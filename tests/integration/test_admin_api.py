@@ -7,7 +7,6 @@ import queue
 import stat
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import grpc
 import pytest
 from cryptography import x509
 from support.gateways import demo_policies_with
+from support.polling import wait_for
 
 from extauth.admin.v1 import admin_pb2, admin_pb2_grpc
 from extauth.cli import main
@@ -44,13 +44,6 @@ routes:
     match: {path: {prefix: /api/extra/}}
     public: true
 """
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def lines_of(process: subprocess.Popen[str]) -> "queue.Queue[str]":

@@ -3,10 +3,9 @@
 import json
 import os
 import threading
-import time
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.checks import check
+from support.polling import wait_for
 
 from extauth.audit.chain import verify
 from extauth.audit.signing import Verifier, load_public_key, write_key_pair
@@ -32,16 +32,6 @@ def request_id_of(response: Response) -> str:
     """Allowed requests reach the echo upstream (which shows x-request-id); denials carry it in their body."""
     body = response.json()
     return body["headers"]["x-request-id"] if response.status == 200 else body["request_id"]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -1,7 +1,6 @@
 """Safe policy change on a running extauth: broken reloads keep the last good policy; shadow policies report."""
 
 import signal
-import time
 import urllib.request
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 from support.checks import health_status
 from support.gateways import demo_policies_with
+from support.polling import wait_for
 
 from extauth.devstack.gateway import (
     DEMO_POLICIES,
@@ -47,13 +47,6 @@ routes:
     match: {path: {regex: '/words/(\\w+\\s?)*'}}
     public: true
 """
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -1,13 +1,11 @@
 """Request ids for clients through real Envoy: every response carries the `x-request-id` of its audit events, and
 an id a client sends is replaced at the edge (envoy/envoy.yaml, docs/audit.md#request-ids)."""
 
-import time
 import uuid
-from collections.abc import Callable
-from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.polling import wait_for
 
 from extauth.devstack.gateway import EnvoyProcess, ExtauthProcess
 from extauth.devtools.certs import DevCerts
@@ -16,16 +14,6 @@ from extauth.devtools.tokens import mint_token
 #: (path, with reader token, expected status): allows, and denies from authentication and authorization.
 REQUESTS = [("/public/hello", False, 200), ("/api/orders", True, 200), ("/api/orders", False, 401),
             ("/admin/users", True, 403), ("/elsewhere", True, 403), ("/api/orders", "forged", 401)]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def events_by_request_id(extauth: ExtauthProcess, request_ids: set[str]) -> dict[str, set[str]]:
